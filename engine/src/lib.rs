@@ -1,0 +1,27 @@
+//! The Maily core: domain types, ports and pure logic.
+//!
+//! Nothing in this crate performs I/O. Adapters (Kafka, SQLite, SMTP, chains)
+//! implement the traits in [`ports`] in their own crates; the root binary wires them.
+
+pub mod bounce;
+pub mod domain;
+pub mod merkle;
+pub mod message;
+pub mod partition;
+pub mod ports;
+pub mod records;
+pub mod reward;
+pub mod template;
+pub mod time;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use domain::{
+    address::{AddressError, Domain, EmailAddress},
+    campaign::{Campaign, Recipient},
+    event::{BounceClass, EventKind},
+    ids::{CampaignId, IdError, MessageId, TenantId},
+    stats::CampaignStats,
+};
+pub use time::Timestamp;

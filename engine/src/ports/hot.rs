@@ -1,0 +1,62 @@
+//! The hot-state port: fast, shared, loss-tolerant state (Redis's model).
+//!
+//! Anything here can be rebuilt from the store; the store stays the record.
+
+use crate::domain::{
+    address::EmailAddress,
+    ids::{CampaignId, TenantId},
+    stats::CampaignStats,
+};
+use crate::time::Timestamp;
+use async_trait::async_trait;
+use std::time::Duration;
+
+/// The state of an idempotency key after a claim attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller now owns the key and must `complete` or `release` it.
+    Acquired,
+    /// Someone claimed the key at `since` and has not completed it.
+    InFlight { since: Timestamp },
+    /// The work was done; `outcome` is what `complete` recorded.
+    Done { outcome: String },
+}
+
+/// What a hot-state operation can fail with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HotError {
+    #[error("hot state unavailable: {0}")]
+    Unavailable(String),
+    #[error("hot state value for {key:?} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+/// Live counters, suppression lookups and idempotency keys.
+#[async_trait]
+pub trait HotState: Send + Sync + 'static {
+    /// Claims `key` (SET NX semantics); a claim expires after `ttl`.
+    async fn claim(&self, key: &str, now: Timestamp, ttl: Duration) -> Result<Claim, HotError>;
+
+    /// Marks a claimed key done with its outcome, kept for `ttl`.
+    async fn complete(&self, key: &str, outcome: &str, ttl: Duration) -> Result<(), HotError>;
+
+    /// Drops a claim so the work can be tried again.
+    async fn release(&self, key: &str) -> Result<(), HotError>;
+
+    /// Adds an address to the tenant's suppression set.
+    async fn suppress(&self, tenant: &TenantId, email: &EmailAddress) -> Result<(), HotError>;
+
+    /// Whether the address is suppressed for the tenant.
+    async fn is_suppressed(&self, tenant: &TenantId, email: &EmailAddress)
+    -> Result<bool, HotError>;
+
+    /// Replaces the live counters of a campaign.
+    async fn set_live_stats(
+        &self,
+        campaign: &CampaignId,
+        stats: &CampaignStats,
+    ) -> Result<(), HotError>;
+
+    /// The live counters of a campaign, if any were set.
+    async fn live_stats(&self, campaign: &CampaignId) -> Result<Option<CampaignStats>, HotError>;
+}

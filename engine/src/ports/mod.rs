@@ -1,0 +1,20 @@
+//! The ports: one trait per technology boundary. Adapters live in other crates
+//! (see ARCHITECTURE.md); each port has an embedded adapter and a contract suite in
+//! [`crate::testkit`].
+
+pub mod chain;
+pub mod hot;
+pub mod log;
+pub mod resolver;
+pub mod store;
+pub mod transport;
+
+pub use chain::{AnchorReceipt, Chain, ChainError};
+pub use hot::{Claim, HotError, HotState};
+pub use log::{EventLog, LogError, Record};
+pub use resolver::{ResolveError, Resolver, Route};
+pub use store::{
+    AggregateBatch, LedgerEntry, MessageState, Settlement, SettlementEntry, Store, StoreError,
+    StoredOffset, StoredProof,
+};
+pub use transport::{DeliveryOutcome, OutboundMessage, Transport};

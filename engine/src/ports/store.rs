@@ -1,0 +1,196 @@
+//! The store port: the engine's durable record (Postgres's model).
+//!
+//! Aggregates are written together with the log offsets they include, in one
+//! transaction, so a restarted consumer resumes exactly where its state ends.
+
+use crate::domain::{
+    address::EmailAddress,
+    campaign::Campaign,
+    ids::{CampaignId, MessageId, TenantId},
+    stats::CampaignStats,
+};
+use crate::merkle::{CampaignLeaf, Hash32};
+use crate::time::Timestamp;
+use async_trait::async_trait;
+use std::collections::{BTreeMap, HashMap};
+
+/// What a store operation can fail with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("row {row} rejected: {reason}")]
+    InvalidRow { row: String, reason: String },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A consumer position: everything before `next` in the partition is processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOffset {
+    pub topic: String,
+    pub partition: u32,
+    pub next: u64,
+}
+
+/// The latest known state of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageState {
+    pub message_id: MessageId,
+    pub tenant: TenantId,
+    pub campaign: CampaignId,
+    pub recipient: EmailAddress,
+    /// Bits of [`crate::EventKind::bit`] for every kind applied so far.
+    pub mask: u32,
+    /// Name of the last event kind applied.
+    pub status: String,
+    /// Reply text or reason of the last event that had one.
+    pub detail: Option<String>,
+}
+
+/// One analytics flush: stats, message states and offsets, committed atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregateBatch {
+    pub group: String,
+    pub offsets: Vec<StoredOffset>,
+    pub stats: Vec<(TenantId, CampaignId, CampaignStats)>,
+    pub messages: Vec<MessageState>,
+}
+
+/// One campaign's figures in a settled epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementEntry {
+    pub tenant: TenantId,
+    pub campaign: CampaignId,
+    pub stats: CampaignStats,
+    /// Cumulative reward up to and including this epoch.
+    pub reward_total: u128,
+    /// Reward earned in this epoch.
+    pub reward_delta: u128,
+}
+
+/// A settled reward epoch, with the stats-topic offsets it includes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub epoch: u64,
+    pub settled_at: Timestamp,
+    pub group: String,
+    pub offsets: Vec<StoredOffset>,
+    pub entries: Vec<SettlementEntry>,
+}
+
+/// One entry of the local hash-chained anchor ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub epoch: u64,
+    pub root: Hash32,
+    /// Hash of the previous entry (zeros for the first).
+    pub prev: Hash32,
+    /// Hash of this entry, chaining it to `prev`.
+    pub hash: Hash32,
+    pub at: Timestamp,
+}
+
+/// A campaign's leaf in an anchored epoch with its inclusion proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredProof {
+    pub leaf: CampaignLeaf,
+    pub leaf_index: u32,
+    pub root: Hash32,
+    pub proof: Vec<Hash32>,
+}
+
+/// The durable record of the engine.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates or renames a tenant.
+    async fn upsert_tenant(&self, tenant: &TenantId, name: &str) -> Result<(), StoreError>;
+
+    /// Stores a new campaign; an existing id is a conflict.
+    async fn insert_campaign(&self, campaign: &Campaign) -> Result<(), StoreError>;
+
+    /// A campaign by id.
+    async fn campaign(&self, id: CampaignId) -> Result<Option<Campaign>, StoreError>;
+
+    /// Stored positions of `group` in `topic`, by partition.
+    async fn load_offsets(&self, group: &str, topic: &str)
+    -> Result<BTreeMap<u32, u64>, StoreError>;
+
+    /// Stores positions of `group` for consumers whose state lives elsewhere.
+    async fn save_offsets(&self, group: &str, offsets: &[StoredOffset]) -> Result<(), StoreError>;
+
+    /// Commits one analytics flush in a single transaction.
+    async fn commit_aggregates(&self, batch: &AggregateBatch) -> Result<(), StoreError>;
+
+    /// A campaign's stats as last committed.
+    async fn campaign_stats(&self, id: CampaignId) -> Result<Option<CampaignStats>, StoreError>;
+
+    /// Every campaign's stats, ordered by campaign id.
+    async fn all_stats(&self) -> Result<Vec<(TenantId, CampaignId, CampaignStats)>, StoreError>;
+
+    /// Applied-kind masks of the given messages (absent ids have none).
+    async fn message_masks(&self, ids: &[MessageId])
+    -> Result<HashMap<MessageId, u32>, StoreError>;
+
+    /// Messages of a campaign whose last status is `status`.
+    async fn messages_with_status(
+        &self,
+        campaign: CampaignId,
+        status: &str,
+    ) -> Result<Vec<MessageState>, StoreError>;
+
+    /// Adds an address to a tenant's suppression list (idempotent).
+    async fn suppress(
+        &self,
+        tenant: &TenantId,
+        email: &EmailAddress,
+        reason: &str,
+    ) -> Result<(), StoreError>;
+
+    /// A tenant's suppression list with reasons.
+    async fn suppressions(&self, tenant: &TenantId)
+    -> Result<Vec<(EmailAddress, String)>, StoreError>;
+
+    /// Records a settled epoch with its offsets; an epoch settles once (else conflict).
+    async fn commit_settlement(&self, settlement: &Settlement) -> Result<(), StoreError>;
+
+    /// The settlement of `epoch`.
+    async fn settlement(&self, epoch: u64) -> Result<Option<Settlement>, StoreError>;
+
+    /// The highest settled epoch.
+    async fn last_settled_epoch(&self) -> Result<Option<u64>, StoreError>;
+
+    /// The newest ledger entry.
+    async fn ledger_head(&self) -> Result<Option<LedgerEntry>, StoreError>;
+
+    /// Appends an entry; fails with a conflict unless `entry.prev` is the current head's
+    /// hash and the epoch is new.
+    async fn append_ledger(&self, entry: &LedgerEntry) -> Result<(), StoreError>;
+
+    /// The ledger entry of `epoch`.
+    async fn ledger_entry(&self, epoch: u64) -> Result<Option<LedgerEntry>, StoreError>;
+
+    /// Records that `epoch` was anchored on `chain` (idempotent per epoch and chain).
+    async fn record_anchor(
+        &self,
+        chain: &str,
+        epoch: u64,
+        root: &Hash32,
+        reference: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Settled epochs not yet anchored on `chain`, oldest first.
+    async fn epochs_to_anchor(&self, chain: &str) -> Result<Vec<u64>, StoreError>;
+
+    /// Stores the proofs of an epoch (idempotent).
+    async fn store_proofs(&self, proofs: &[StoredProof]) -> Result<(), StoreError>;
+
+    /// A campaign's proof in an epoch.
+    async fn proof(
+        &self,
+        epoch: u64,
+        campaign: CampaignId,
+    ) -> Result<Option<StoredProof>, StoreError>;
+}

@@ -1,0 +1,39 @@
+//! The transport port: hand one message to the destination's server.
+
+use crate::bounce::SmtpReply;
+use crate::domain::{address::EmailAddress, ids::MessageId};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// A built message with its envelope.
+#[derive(Debug, Clone)]
+pub struct OutboundMessage {
+    pub message_id: MessageId,
+    /// Envelope sender (MAIL FROM), the return path for bounces.
+    pub mail_from: EmailAddress,
+    /// Envelope recipient (RCPT TO).
+    pub rcpt_to: EmailAddress,
+    /// The RFC 5322 message, CRLF line ends, not dot-stuffed.
+    pub data: Arc<[u8]>,
+}
+
+/// What became of one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// The server accepted the message.
+    Delivered { reply: SmtpReply },
+    /// Try again later: a 4xx reply, or no conversation could be had.
+    Transient {
+        reply: Option<SmtpReply>,
+        error: String,
+    },
+    /// The server refused the message for good (5xx).
+    Permanent { reply: SmtpReply },
+}
+
+/// Delivers messages; implementations pool connections and enforce limits.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Attempts delivery of one message.
+    async fn deliver(&self, message: &OutboundMessage) -> DeliveryOutcome;
+}

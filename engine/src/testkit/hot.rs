@@ -1,0 +1,92 @@
+//! Contract suite of the hot-state port.
+
+use super::addr;
+use crate::ports::{Claim, HotState};
+use crate::{CampaignId, CampaignStats, TenantId, Timestamp};
+use std::time::Duration;
+
+/// Generates the hot-state contract tests for the adapter returned by `$make().await`.
+#[macro_export]
+macro_rules! hot_state_contract {
+    ($make:path) => {
+        mod hot_state_contract {
+            use $crate::testkit::hot as suite;
+            #[tokio::test]
+            async fn idempotency_keys_claim_once() {
+                suite::idempotency_keys_claim_once(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn claims_expire() {
+                suite::claims_expire(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn suppression_is_per_tenant() {
+                suite::suppression_is_per_tenant(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn live_stats_round_trip() {
+                suite::live_stats_round_trip(&super::$make().await).await
+            }
+        }
+    };
+}
+
+/// A key is acquired once; later claims see it in flight, then done with its outcome.
+pub async fn idempotency_keys_claim_once(hot: &impl HotState) {
+    let ttl = Duration::from_secs(60);
+    let now = Timestamp(1_000);
+    assert_eq!(hot.claim("m1", now, ttl).await.unwrap(), Claim::Acquired);
+    assert_eq!(
+        hot.claim("m1", Timestamp(2_000), ttl).await.unwrap(),
+        Claim::InFlight { since: now }
+    );
+    hot.complete("m1", "delivered", ttl).await.unwrap();
+    assert_eq!(
+        hot.claim("m1", Timestamp(3_000), ttl).await.unwrap(),
+        Claim::Done {
+            outcome: "delivered".into()
+        }
+    );
+    assert_eq!(hot.claim("m2", now, ttl).await.unwrap(), Claim::Acquired);
+    hot.release("m2").await.unwrap();
+    assert_eq!(hot.claim("m2", now, ttl).await.unwrap(), Claim::Acquired);
+}
+
+/// A claim is forgotten after its time to live.
+pub async fn claims_expire(hot: &impl HotState) {
+    let ttl = Duration::from_millis(100);
+    assert_eq!(hot.claim("short", Timestamp(1), ttl).await.unwrap(), Claim::Acquired);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(hot.claim("short", Timestamp(2), ttl).await.unwrap(), Claim::Acquired);
+}
+
+/// Suppressing an address for one tenant leaves other tenants alone.
+pub async fn suppression_is_per_tenant(hot: &impl HotState) {
+    let a = TenantId::parse("tenant-a").unwrap();
+    let b = TenantId::parse("tenant-b").unwrap();
+    let ann = addr("ann@example.com");
+    assert!(!hot.is_suppressed(&a, &ann).await.unwrap());
+    hot.suppress(&a, &ann).await.unwrap();
+    hot.suppress(&a, &ann).await.unwrap();
+    assert!(hot.is_suppressed(&a, &ann).await.unwrap());
+    assert!(!hot.is_suppressed(&b, &ann).await.unwrap());
+}
+
+/// Live counters are replaced as a whole.
+pub async fn live_stats_round_trip(hot: &impl HotState) {
+    let c = CampaignId::new();
+    assert_eq!(hot.live_stats(&c).await.unwrap(), None);
+    let s = CampaignStats {
+        delivered: 7,
+        bounced_hard: 1,
+        ..Default::default()
+    };
+    hot.set_live_stats(&c, &s).await.unwrap();
+    assert_eq!(hot.live_stats(&c).await.unwrap(), Some(s));
+    let s2 = CampaignStats {
+        delivered: 9,
+        ..Default::default()
+    };
+    hot.set_live_stats(&c, &s2).await.unwrap();
+    assert_eq!(hot.live_stats(&c).await.unwrap(), Some(s2));
+}

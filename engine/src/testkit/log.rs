@@ -1,0 +1,139 @@
+//! Contract suite of the event-log port.
+
+use crate::partition::partition_for;
+use crate::ports::{EventLog, LogError};
+use std::time::Duration;
+
+/// Generates the event-log contract tests for the adapter returned by `$make().await`.
+#[macro_export]
+macro_rules! event_log_contract {
+    ($make:path) => {
+        mod event_log_contract {
+            use $crate::testkit::log as suite;
+            #[tokio::test]
+            async fn records_are_partitioned_by_key_and_ordered() {
+                suite::records_are_partitioned_by_key_and_ordered(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn fetch_resumes_from_any_offset() {
+                suite::fetch_resumes_from_any_offset(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn fetch_returns_empty_when_nothing_arrives() {
+                suite::fetch_returns_empty_when_nothing_arrives(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn waiting_fetch_sees_a_later_record() {
+                suite::waiting_fetch_sees_a_later_record(std::sync::Arc::new(super::$make().await)).await
+            }
+            #[tokio::test]
+            async fn commits_round_trip() {
+                suite::commits_round_trip(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn unknown_topics_are_errors() {
+                suite::unknown_topics_are_errors(&super::$make().await).await
+            }
+        }
+    };
+}
+
+/// Records land in their key's partition, in produce order, with consecutive offsets.
+pub async fn records_are_partitioned_by_key_and_ordered(log: &impl EventLog) {
+    log.ensure_topic("orders", 4).await.expect("create topic");
+    log.ensure_topic("orders", 4).await.expect("create is idempotent");
+    assert_eq!(log.partitions("orders").await.expect("partitions"), 4);
+    let records: Vec<(Vec<u8>, Vec<u8>)> = (0..100)
+        .map(|i| (format!("key-{}", i % 10).into_bytes(), format!("value-{i}").into_bytes()))
+        .collect();
+    let positions = log.produce("orders", records.clone()).await.expect("produce");
+    assert_eq!(positions.len(), 100);
+    for ((key, _), (partition, _)) in records.iter().zip(&positions) {
+        assert_eq!(*partition, partition_for(key, 4), "record placed by key");
+    }
+    let mut seen = 0;
+    for p in 0..4 {
+        let got = log
+            .fetch("orders", p, 0, 1000, Duration::from_millis(500))
+            .await
+            .expect("fetch");
+        let expected: Vec<_> = records
+            .iter()
+            .filter(|(k, _)| partition_for(k, 4) == p)
+            .collect();
+        assert_eq!(got.len(), expected.len(), "partition {p} holds its keys");
+        for (i, (rec, (key, value))) in got.iter().zip(expected).enumerate() {
+            assert_eq!(rec.offset, i as u64);
+            assert_eq!(rec.partition, p);
+            assert_eq!(&rec.key, key);
+            assert_eq!(&rec.payload, value);
+        }
+        assert_eq!(log.end_offset("orders", p).await.expect("end"), got.len() as u64);
+        seen += got.len();
+    }
+    assert_eq!(seen, 100);
+}
+
+/// A fetch from offset n starts at record n and respects `max`.
+pub async fn fetch_resumes_from_any_offset(log: &impl EventLog) {
+    log.ensure_topic("resume", 1).await.expect("create topic");
+    let records = (0..20u8).map(|i| (b"k".to_vec(), vec![i])).collect();
+    log.produce("resume", records).await.expect("produce");
+    let got = log
+        .fetch("resume", 0, 5, 3, Duration::from_millis(500))
+        .await
+        .expect("fetch");
+    assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![5, 6, 7]);
+    assert_eq!(got[0].payload, vec![5]);
+}
+
+/// A fetch at the end waits, then returns nothing.
+pub async fn fetch_returns_empty_when_nothing_arrives(log: &impl EventLog) {
+    log.ensure_topic("quiet", 2).await.expect("create topic");
+    let got = log
+        .fetch("quiet", 1, 0, 10, Duration::from_millis(50))
+        .await
+        .expect("fetch");
+    assert!(got.is_empty());
+}
+
+/// A fetch waiting at the end returns a record produced meanwhile.
+pub async fn waiting_fetch_sees_a_later_record<L: EventLog>(log: std::sync::Arc<L>) {
+    log.ensure_topic("later", 1).await.expect("create topic");
+    let reader = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            log.fetch("later", 0, 0, 10, Duration::from_secs(30))
+                .await
+                .expect("fetch")
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    log.produce("later", vec![(b"k".to_vec(), b"hello".to_vec())])
+        .await
+        .expect("produce");
+    let got = reader.await.expect("reader task");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload, b"hello");
+}
+
+/// Committed offsets are per group.
+pub async fn commits_round_trip(log: &impl EventLog) {
+    log.ensure_topic("commits", 2).await.expect("create topic");
+    let records = (0..10u8).map(|i| (vec![i], vec![i])).collect();
+    log.produce("commits", records).await.expect("produce");
+    assert_eq!(log.committed("g1", "commits", 0).await.expect("committed"), None);
+    log.commit("g1", "commits", 0, 3).await.expect("commit");
+    assert_eq!(log.committed("g1", "commits", 0).await.expect("committed"), Some(3));
+    assert_eq!(log.committed("g2", "commits", 0).await.expect("committed"), None);
+}
+
+/// Using a topic that was never created is an error naming it.
+pub async fn unknown_topics_are_errors(log: &impl EventLog) {
+    let err = log
+        .produce("missing", vec![(b"k".to_vec(), b"v".to_vec())])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LogError::UnknownTopic(ref t) if t.ends_with("missing")), "{err}");
+    assert!(log.fetch("missing", 0, 0, 1, Duration::ZERO).await.is_err());
+}
