@@ -1,1 +1,21 @@
-//! placeholder
+//! Maily's supervised actors and the event-log adapters they consume.
+//!
+//! Per partition: a sender, a bounce actor and an analytics actor; per engine: a reward
+//! actor and an anchor actor. Each is a [`worker::Worker`] driven by a
+//! [`worker::WorkerActor`] under a [`supervisor`].
+
+pub mod analytics;
+pub mod anchor;
+pub mod bounce;
+pub mod common;
+pub mod engine;
+pub mod faults;
+pub mod log;
+pub mod reward;
+pub mod sender;
+pub mod supervisor;
+pub mod worker;
+
+pub use common::Ports;
+pub use engine::{EngineHandle, EngineSettings, start};
+pub use faults::{FaultPoint, Faults};

@@ -1,1 +1,344 @@
-//! placeholder
+//! Maily configuration: typed settings layered from the embedded defaults, an
+//! optional TOML file and `MAILY__SECTION__KEY` environment variables.
+//!
+//! Unknown keys and bad values stop start-up with an error naming the key.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// The defaults, embedded so the binary needs no file to run.
+pub const DEFAULT_TOML: &str = include_str!("../default.toml");
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("invalid value for {key}: {reason}")]
+    BadValue { key: &'static str, reason: String },
+}
+
+/// All settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub engine: EngineSection,
+    pub log: LogSection,
+    pub store: StoreSection,
+    pub hot: HotSection,
+    pub smtp: SmtpSection,
+    pub sender: SenderSection,
+    pub bounce: BounceSection,
+    pub analytics: AnalyticsSection,
+    pub reward: RewardSection,
+    pub anchor: AnchorSection,
+    pub supervisor: SupervisorSection,
+}
+
+/// `[engine]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    pub partitions: u32,
+}
+
+/// Which event-log adapter to run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogKind {
+    Memory,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub kind: LogKind,
+    pub capacity_per_partition: usize,
+}
+
+/// Which store adapter to run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Sqlite,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    pub kind: StoreKind,
+    pub path: String,
+    pub max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub busy_timeout: Duration,
+}
+
+/// Which hot-state adapter to run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HotKind {
+    Memory,
+}
+
+/// `[hot]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HotSection {
+    pub kind: HotKind,
+}
+
+/// `[smtp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSection {
+    pub helo_name: String,
+    pub max_connections_per_route: usize,
+    pub max_messages_per_connection: usize,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    pub routes: BTreeMap<String, String>,
+}
+
+/// A duration written like `30s` or `2h 5m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct HumanDuration(#[serde(with = "humantime_serde")] pub Duration);
+
+/// `[sender]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SenderSection {
+    pub batch_size: usize,
+    pub concurrency: usize,
+    #[serde(with = "humantime_serde")]
+    pub idle_wait: Duration,
+    pub retry_tiers: Vec<HumanDuration>,
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub in_flight_timeout: Duration,
+}
+
+/// `[bounce]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BounceSection {
+    pub batch_size: usize,
+}
+
+/// `[analytics]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsSection {
+    pub flush_size: usize,
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+}
+
+/// `[reward]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardSection {
+    #[serde(with = "humantime_serde")]
+    pub epoch_interval: Duration,
+    pub formula: FormulaSection,
+}
+
+/// `[reward.formula]`: weights in reward-token base units per message.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormulaSection {
+    pub per_delivered: u64,
+    pub per_open: u64,
+    pub per_click: u64,
+    pub per_complaint_penalty: u64,
+    pub per_bounce_penalty: u64,
+}
+
+/// `[anchor]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnchorSection {
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    pub chains: Vec<String>,
+}
+
+/// `[supervisor]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorSection {
+    #[serde(with = "humantime_serde")]
+    pub min_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Settings {
+    /// Defaults, then `file` if given, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_figment(Self::figment(file)?.merge(env()))
+    }
+
+    /// The layers below the environment: defaults and the optional file.
+    pub fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile(path.display().to_string()));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        Ok(fig)
+    }
+
+    /// Extracts and validates settings from a prepared figment.
+    pub fn from_figment(fig: Figment) -> Result<Self, ConfigError> {
+        let settings: Settings = fig.extract().map_err(|e| {
+            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            ConfigError::Invalid(msgs.join("; "))
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |key: &'static str, v: usize| {
+            if v == 0 {
+                Err(ConfigError::BadValue {
+                    key,
+                    reason: "must be at least 1".into(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        positive("engine.partitions", self.engine.partitions as usize)?;
+        positive(
+            "log.capacity_per_partition",
+            self.log.capacity_per_partition,
+        )?;
+        positive("store.max_connections", self.store.max_connections as usize)?;
+        positive(
+            "smtp.max_connections_per_route",
+            self.smtp.max_connections_per_route,
+        )?;
+        positive(
+            "smtp.max_messages_per_connection",
+            self.smtp.max_messages_per_connection,
+        )?;
+        positive("sender.batch_size", self.sender.batch_size)?;
+        positive("sender.concurrency", self.sender.concurrency)?;
+        positive("sender.max_attempts", self.sender.max_attempts as usize)?;
+        positive("bounce.batch_size", self.bounce.batch_size)?;
+        positive("analytics.flush_size", self.analytics.flush_size)?;
+        positive("anchor.chains", self.anchor.chains.len())?;
+        if self.sender.retry_tiers.is_empty() {
+            return Err(ConfigError::BadValue {
+                key: "sender.retry_tiers",
+                reason: "needs at least one tier".into(),
+            });
+        }
+        if self.reward.epoch_interval.is_zero() {
+            return Err(ConfigError::BadValue {
+                key: "reward.epoch_interval",
+                reason: "must be longer than zero".into(),
+            });
+        }
+        if self.supervisor.min_backoff > self.supervisor.max_backoff {
+            return Err(ConfigError::BadValue {
+                key: "supervisor.min_backoff",
+                reason: "is larger than supervisor.max_backoff".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `MAILY__SECTION__KEY` variables as nested keys (`sender.batch_size`).
+pub fn env() -> Env {
+    Env::prefixed("MAILY__").split("__")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load() {
+        figment::Jail::expect_with(|_| {
+            let s = Settings::load(None).expect("defaults are valid");
+            assert_eq!(s.engine.partitions, 8);
+            assert_eq!(s.sender.retry_tiers[0].0, Duration::from_secs(30));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_files_and_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("maily.toml", "[sender]\nconcurrency = 8\nbatch_size = 16\n")?;
+            jail.set_env("MAILY__SENDER__CONCURRENCY", "128");
+            let s = Settings::load(Some(Path::new("maily.toml"))).expect("valid");
+            assert_eq!(s.sender.concurrency, 128);
+            assert_eq!(s.sender.batch_size, 16);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("maily.toml", "[sender]\nconcurency = 8\n")?;
+            let err = Settings::load(Some(Path::new("maily.toml"))).unwrap_err();
+            assert!(err.to_string().contains("concurency"), "{err}");
+            jail.clear_env();
+            jail.set_env("MAILY__ANALYTICS__FLUSH_EVERY", "1");
+            let err = Settings::load(None).unwrap_err();
+            assert!(err.to_string().contains("flush_every"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("MAILY__ENGINE__PARTITIONS", "many");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.to_lowercase().contains("engine.partitions"), "{err}");
+            jail.set_env("MAILY__ENGINE__PARTITIONS", "0");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                "invalid value for engine.partitions: must be at least 1"
+            );
+            jail.set_env("MAILY__ENGINE__PARTITIONS", "4");
+            jail.set_env("MAILY__SENDER__IDLE_WAIT", "soon");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.to_lowercase().contains("sender.idle_wait"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = Settings::load(Some(Path::new("/nonexistent/maily.toml"))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "configuration file /nonexistent/maily.toml does not exist"
+        );
+    }
+}

@@ -299,21 +299,50 @@ const TEXT_RULES: &[(&[&str], Reason)] = &[
         Reason::UserUnknown,
     ),
     (
-        &["mailbox full", "mailbox is full", "quota", "over quota", "insufficient storage"],
+        &[
+            "mailbox full",
+            "mailbox is full",
+            "quota",
+            "over quota",
+            "insufficient storage",
+        ],
         Reason::MailboxFull,
     ),
     (&["spam", "junk mail"], Reason::SpamDetected),
     (&["virus", "malware"], Reason::VirusDetected),
     (
-        &["blacklist", "blocklist", "listed at", "listed on", "blocked", "reputation"],
+        &[
+            "blacklist",
+            "blocklist",
+            "listed at",
+            "listed on",
+            "blocked",
+            "reputation",
+        ],
         Reason::Blocked,
     ),
-    (&["relay access denied", "relaying denied", "not permitted to relay"], Reason::NoRelaying),
+    (
+        &[
+            "relay access denied",
+            "relaying denied",
+            "not permitted to relay",
+        ],
+        Reason::NoRelaying,
+    ),
     (&["too many connections"], Reason::TooManyConn),
-    (&["rate limit", "too many messages", "try again later"], Reason::Speeding),
-    (&["message size", "too large", "too big"], Reason::MesgTooBig),
+    (
+        &["rate limit", "too many messages", "try again later"],
+        Reason::Speeding,
+    ),
+    (
+        &["message size", "too large", "too big"],
+        Reason::MesgTooBig,
+    ),
     (&["disabled", "suspended", "inactive"], Reason::Suspend),
-    (&["host not found", "domain not found", "no mx"], Reason::HostUnknown),
+    (
+        &["host not found", "domain not found", "no mx"],
+        Reason::HostUnknown,
+    ),
 ];
 
 fn reason_from_text(text: &str) -> Option<Reason> {
@@ -330,8 +359,9 @@ mod tests {
 
     #[test]
     fn parses_multiline_replies_with_enhanced_codes() {
-        let r = SmtpReply::parse_lines(&["550-5.1.1 The email account", "550 5.1.1 does not exist"])
-            .unwrap();
+        let r =
+            SmtpReply::parse_lines(&["550-5.1.1 The email account", "550 5.1.1 does not exist"])
+                .unwrap();
         assert_eq!(r.code, 550);
         assert_eq!(r.enhanced.unwrap().to_string(), "5.1.1");
         assert_eq!(r.text, "The email account does not exist");
@@ -357,7 +387,10 @@ mod tests {
         );
         assert_eq!(c(552, "5.2.2 mailbox full").reason, Reason::MailboxFull);
         assert_eq!(c(552, "5.2.2 mailbox full").class, BounceClass::Soft);
-        assert_eq!(c(554, "5.7.1 message looks like spam").reason, Reason::SpamDetected);
+        assert_eq!(
+            c(554, "5.7.1 message looks like spam").reason,
+            Reason::SpamDetected
+        );
         assert_eq!(c(550, "5.1.2 bad destination").reason, Reason::HostUnknown);
         assert_eq!(c(451, "4.7.1 try again later").class, BounceClass::Soft);
     }

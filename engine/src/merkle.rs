@@ -72,7 +72,13 @@ impl MerkleTree {
             let prev = levels.last().expect("non-empty levels");
             let next = prev
                 .chunks(2)
-                .map(|c| if c.len() == 2 { hash_pair(&c[0], &c[1]) } else { c[0] })
+                .map(|c| {
+                    if c.len() == 2 {
+                        hash_pair(&c[0], &c[1])
+                    } else {
+                        c[0]
+                    }
+                })
                 .collect();
             levels.push(next);
         }

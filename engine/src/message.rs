@@ -46,7 +46,13 @@ pub fn build(env: &Envelope<'_>, parts: &Rendered) -> Vec<u8> {
     h.push_str("MIME-Version: 1.0\r\n");
     match (&parts.text, &parts.html) {
         (Some(text), Some(html)) => {
-            let boundary = format!("=_maily_{}", env.message_id.as_bytes().map(|b| format!("{b:02x}")).concat());
+            let boundary = format!(
+                "=_maily_{}",
+                env.message_id
+                    .as_bytes()
+                    .map(|b| format!("{b:02x}"))
+                    .concat()
+            );
             let _ = write!(
                 h,
                 "Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n"
@@ -84,8 +90,8 @@ pub fn quoted_printable(out: &mut String, body: &str) {
         let bytes = line.as_bytes();
         for (j, &b) in bytes.iter().enumerate() {
             let last = j + 1 == bytes.len();
-            let literal = (b == b' ' || b == b'\t') && !last
-                || (33..=126).contains(&b) && b != b'=';
+            let literal =
+                (b == b' ' || b == b'\t') && !last || (33..=126).contains(&b) && b != b'=';
             let width = if literal { 1 } else { 3 };
             if col + width > 75 {
                 out.push_str("=\r\n");
@@ -164,7 +170,10 @@ mod tests {
 
     #[test]
     fn formats_dates() {
-        assert_eq!(rfc2822_date(Timestamp(0)), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            rfc2822_date(Timestamp(0)),
+            "Thu, 01 Jan 1970 00:00:00 +0000"
+        );
         assert_eq!(
             rfc2822_date(Timestamp(1_795_000_000_000)),
             "Wed, 18 Nov 2026 11:06:40 +0000"

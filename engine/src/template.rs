@@ -29,7 +29,9 @@ pub enum TemplateError {
 /// Why one recipient's message could not be rendered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
-    #[error("template uses variable `{name}` in the {part}, but the recipient has no such variable")]
+    #[error(
+        "template uses variable `{name}` in the {part}, but the recipient has no such variable"
+    )]
     UnknownVariable { name: String, part: &'static str },
     #[error("variable `{variable}` holds a line break, which would inject headers into {header}")]
     HeaderInjection {
@@ -237,6 +239,12 @@ mod tests {
         })
         .err()
         .unwrap();
-        assert!(matches!(err, TemplateError::Syntax { part: "text part", .. }));
+        assert!(matches!(
+            err,
+            TemplateError::Syntax {
+                part: "text part",
+                ..
+            }
+        ));
     }
 }

@@ -186,8 +186,14 @@ mod tests {
     fn names_what_is_wrong() {
         assert_eq!(EmailAddress::parse(""), Err(AddressError::Empty));
         assert_eq!(EmailAddress::parse("jane"), Err(AddressError::MissingAt));
-        assert_eq!(EmailAddress::parse("@x.org"), Err(AddressError::EmptyLocalPart));
-        assert_eq!(EmailAddress::parse("a..b@x.org"), Err(AddressError::MisplacedDot));
+        assert_eq!(
+            EmailAddress::parse("@x.org"),
+            Err(AddressError::EmptyLocalPart)
+        );
+        assert_eq!(
+            EmailAddress::parse("a..b@x.org"),
+            Err(AddressError::MisplacedDot)
+        );
         assert_eq!(
             EmailAddress::parse("a b@x.org"),
             Err(AddressError::InvalidLocalChar(' '))

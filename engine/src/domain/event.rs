@@ -20,7 +20,10 @@ pub enum EventKind {
     /// The receiving server answered 250 to the data.
     Delivered,
     /// A temporary failure; the message will be retried.
-    Deferred { attempt: u32, reply: String },
+    Deferred {
+        attempt: u32,
+        reply: String,
+    },
     /// A permanent failure.
     Bounced {
         class: BounceClass,
@@ -29,13 +32,19 @@ pub enum EventKind {
         reply: String,
     },
     /// Retried until its age limit without success.
-    Expired { attempts: u32 },
+    Expired {
+        attempts: u32,
+    },
     Opened,
-    Clicked { url: String },
+    Clicked {
+        url: String,
+    },
     Unsubscribed,
     Complained,
     /// Not sent: the message could not be built for this recipient.
-    Rejected { reason: String },
+    Rejected {
+        reason: String,
+    },
     /// Not sent: the recipient is on the tenant's suppression list.
     Suppressed,
 }
@@ -111,4 +120,24 @@ impl EventKind {
             _ => None,
         }
     }
+}
+
+/// Final kinds in the order a message's status prefers them.
+const FINAL_PRIORITY: [(u32, &str); 6] = [
+    (1 << 3, "bounced_hard"),
+    (1 << 4, "bounced_soft"),
+    (1 << 5, "expired"),
+    (1 << 10, "rejected"),
+    (1 << 11, "suppressed"),
+    (1 << 1, "delivered"),
+];
+
+/// A message's status from the kinds applied to it: its final kind if it has one
+/// (a bounce after a 250 wins over the delivery), else the latest non-final kind.
+pub fn status_from_mask(mask: u32, latest: &EventKind) -> &'static str {
+    FINAL_PRIORITY
+        .iter()
+        .find(|(bit, _)| mask & bit != 0)
+        .map(|(_, name)| *name)
+        .unwrap_or(latest.name())
 }

@@ -7,7 +7,9 @@ use uuid::Uuid;
 /// Why a string is not a valid identifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
-    #[error("tenant id must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit: {0:?}")]
+    #[error(
+        "tenant id must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit: {0:?}"
+    )]
     Tenant(String),
     #[error("{kind} id is not a UUID: {value:?}")]
     Uuid { kind: &'static str, value: String },
@@ -59,7 +61,9 @@ impl<'de> Deserialize<'de> for TenantId {
 macro_rules! uuid_id {
     ($name:ident, $kind:literal, $doc:literal) => {
         #[doc = $doc]
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+        )]
         #[serde(transparent)]
         pub struct $name(Uuid);
 
@@ -109,8 +113,16 @@ macro_rules! uuid_id {
     };
 }
 
-uuid_id!(CampaignId, "campaign", "A campaign: one template sent to many recipients.");
-uuid_id!(MessageId, "message", "One message to one recipient; also its idempotency key.");
+uuid_id!(
+    CampaignId,
+    "campaign",
+    "A campaign: one template sent to many recipients."
+);
+uuid_id!(
+    MessageId,
+    "message",
+    "One message to one recipient; also its idempotency key."
+);
 
 #[cfg(test)]
 mod tests {

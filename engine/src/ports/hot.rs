@@ -47,8 +47,11 @@ pub trait HotState: Send + Sync + 'static {
     async fn suppress(&self, tenant: &TenantId, email: &EmailAddress) -> Result<(), HotError>;
 
     /// Whether the address is suppressed for the tenant.
-    async fn is_suppressed(&self, tenant: &TenantId, email: &EmailAddress)
-    -> Result<bool, HotError>;
+    async fn is_suppressed(
+        &self,
+        tenant: &TenantId,
+        email: &EmailAddress,
+    ) -> Result<bool, HotError>;
 
     /// Replaces the live counters of a campaign.
     async fn set_live_stats(

@@ -21,7 +21,9 @@ pub enum LogError {
     UnknownTopic(String),
     #[error("topic {topic:?} has no partition {partition}")]
     NoSuchPartition { topic: String, partition: u32 },
-    #[error("offset {offset} of {topic}/{partition} is no longer retained (earliest is {earliest})")]
+    #[error(
+        "offset {offset} of {topic}/{partition} is no longer retained (earliest is {earliest})"
+    )]
     OffsetOutOfRange {
         topic: String,
         partition: u32,

@@ -115,8 +115,11 @@ pub trait Store: Send + Sync + 'static {
     async fn campaign(&self, id: CampaignId) -> Result<Option<Campaign>, StoreError>;
 
     /// Stored positions of `group` in `topic`, by partition.
-    async fn load_offsets(&self, group: &str, topic: &str)
-    -> Result<BTreeMap<u32, u64>, StoreError>;
+    async fn load_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> Result<BTreeMap<u32, u64>, StoreError>;
 
     /// Stores positions of `group` for consumers whose state lives elsewhere.
     async fn save_offsets(&self, group: &str, offsets: &[StoredOffset]) -> Result<(), StoreError>;
@@ -150,8 +153,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// A tenant's suppression list with reasons.
-    async fn suppressions(&self, tenant: &TenantId)
-    -> Result<Vec<(EmailAddress, String)>, StoreError>;
+    async fn suppressions(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<(EmailAddress, String)>, StoreError>;
 
     /// Records a settled epoch with its offsets; an epoch settles once (else conflict).
     async fn commit_settlement(&self, settlement: &Settlement) -> Result<(), StoreError>;

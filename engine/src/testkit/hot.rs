@@ -8,7 +8,7 @@ use std::time::Duration;
 /// Generates the hot-state contract tests for the adapter returned by `$make().await`.
 #[macro_export]
 macro_rules! hot_state_contract {
-    ($make:path) => {
+    ($make:ident) => {
         mod hot_state_contract {
             use $crate::testkit::hot as suite;
             #[tokio::test]
@@ -55,9 +55,15 @@ pub async fn idempotency_keys_claim_once(hot: &impl HotState) {
 /// A claim is forgotten after its time to live.
 pub async fn claims_expire(hot: &impl HotState) {
     let ttl = Duration::from_millis(100);
-    assert_eq!(hot.claim("short", Timestamp(1), ttl).await.unwrap(), Claim::Acquired);
+    assert_eq!(
+        hot.claim("short", Timestamp(1), ttl).await.unwrap(),
+        Claim::Acquired
+    );
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    assert_eq!(hot.claim("short", Timestamp(2), ttl).await.unwrap(), Claim::Acquired);
+    assert_eq!(
+        hot.claim("short", Timestamp(2), ttl).await.unwrap(),
+        Claim::Acquired
+    );
 }
 
 /// Suppressing an address for one tenant leaves other tenants alone.

@@ -7,7 +7,7 @@ use std::time::Duration;
 /// Generates the event-log contract tests for the adapter returned by `$make().await`.
 #[macro_export]
 macro_rules! event_log_contract {
-    ($make:path) => {
+    ($make:ident) => {
         mod event_log_contract {
             use $crate::testkit::log as suite;
             #[tokio::test]
@@ -24,7 +24,8 @@ macro_rules! event_log_contract {
             }
             #[tokio::test]
             async fn waiting_fetch_sees_a_later_record() {
-                suite::waiting_fetch_sees_a_later_record(std::sync::Arc::new(super::$make().await)).await
+                suite::waiting_fetch_sees_a_later_record(std::sync::Arc::new(super::$make().await))
+                    .await
             }
             #[tokio::test]
             async fn commits_round_trip() {
@@ -41,12 +42,22 @@ macro_rules! event_log_contract {
 /// Records land in their key's partition, in produce order, with consecutive offsets.
 pub async fn records_are_partitioned_by_key_and_ordered(log: &impl EventLog) {
     log.ensure_topic("orders", 4).await.expect("create topic");
-    log.ensure_topic("orders", 4).await.expect("create is idempotent");
+    log.ensure_topic("orders", 4)
+        .await
+        .expect("create is idempotent");
     assert_eq!(log.partitions("orders").await.expect("partitions"), 4);
     let records: Vec<(Vec<u8>, Vec<u8>)> = (0..100)
-        .map(|i| (format!("key-{}", i % 10).into_bytes(), format!("value-{i}").into_bytes()))
+        .map(|i| {
+            (
+                format!("key-{}", i % 10).into_bytes(),
+                format!("value-{i}").into_bytes(),
+            )
+        })
         .collect();
-    let positions = log.produce("orders", records.clone()).await.expect("produce");
+    let positions = log
+        .produce("orders", records.clone())
+        .await
+        .expect("produce");
     assert_eq!(positions.len(), 100);
     for ((key, _), (partition, _)) in records.iter().zip(&positions) {
         assert_eq!(*partition, partition_for(key, 4), "record placed by key");
@@ -68,7 +79,10 @@ pub async fn records_are_partitioned_by_key_and_ordered(log: &impl EventLog) {
             assert_eq!(&rec.key, key);
             assert_eq!(&rec.payload, value);
         }
-        assert_eq!(log.end_offset("orders", p).await.expect("end"), got.len() as u64);
+        assert_eq!(
+            log.end_offset("orders", p).await.expect("end"),
+            got.len() as u64
+        );
         seen += got.len();
     }
     assert_eq!(seen, 100);
@@ -83,7 +97,10 @@ pub async fn fetch_resumes_from_any_offset(log: &impl EventLog) {
         .fetch("resume", 0, 5, 3, Duration::from_millis(500))
         .await
         .expect("fetch");
-    assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![5, 6, 7]);
+    assert_eq!(
+        got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![5, 6, 7]
+    );
     assert_eq!(got[0].payload, vec![5]);
 }
 
@@ -122,10 +139,19 @@ pub async fn commits_round_trip(log: &impl EventLog) {
     log.ensure_topic("commits", 2).await.expect("create topic");
     let records = (0..10u8).map(|i| (vec![i], vec![i])).collect();
     log.produce("commits", records).await.expect("produce");
-    assert_eq!(log.committed("g1", "commits", 0).await.expect("committed"), None);
+    assert_eq!(
+        log.committed("g1", "commits", 0).await.expect("committed"),
+        None
+    );
     log.commit("g1", "commits", 0, 3).await.expect("commit");
-    assert_eq!(log.committed("g1", "commits", 0).await.expect("committed"), Some(3));
-    assert_eq!(log.committed("g2", "commits", 0).await.expect("committed"), None);
+    assert_eq!(
+        log.committed("g1", "commits", 0).await.expect("committed"),
+        Some(3)
+    );
+    assert_eq!(
+        log.committed("g2", "commits", 0).await.expect("committed"),
+        None
+    );
 }
 
 /// Using a topic that was never created is an error naming it.
@@ -134,6 +160,9 @@ pub async fn unknown_topics_are_errors(log: &impl EventLog) {
         .produce("missing", vec![(b"k".to_vec(), b"v".to_vec())])
         .await
         .unwrap_err();
-    assert!(matches!(err, LogError::UnknownTopic(ref t) if t.ends_with("missing")), "{err}");
+    assert!(
+        matches!(err, LogError::UnknownTopic(ref t) if t.ends_with("missing")),
+        "{err}"
+    );
     assert!(log.fetch("missing", 0, 0, 1, Duration::ZERO).await.is_err());
 }

@@ -11,7 +11,7 @@ use crate::{CampaignStats, MessageId, TenantId, Timestamp};
 /// Generates the store contract tests for the adapter returned by `$make().await`.
 #[macro_export]
 macro_rules! store_contract {
-    ($make:path) => {
+    ($make:ident) => {
         mod store_contract {
             use $crate::testkit::store as suite;
             #[tokio::test]
@@ -65,21 +65,45 @@ pub async fn campaigns_round_trip(store: &impl Store) {
         store.insert_campaign(&c).await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(store.campaign(crate::CampaignId::new()).await.unwrap(), None);
+    assert_eq!(
+        store.campaign(crate::CampaignId::new()).await.unwrap(),
+        None
+    );
 }
 
 /// Offsets are per group and topic, and later saves win.
 pub async fn offsets_round_trip(store: &impl Store) {
-    assert!(store.load_offsets("sender", "send").await.unwrap().is_empty());
+    assert!(
+        store
+            .load_offsets("sender", "send")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     store
         .save_offsets("sender", &[off("send", 0, 10), off("send", 3, 4)])
         .await
         .unwrap();
-    store.save_offsets("sender", &[off("send", 0, 12)]).await.unwrap();
+    store
+        .save_offsets("sender", &[off("send", 0, 12)])
+        .await
+        .unwrap();
     let got = store.load_offsets("sender", "send").await.unwrap();
     assert_eq!(got.into_iter().collect::<Vec<_>>(), vec![(0, 12), (3, 4)]);
-    assert!(store.load_offsets("other", "send").await.unwrap().is_empty());
-    assert!(store.load_offsets("sender", "events").await.unwrap().is_empty());
+    assert!(
+        store
+            .load_offsets("other", "send")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .load_offsets("sender", "events")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Stats, message states and offsets of a flush are all visible after commit.
@@ -111,21 +135,44 @@ pub async fn aggregates_commit_with_their_offsets(store: &impl Store) {
             stats: vec![(c.tenant.clone(), c.id, stats)],
             messages: vec![
                 state(m1, 0b11, "delivered", None),
-                state(m2, 0b1001, "bounced_hard", Some("userunknown: 550 5.1.1 no such user")),
+                state(
+                    m2,
+                    0b1001,
+                    "bounced_hard",
+                    Some("userunknown: 550 5.1.1 no such user"),
+                ),
             ],
         })
         .await
         .unwrap();
     assert_eq!(store.campaign_stats(c.id).await.unwrap(), Some(stats));
     assert_eq!(
-        store.load_offsets("analytics", "events").await.unwrap().get(&2),
+        store
+            .load_offsets("analytics", "events")
+            .await
+            .unwrap()
+            .get(&2),
         Some(&40)
     );
-    let masks = store.message_masks(&[m1, m2, MessageId::new()]).await.unwrap();
+    let masks = store
+        .message_masks(&[m1, m2, MessageId::new()])
+        .await
+        .unwrap();
     assert_eq!(masks.len(), 2);
     assert_eq!(masks[&m1], 0b11);
-    let bounced = store.messages_with_status(c.id, "bounced_hard").await.unwrap();
-    assert_eq!(bounced, vec![state(m2, 0b1001, "bounced_hard", Some("userunknown: 550 5.1.1 no such user"))]);
+    let bounced = store
+        .messages_with_status(c.id, "bounced_hard")
+        .await
+        .unwrap();
+    assert_eq!(
+        bounced,
+        vec![state(
+            m2,
+            0b1001,
+            "bounced_hard",
+            Some("userunknown: 550 5.1.1 no such user")
+        )]
+    );
 
     let later = CampaignStats {
         delivered: 2,
@@ -150,9 +197,18 @@ pub async fn aggregates_commit_with_their_offsets(store: &impl Store) {
 pub async fn suppression_is_idempotent(store: &impl Store) {
     let t = TenantId::parse("acme").unwrap();
     store.upsert_tenant(&t, "Acme").await.unwrap();
-    store.suppress(&t, &addr("a@x.org"), "bounce: userunknown").await.unwrap();
-    store.suppress(&t, &addr("a@x.org"), "bounce: userunknown").await.unwrap();
-    store.suppress(&t, &addr("b@x.org"), "complaint").await.unwrap();
+    store
+        .suppress(&t, &addr("a@x.org"), "bounce: userunknown")
+        .await
+        .unwrap();
+    store
+        .suppress(&t, &addr("a@x.org"), "bounce: userunknown")
+        .await
+        .unwrap();
+    store
+        .suppress(&t, &addr("b@x.org"), "complaint")
+        .await
+        .unwrap();
     let mut list = store.suppressions(&t).await.unwrap();
     list.sort();
     assert_eq!(
@@ -194,7 +250,10 @@ pub async fn epochs_settle_once(store: &impl Store) {
     assert_eq!(store.settlement(1).await.unwrap(), Some(s));
     assert_eq!(store.settlement(2).await.unwrap(), None);
     assert_eq!(store.last_settled_epoch().await.unwrap(), Some(1));
-    assert_eq!(store.load_offsets("reward", "stats").await.unwrap().get(&0), Some(&9));
+    assert_eq!(
+        store.load_offsets("reward", "stats").await.unwrap().get(&0),
+        Some(&9)
+    );
 }
 
 /// Ledger entries append only on top of the head, one per epoch.
@@ -255,15 +314,25 @@ pub async fn anchors_and_proofs_round_trip(store: &impl Store) {
             .unwrap();
     }
     assert_eq!(store.epochs_to_anchor("ledger").await.unwrap(), vec![1, 2]);
-    store.record_anchor("ledger", 1, &[7; 32], "ref-1").await.unwrap();
-    store.record_anchor("ledger", 1, &[7; 32], "ref-1").await.unwrap();
+    store
+        .record_anchor("ledger", 1, &[7; 32], "ref-1")
+        .await
+        .unwrap();
+    store
+        .record_anchor("ledger", 1, &[7; 32], "ref-1")
+        .await
+        .unwrap();
     assert_eq!(store.epochs_to_anchor("ledger").await.unwrap(), vec![2]);
     assert_eq!(store.epochs_to_anchor("polygon").await.unwrap(), vec![1, 2]);
 
     let leaves: Vec<CampaignLeaf> = (0..3)
         .map(|i| CampaignLeaf {
             epoch: 1,
-            campaign: if i == 0 { c.id } else { crate::CampaignId::new() },
+            campaign: if i == 0 {
+                c.id
+            } else {
+                crate::CampaignId::new()
+            },
             stats: CampaignStats {
                 delivered: i,
                 ..Default::default()
@@ -286,6 +355,10 @@ pub async fn anchors_and_proofs_round_trip(store: &impl Store) {
     store.store_proofs(&proofs).await.unwrap();
     let got = store.proof(1, c.id).await.unwrap().unwrap();
     assert_eq!(got, proofs[0]);
-    assert!(crate::merkle::verify(&got.root, &got.leaf.hash(), &got.proof));
+    assert!(crate::merkle::verify(
+        &got.root,
+        &got.leaf.hash(),
+        &got.proof
+    ));
     assert_eq!(store.proof(2, c.id).await.unwrap(), None);
 }

@@ -1,0 +1,279 @@
+//! The analytics actor: aggregates the events of one partition per campaign and
+//! flushes them in batches to the store (with the offsets they include, in one
+//! transaction), then to hot state and the stats topic.
+//!
+//! Each message counts at most once per event kind, tracked by a per-message bit mask
+//! stored with the aggregates, so duplicate events (replays, retried produces) never
+//! skew the counts.
+
+use crate::common::{Cursor, Outbox, Ports, commit_positions, decode_or_dead_letter};
+use crate::faults::{FaultPoint, Faults};
+use crate::worker::{Step, Worker};
+use anyhow::Context as _;
+use maily_engine::domain::event::status_from_mask;
+use maily_engine::ports::{AggregateBatch, MessageState};
+use maily_engine::records::{EventRecord, StatsRecord, topics};
+use maily_engine::{CampaignId, CampaignStats, MessageId, TenantId, Timestamp};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, warn};
+
+const GROUP: &str = "analytics";
+/// Known message states kept between flushes before the cache is dropped.
+const MESSAGE_CACHE_LIMIT: usize = 200_000;
+
+/// Tuning of the analytics actor.
+#[derive(Debug, Clone)]
+pub struct AnalyticsSettings {
+    /// Events applied before a flush is forced; also the most held in memory.
+    pub flush_size: usize,
+    /// Longest time applied events wait before a flush.
+    pub flush_interval: Duration,
+    pub idle_wait: Duration,
+}
+
+/// The analytics actor of one partition.
+pub struct AnalyticsWorker {
+    ports: Ports,
+    settings: AnalyticsSettings,
+    faults: Arc<Faults>,
+    partition: u32,
+    cursor: Option<Cursor>,
+    stats: HashMap<CampaignId, (TenantId, CampaignStats)>,
+    messages: HashMap<MessageId, MessageState>,
+    dirty_campaigns: HashSet<CampaignId>,
+    dirty_messages: HashSet<MessageId>,
+    /// Records consumed since the last flush.
+    pending: usize,
+    last_flush: Instant,
+    flush_failures: u32,
+}
+
+impl AnalyticsWorker {
+    /// An analytics worker for `partition`.
+    pub fn new(
+        ports: Ports,
+        settings: AnalyticsSettings,
+        faults: Arc<Faults>,
+        partition: u32,
+    ) -> Self {
+        AnalyticsWorker {
+            ports,
+            settings,
+            faults,
+            partition,
+            cursor: None,
+            stats: HashMap::new(),
+            messages: HashMap::new(),
+            dirty_campaigns: HashSet::new(),
+            dirty_messages: HashSet::new(),
+            pending: 0,
+            last_flush: Instant::now(),
+            flush_failures: 0,
+        }
+    }
+
+    async fn apply(&mut self, events: Vec<EventRecord>) -> anyhow::Result<()> {
+        let unknown: Vec<MessageId> = events
+            .iter()
+            .map(|e| e.message_id)
+            .filter(|id| !self.messages.contains_key(id))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let masks = if unknown.is_empty() {
+            HashMap::new()
+        } else {
+            self.ports
+                .store
+                .message_masks(&unknown)
+                .await
+                .context("loading message masks")?
+        };
+        for e in events {
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.stats.entry(e.campaign) {
+                let stored = self
+                    .ports
+                    .store
+                    .campaign_stats(e.campaign)
+                    .await
+                    .with_context(|| format!("loading stats of campaign {}", e.campaign))?;
+                slot.insert((e.tenant.clone(), stored.unwrap_or_default()));
+            }
+            let state = self
+                .messages
+                .entry(e.message_id)
+                .or_insert_with(|| MessageState {
+                    message_id: e.message_id,
+                    tenant: e.tenant.clone(),
+                    campaign: e.campaign,
+                    recipient: e.recipient.clone(),
+                    mask: masks.get(&e.message_id).copied().unwrap_or(0),
+                    status: String::new(),
+                    detail: None,
+                });
+            let bit = e.kind.bit();
+            if state.mask & bit != 0 {
+                metrics::counter!("maily_analytics_duplicates_total").increment(1);
+                continue;
+            }
+            state.mask |= bit;
+            state.status = status_from_mask(state.mask, &e.kind).to_string();
+            if let Some(detail) = e.kind.detail() {
+                state.detail = Some(detail);
+            }
+            if let Some((_, stats)) = self.stats.get_mut(&e.campaign) {
+                stats.apply(&e.kind);
+            }
+            self.dirty_campaigns.insert(e.campaign);
+            self.dirty_messages.insert(e.message_id);
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        self.faults.check(FaultPoint::AnalyticsBeforeFlush);
+        let cursor = self.cursor.as_ref().context("analytics not loaded")?;
+        let batch = AggregateBatch {
+            group: GROUP.to_string(),
+            offsets: vec![cursor.offset()],
+            stats: self
+                .dirty_campaigns
+                .iter()
+                .filter_map(|c| self.stats.get(c).map(|(t, s)| (t.clone(), *c, *s)))
+                .collect(),
+            messages: self
+                .dirty_messages
+                .iter()
+                .filter_map(|m| self.messages.get(m).cloned())
+                .collect(),
+        };
+        let started = Instant::now();
+        self.ports
+            .store
+            .commit_aggregates(&batch)
+            .await
+            .context("committing aggregates")?;
+        metrics::histogram!("maily_analytics_flush_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("maily_analytics_flush_rows").record(batch.messages.len() as f64);
+        debug!(
+            partition = self.partition,
+            campaigns = batch.stats.len(),
+            messages = batch.messages.len(),
+            next = cursor.next,
+            "aggregates flushed"
+        );
+
+        let now = Timestamp::now();
+        let mut outbox = Outbox::default();
+        for (tenant, campaign, stats) in &batch.stats {
+            if let Err(e) = self.ports.hot.set_live_stats(campaign, stats).await {
+                // Hot state is a cache of the store; the next flush catches it up.
+                warn!(campaign = %campaign, error = %e, "live counters not updated");
+                metrics::counter!("maily_hot_state_errors_total").increment(1);
+            }
+            outbox.push(
+                topics::STATS,
+                campaign,
+                &StatsRecord {
+                    tenant: tenant.clone(),
+                    campaign: *campaign,
+                    stats: *stats,
+                    at: now,
+                },
+            );
+        }
+        outbox
+            .send(self.ports.log.as_ref(), &[topics::STATS])
+            .await?;
+        commit_positions(&self.ports, GROUP, &[cursor]).await?;
+        self.dirty_campaigns.clear();
+        self.dirty_messages.clear();
+        if self.messages.len() > MESSAGE_CACHE_LIMIT {
+            self.messages.clear();
+        }
+        self.pending = 0;
+        self.last_flush = Instant::now();
+        Ok(())
+    }
+
+    fn flush_due(&self) -> bool {
+        self.pending >= self.settings.flush_size
+            || (self.pending > 0 && self.last_flush.elapsed() >= self.settings.flush_interval)
+    }
+}
+
+impl Worker for AnalyticsWorker {
+    type Command = ();
+    type Reply = ();
+
+    fn name(&self) -> String {
+        format!("analytics/{}", self.partition)
+    }
+
+    async fn load(&mut self) -> anyhow::Result<()> {
+        self.cursor = Cursor::load(&self.ports, GROUP, topics::EVENTS, [self.partition])
+            .await?
+            .pop();
+        self.last_flush = Instant::now();
+        Ok(())
+    }
+
+    async fn step(&mut self) -> anyhow::Result<Step> {
+        if self.flush_due() {
+            return match self.flush().await {
+                Ok(()) => {
+                    self.flush_failures = 0;
+                    Ok(Step::Busy)
+                }
+                Err(e) => {
+                    // Hold the buffer and stop consuming until the store is back.
+                    self.flush_failures += 1;
+                    let backoff = Duration::from_millis(100 * 2u64.pow(self.flush_failures.min(6)));
+                    warn!(partition = self.partition, error = %format!("{e:#}"), retry_ms = backoff.as_millis() as u64, "flush failed, holding buffer");
+                    metrics::counter!("maily_analytics_flush_failures_total").increment(1);
+                    Ok(Step::Idle(backoff))
+                }
+            };
+        }
+        let wait = if self.pending > 0 {
+            self.settings
+                .flush_interval
+                .saturating_sub(self.last_flush.elapsed())
+        } else {
+            self.settings.idle_wait
+        };
+        let max = self.settings.flush_size - self.pending;
+        let log = self.ports.log.clone();
+        let cursor = self.cursor.as_mut().context("analytics not loaded")?;
+        let records = cursor.fetch(log.as_ref(), max, wait).await?;
+        let mut events = Vec::with_capacity(records.len());
+        for record in &records {
+            if let Some(e) =
+                decode_or_dead_letter::<EventRecord>(log.as_ref(), topics::EVENTS, "event", record)
+                    .await?
+            {
+                events.push(e);
+            }
+        }
+        if let Some(last) = records.last() {
+            cursor.next = last.offset + 1;
+        }
+        self.pending += records.len();
+        self.apply(events).await?;
+        Ok(Step::Busy)
+    }
+
+    async fn command(&mut self, _: ()) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) -> anyhow::Result<()> {
+        if self.pending > 0 {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,214 @@
+//! What every worker shares: the ports, consumer cursors and dead-lettering.
+
+use anyhow::Context as _;
+use maily_engine::ports::{Chain, EventLog, HotState, Record, Store, StoredOffset, Transport};
+use maily_engine::records::{self, DecodeError, topics};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::warn;
+
+/// The adapters an engine runs on.
+#[derive(Clone)]
+pub struct Ports {
+    pub log: Arc<dyn EventLog>,
+    pub store: Arc<dyn Store>,
+    pub hot: Arc<dyn HotState>,
+    pub transport: Arc<dyn Transport>,
+    pub chains: Vec<Arc<dyn Chain>>,
+}
+
+/// A consumer position in one partition of one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub topic: String,
+    pub partition: u32,
+    /// The next offset to read.
+    pub next: u64,
+}
+
+impl Cursor {
+    /// Cursors of `group` for `partitions` of `topic`, from the offsets in the store.
+    pub async fn load(
+        ports: &Ports,
+        group: &str,
+        topic: &str,
+        partitions: impl IntoIterator<Item = u32>,
+    ) -> anyhow::Result<Vec<Cursor>> {
+        let stored = ports
+            .store
+            .load_offsets(group, topic)
+            .await
+            .with_context(|| format!("loading {group} offsets of {topic}"))?;
+        let mut out = Vec::new();
+        for partition in partitions {
+            let next = stored.get(&partition).copied().unwrap_or(0);
+            // Registers the group with the log (retention, lag tools) at its position.
+            ports
+                .log
+                .commit(group, topic, partition, next)
+                .await
+                .with_context(|| format!("committing {group} position in {topic}/{partition}"))?;
+            out.push(Cursor {
+                topic: topic.to_string(),
+                partition,
+                next,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Reads the next records without moving the cursor.
+    pub async fn fetch(
+        &self,
+        log: &dyn EventLog,
+        max: usize,
+        wait: Duration,
+    ) -> anyhow::Result<Vec<Record>> {
+        log.fetch(&self.topic, self.partition, self.next, max, wait)
+            .await
+            .with_context(|| {
+                format!(
+                    "fetching {}/{} at {}",
+                    self.topic, self.partition, self.next
+                )
+            })
+    }
+
+    /// The position to store.
+    pub fn offset(&self) -> StoredOffset {
+        StoredOffset {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            next: self.next,
+        }
+    }
+}
+
+/// Stores cursor positions for `group` and commits them to the log.
+pub async fn save_positions(ports: &Ports, group: &str, cursors: &[&Cursor]) -> anyhow::Result<()> {
+    let offsets: Vec<StoredOffset> = cursors.iter().map(|c| c.offset()).collect();
+    ports
+        .store
+        .save_offsets(group, &offsets)
+        .await
+        .with_context(|| format!("storing {group} offsets"))?;
+    commit_positions(ports, group, cursors).await
+}
+
+/// Commits cursor positions to the log (for lag reporting and retention).
+pub async fn commit_positions(
+    ports: &Ports,
+    group: &str,
+    cursors: &[&Cursor],
+) -> anyhow::Result<()> {
+    for c in cursors {
+        ports
+            .log
+            .commit(group, &c.topic, c.partition, c.next)
+            .await
+            .with_context(|| format!("committing {group} offset of {}/{}", c.topic, c.partition))?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct DeadLetter<'a> {
+    topic: &'a str,
+    partition: u32,
+    offset: u64,
+    reason: String,
+    payload: String,
+}
+
+/// Decodes a record, or sends it to the dead-letter topic with the reason and returns
+/// `None` so the caller moves on.
+pub async fn decode_or_dead_letter<T: DeserializeOwned>(
+    log: &dyn EventLog,
+    topic: &str,
+    what: &'static str,
+    record: &Record,
+) -> anyhow::Result<Option<T>> {
+    match records::decode::<T>(what, &record.payload) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => {
+            dead_letter(log, topic, record, &e).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Sends an undecodable record to the dead-letter topic.
+pub async fn dead_letter(
+    log: &dyn EventLog,
+    topic: &str,
+    record: &Record,
+    err: &DecodeError,
+) -> anyhow::Result<()> {
+    warn!(topic, partition = record.partition, offset = record.offset, error = %err, "dead-lettering record");
+    metrics::counter!("maily_dead_letters_total", "topic" => topic.to_string()).increment(1);
+    let letter = DeadLetter {
+        topic,
+        partition: record.partition,
+        offset: record.offset,
+        reason: err.to_string(),
+        payload: String::from_utf8_lossy(&record.payload)
+            .chars()
+            .take(64 * 1024)
+            .collect(),
+    };
+    log.produce(
+        topics::DEAD_LETTER,
+        vec![(record.key.clone(), records::encode(&letter))],
+    )
+    .await
+    .context("writing to the dead-letter topic")?;
+    Ok(())
+}
+
+/// Produces records grouped by topic, each keyed by its campaign.
+#[derive(Default)]
+pub struct Outbox {
+    by_topic: BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl Outbox {
+    /// Queues a record.
+    pub fn push<T: Serialize>(&mut self, topic: &str, key: &maily_engine::CampaignId, record: &T) {
+        self.by_topic
+            .entry(topic.to_string())
+            .or_default()
+            .push((key.to_string().into_bytes(), records::encode(record)));
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.by_topic.values().all(Vec::is_empty)
+    }
+
+    /// Produces everything queued, topics in the order given first.
+    pub async fn send(&mut self, log: &dyn EventLog, order: &[&str]) -> anyhow::Result<()> {
+        let mut topics_in_order: Vec<String> = order
+            .iter()
+            .map(|t| t.to_string())
+            .filter(|t| self.by_topic.contains_key(t))
+            .collect();
+        for t in self.by_topic.keys() {
+            if !topics_in_order.contains(t) {
+                topics_in_order.push(t.clone());
+            }
+        }
+        for topic in topics_in_order {
+            let records = self.by_topic.remove(&topic).unwrap_or_default();
+            if records.is_empty() {
+                continue;
+            }
+            log.produce(&topic, records)
+                .await
+                .with_context(|| format!("producing to {topic}"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,432 @@
+//! The sender: consumes a partition of the send topic and its retry tiers, renders,
+//! suppresses and delivers each message, and emits what happened.
+//!
+//! Idempotency: each message's key is claimed in hot state before delivery and marked
+//! with the outcome after, so a replay after a crash re-emits the recorded outcome
+//! instead of sending again. The window left is between the server's 250 and the mark
+//! (one hot-state write); a claim found in flight is waited for, and taken over only
+//! once older than `in_flight_timeout`.
+
+use crate::common::{Cursor, Outbox, Ports, decode_or_dead_letter, save_positions};
+use crate::faults::{FaultPoint, Faults};
+use crate::worker::{Step, Worker};
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use maily_engine::bounce::SmtpReply;
+use maily_engine::message::{Envelope, build};
+use maily_engine::ports::{Claim, DeliveryOutcome, OutboundMessage};
+use maily_engine::records::{EventRecord, InboundRecord, SendRecord, topics};
+use maily_engine::template::CompiledTemplate;
+use maily_engine::{Campaign, CampaignId, EventKind, Recipient, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::debug;
+
+/// Tuning of the sender.
+#[derive(Debug, Clone)]
+pub struct SenderSettings {
+    pub batch_size: usize,
+    /// Deliveries in flight per partition.
+    pub concurrency: usize,
+    /// How long a fetch waits for new records when idle.
+    pub idle_wait: Duration,
+    /// Delay of each retry tier; attempt n waits in tier min(n-1, last).
+    pub retry_tiers: Vec<Duration>,
+    pub max_attempts: u32,
+    /// A message older than this is expired instead of retried.
+    pub max_age: Duration,
+    pub idempotency_ttl: Duration,
+    pub in_flight_timeout: Duration,
+}
+
+/// A campaign ready to render.
+struct Plan {
+    campaign: Campaign,
+    template: CompiledTemplate,
+}
+
+/// The sender of one partition.
+pub struct SenderWorker {
+    ports: Ports,
+    settings: Arc<SenderSettings>,
+    faults: Arc<Faults>,
+    partition: u32,
+    send: Option<Cursor>,
+    retries: Vec<Cursor>,
+    plans: HashMap<CampaignId, Option<Arc<Plan>>>,
+}
+
+const GROUP: &str = "sender";
+
+/// What the sender recorded for a finished delivery, replayed on duplicates.
+#[derive(Debug, Serialize, Deserialize)]
+enum Recorded {
+    Delivered,
+    Bounced { reply: SmtpReply },
+}
+
+enum Output {
+    Event(EventRecord),
+    Inbound(InboundRecord),
+    Retry(usize, SendRecord),
+}
+
+impl SenderWorker {
+    /// A sender for `partition`; state is loaded when the actor starts.
+    pub fn new(
+        ports: Ports,
+        settings: Arc<SenderSettings>,
+        faults: Arc<Faults>,
+        partition: u32,
+    ) -> Self {
+        SenderWorker {
+            ports,
+            settings,
+            faults,
+            partition,
+            send: None,
+            retries: Vec::new(),
+            plans: HashMap::new(),
+        }
+    }
+
+    async fn plan(&mut self, id: CampaignId) -> anyhow::Result<Option<Arc<Plan>>> {
+        if let Some(p) = self.plans.get(&id) {
+            return Ok(p.clone());
+        }
+        let campaign = self
+            .ports
+            .store
+            .campaign(id)
+            .await
+            .with_context(|| format!("loading campaign {id}"))?;
+        let plan = match campaign {
+            Some(campaign) => match CompiledTemplate::compile(&campaign.template) {
+                Ok(template) => Some(Arc::new(Plan { campaign, template })),
+                Err(e) => {
+                    tracing::warn!(campaign = %id, error = %e, "campaign template does not compile");
+                    None
+                }
+            },
+            None => None,
+        };
+        self.plans.insert(id, plan.clone());
+        Ok(plan)
+    }
+}
+
+impl Worker for SenderWorker {
+    type Command = ();
+    type Reply = ();
+
+    fn name(&self) -> String {
+        format!("sender/{}", self.partition)
+    }
+
+    async fn load(&mut self) -> anyhow::Result<()> {
+        let p = [self.partition];
+        self.send = Cursor::load(&self.ports, GROUP, topics::SEND, p)
+            .await?
+            .pop();
+        self.retries.clear();
+        for tier in 0..self.settings.retry_tiers.len() {
+            let topic = topics::retry(tier);
+            self.retries
+                .extend(Cursor::load(&self.ports, GROUP, &topic, p).await?);
+        }
+        Ok(())
+    }
+
+    async fn step(&mut self) -> anyhow::Result<Step> {
+        let log = self.ports.log.clone();
+        let batch = self.settings.batch_size;
+        let now = Timestamp::now();
+        let mut work: Vec<SendRecord> = Vec::new();
+
+        // Due retries first; each tier is ordered by due time, so stop at the first
+        // record that is not due yet.
+        for cursor in &mut self.retries {
+            for record in cursor.fetch(log.as_ref(), batch, Duration::ZERO).await? {
+                let decoded: Option<SendRecord> =
+                    decode_or_dead_letter(log.as_ref(), &cursor.topic, "send", &record).await?;
+                if let Some(rec) = &decoded
+                    && rec.not_before.is_some_and(|t| t > now)
+                {
+                    break;
+                }
+                cursor.next = record.offset + 1;
+                work.extend(decoded);
+            }
+        }
+        let send = self.send.as_mut().context("sender not loaded")?;
+        let wait = if work.is_empty() {
+            self.settings.idle_wait
+        } else {
+            Duration::ZERO
+        };
+        for record in send.fetch(log.as_ref(), batch, wait).await? {
+            send.next = record.offset + 1;
+            if let Some(rec) =
+                decode_or_dead_letter(log.as_ref(), topics::SEND, "send", &record).await?
+            {
+                work.push(rec);
+            }
+        }
+        if work.is_empty() {
+            return Ok(Step::Busy);
+        }
+
+        let mut plans = HashMap::new();
+        for rec in &work {
+            if !plans.contains_key(&rec.campaign) {
+                plans.insert(rec.campaign, self.plan(rec.campaign).await?);
+            }
+        }
+        let started = Instant::now();
+        let n = work.len();
+        let settings = self.settings.clone();
+        let ports = self.ports.clone();
+        let results: Vec<anyhow::Result<Vec<Output>>> = futures::stream::iter(work)
+            .map(|rec| {
+                let plan = plans.get(&rec.campaign).cloned().flatten();
+                let ports = ports.clone();
+                let settings = settings.clone();
+                async move {
+                    tokio::spawn(process(ports, settings, plan, rec))
+                        .await
+                        .context("delivery task panicked")?
+                }
+            })
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect()
+            .await;
+
+        let mut outbox = Outbox::default();
+        for result in results {
+            for output in result? {
+                match output {
+                    Output::Event(e) => outbox.push(topics::EVENTS, &e.campaign, &e),
+                    Output::Inbound(i) => outbox.push(topics::INBOUND, &i.campaign(), &i),
+                    Output::Retry(tier, r) => outbox.push(&topics::retry(tier), &r.campaign, &r),
+                }
+            }
+        }
+        self.faults.check(FaultPoint::SenderBeforeCommit);
+        let retry_topics: Vec<String> =
+            (0..settings.retry_tiers.len()).map(topics::retry).collect();
+        let mut order = vec![topics::EVENTS, topics::INBOUND];
+        order.extend(retry_topics.iter().map(String::as_str));
+        outbox.send(log.as_ref(), &order).await?;
+        let mut cursors: Vec<&Cursor> = self.retries.iter().collect();
+        cursors.extend(self.send.as_ref());
+        save_positions(&self.ports, GROUP, &cursors).await?;
+        metrics::histogram!("maily_sender_batch_size").record(n as f64);
+        debug!(
+            partition = self.partition,
+            messages = n,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "batch sent"
+        );
+        Ok(Step::Busy)
+    }
+
+    async fn command(&mut self, _: ()) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) -> anyhow::Result<()> {
+        // Every step stores its offsets before it ends; nothing is pending here.
+        Ok(())
+    }
+}
+
+fn event(rec: &SendRecord, kind: EventKind) -> Output {
+    Output::Event(EventRecord {
+        message_id: rec.message_id,
+        tenant: rec.tenant.clone(),
+        campaign: rec.campaign,
+        recipient: rec.recipient.clone(),
+        at: Timestamp::now(),
+        kind,
+    })
+}
+
+fn replay(rec: &SendRecord, recorded: Recorded) -> Vec<Output> {
+    match recorded {
+        Recorded::Delivered => vec![
+            event(rec, EventKind::Injected),
+            event(rec, EventKind::Delivered),
+        ],
+        Recorded::Bounced { reply } => vec![
+            event(rec, EventKind::Injected),
+            Output::Inbound(InboundRecord::SyncReply {
+                message_id: rec.message_id,
+                tenant: rec.tenant.clone(),
+                campaign: rec.campaign,
+                recipient: rec.recipient.clone(),
+                reply,
+            }),
+        ],
+    }
+}
+
+/// Delivers one message and says what happened.
+async fn process(
+    ports: Ports,
+    settings: Arc<SenderSettings>,
+    plan: Option<Arc<Plan>>,
+    rec: SendRecord,
+) -> anyhow::Result<Vec<Output>> {
+    let hot = &ports.hot;
+    if hot
+        .is_suppressed(&rec.tenant, &rec.recipient)
+        .await
+        .context("checking suppression")?
+    {
+        return Ok(vec![event(&rec, EventKind::Suppressed)]);
+    }
+    let Some(plan) = plan else {
+        let reason = format!(
+            "campaign {} is unknown or its template does not compile",
+            rec.campaign
+        );
+        return Ok(vec![event(&rec, EventKind::Rejected { reason })]);
+    };
+    let recipient = Recipient {
+        email: rec.recipient.clone(),
+        vars: rec.vars.clone(),
+    };
+    let rendered = match plan.template.render(&recipient) {
+        Ok(r) => r,
+        Err(e) => {
+            return Ok(vec![event(
+                &rec,
+                EventKind::Rejected {
+                    reason: e.to_string(),
+                },
+            )]);
+        }
+    };
+    let campaign = &plan.campaign;
+    let data = build(
+        &Envelope {
+            message_id: rec.message_id,
+            campaign: campaign.id,
+            from: &campaign.from,
+            from_name: campaign.from_name.as_deref(),
+            to: &rec.recipient,
+            date: Timestamp::now(),
+        },
+        &rendered,
+    );
+
+    let key = format!("send:{}", rec.message_id);
+    let ttl = settings.idempotency_ttl;
+    loop {
+        match hot
+            .claim(&key, Timestamp::now(), ttl)
+            .await
+            .context("claiming message")?
+        {
+            Claim::Acquired => break,
+            Claim::Done { outcome } => {
+                let recorded: Recorded = serde_json::from_str(&outcome)
+                    .with_context(|| format!("recorded outcome of {key} is unreadable"))?;
+                metrics::counter!("maily_sender_replayed_total").increment(1);
+                return Ok(replay(&rec, recorded));
+            }
+            Claim::InFlight { since } => {
+                if Timestamp::now().since(since) > settings.in_flight_timeout {
+                    // The claimant died mid-delivery; this is the documented window.
+                    hot.release(&key).await.context("releasing stale claim")?;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    let message = OutboundMessage {
+        message_id: rec.message_id,
+        mail_from: campaign.from.clone(),
+        rcpt_to: rec.recipient.clone(),
+        data: data.into(),
+    };
+    let started = Instant::now();
+    let outcome = ports.transport.deliver(&message).await;
+    metrics::histogram!("maily_delivery_seconds").record(started.elapsed().as_secs_f64());
+    let domain = rec.recipient.domain().to_string();
+    match outcome {
+        DeliveryOutcome::Delivered { .. } => {
+            complete(&ports, &key, &Recorded::Delivered, ttl).await?;
+            metrics::counter!("maily_deliveries_total", "result" => "delivered", "domain" => domain).increment(1);
+            Ok(replay(&rec, Recorded::Delivered))
+        }
+        DeliveryOutcome::Permanent { reply } => {
+            let recorded = Recorded::Bounced { reply };
+            complete(&ports, &key, &recorded, ttl).await?;
+            metrics::counter!("maily_deliveries_total", "result" => "bounced", "domain" => domain)
+                .increment(1);
+            Ok(replay(&rec, recorded))
+        }
+        DeliveryOutcome::Transient { reply, error } => {
+            hot.release(&key)
+                .await
+                .context("releasing claim after deferral")?;
+            metrics::counter!("maily_deliveries_total", "result" => "deferred", "domain" => domain)
+                .increment(1);
+            let text = reply.map(|r| r.to_string()).unwrap_or(error);
+            Ok(defer(&settings, rec, text))
+        }
+    }
+}
+
+async fn complete(
+    ports: &Ports,
+    key: &str,
+    recorded: &Recorded,
+    ttl: Duration,
+) -> anyhow::Result<()> {
+    let outcome = serde_json::to_string(recorded).context("encoding outcome")?;
+    ports
+        .hot
+        .complete(key, &outcome, ttl)
+        .await
+        .with_context(|| format!("recording outcome of {key}"))
+}
+
+/// A temporary failure: retry through the delay tiers, or expire.
+fn defer(settings: &SenderSettings, rec: SendRecord, reply: String) -> Vec<Output> {
+    let now = Timestamp::now();
+    let mut out = vec![
+        event(&rec, EventKind::Injected),
+        event(
+            &rec,
+            EventKind::Deferred {
+                attempt: rec.attempt,
+                reply,
+            },
+        ),
+    ];
+    let tier = (rec.attempt.max(1) as usize - 1).min(settings.retry_tiers.len().saturating_sub(1));
+    let delay = settings.retry_tiers.get(tier).copied();
+    let too_old = delay.is_none_or(|d| now.plus(d).since(rec.accepted_at) > settings.max_age);
+    if rec.attempt >= settings.max_attempts || too_old {
+        out.push(event(
+            &rec,
+            EventKind::Expired {
+                attempts: rec.attempt,
+            },
+        ));
+    } else if let Some(delay) = delay {
+        let retry = SendRecord {
+            attempt: rec.attempt + 1,
+            not_before: Some(now.plus(delay)),
+            ..rec
+        };
+        out.push(Output::Retry(tier, retry));
+    }
+    out
+}

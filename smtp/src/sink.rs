@@ -1,0 +1,279 @@
+//! The built-in SMTP sink: a small ESMTP server that accepts everything it is sent,
+//! or rejects chosen recipients, and counts (optionally keeps) what it accepted.
+//!
+//! It exists for the demo and the tests. It stores nothing on disk, speaks no TLS and
+//! no AUTH, and holds at most `max_message_size` bytes per connection in memory.
+
+mod session;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, warn};
+
+/// A reply the sink gives to a chosen recipient instead of 250.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkReply {
+    /// The reply code, e.g. 550.
+    pub code: u16,
+    /// The text after the code, optionally starting with an enhanced code: "5.1.1 no such user".
+    pub text: String,
+}
+
+impl SinkReply {
+    /// A reply from its parts.
+    pub fn new(code: u16, text: impl Into<String>) -> Self {
+        SinkReply {
+            code,
+            text: text.into(),
+        }
+    }
+}
+
+/// How a sink is set up.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// Where to listen; port 0 picks a free port (see [`SinkHandle::addr`]).
+    pub bind: SocketAddr,
+    /// Keep every accepted message for [`SinkHandle::received`].
+    pub capture: bool,
+    /// Replies for chosen recipients, keyed by the lower-cased address.
+    pub rejections: HashMap<String, SinkReply>,
+    /// The name in the greeting and the EHLO reply.
+    pub hostname: String,
+    /// Larger messages get 552 and are not kept; bounds memory per connection.
+    pub max_message_size: usize,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            capture: false,
+            rejections: HashMap::new(),
+            hostname: "sink.maily.invalid".into(),
+            max_message_size: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// A message the sink accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// The MAIL FROM address (empty for the null sender).
+    pub mail_from: String,
+    /// The accepted RCPT TO addresses, as given.
+    pub rcpt_to: Vec<String>,
+    /// The message with dot-stuffing undone, ending in CRLF.
+    pub data: Vec<u8>,
+}
+
+/// State shared by the accept loop, the sessions and the handle.
+struct Shared {
+    hostname: String,
+    capture: bool,
+    max_message_size: usize,
+    rejections: RwLock<HashMap<String, SinkReply>>,
+    received: Mutex<Vec<ReceivedMessage>>,
+    connections: AtomicU64,
+    rejected_recipients: AtomicU64,
+    queue_ids: AtomicU64,
+    /// The accepted-message count; a watch so [`SinkHandle::wait_for`] can sleep on it.
+    accepted: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn rejection_for(&self, address: &str) -> Option<SinkReply> {
+        let rejections = self
+            .rejections
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if rejections.is_empty() {
+            return None;
+        }
+        rejections.get(&address.to_ascii_lowercase()).cloned()
+    }
+
+    /// Counts an accepted message, keeps it when capturing, and returns its queue id.
+    fn accept(&self, mail_from: String, rcpt_to: Vec<String>, data: Vec<u8>) -> u64 {
+        let id = self.queue_ids.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.capture {
+            self.received
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(ReceivedMessage {
+                    mail_from,
+                    rcpt_to,
+                    data,
+                });
+        }
+        // After the push, so a waiter woken by the count finds the message.
+        self.accepted.send_modify(|n| *n += 1);
+        id
+    }
+}
+
+/// Starts sinks.
+#[derive(Debug)]
+pub struct SmtpSink;
+
+impl SmtpSink {
+    /// Binds `config.bind` and serves connections until the handle is shut down or
+    /// dropped. Must be called within a tokio runtime.
+    pub async fn start(config: SinkConfig) -> io::Result<SinkHandle> {
+        let listener = TcpListener::bind(config.bind).await?;
+        let addr = listener.local_addr()?;
+        let rejections = config
+            .rejections
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        let shared = Arc::new(Shared {
+            hostname: config.hostname,
+            capture: config.capture,
+            max_message_size: config.max_message_size,
+            rejections: RwLock::new(rejections),
+            received: Mutex::new(Vec::new()),
+            connections: AtomicU64::new(0),
+            rejected_recipients: AtomicU64::new(0),
+            queue_ids: AtomicU64::new(0),
+            accepted: watch::Sender::new(0),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown_rx));
+        debug!(%addr, "smtp sink listening");
+        Ok(SinkHandle {
+            addr,
+            shared,
+            shutdown,
+            task: Some(task),
+        })
+    }
+}
+
+/// Controls a running sink; dropping it stops the sink too.
+pub struct SinkHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SinkHandle {
+    /// The address the sink listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Messages accepted so far.
+    pub fn accepted(&self) -> u64 {
+        *self.shared.accepted.borrow()
+    }
+
+    /// Recipients answered with a configured rejection so far.
+    pub fn rejected_recipients(&self) -> u64 {
+        self.shared.rejected_recipients.load(Ordering::Relaxed)
+    }
+
+    /// The accepted messages, oldest first; empty unless `capture` is on.
+    pub fn received(&self) -> Vec<ReceivedMessage> {
+        self.shared
+            .received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Waits until `n` messages were accepted or `timeout` passed; returns the count.
+    pub async fn wait_for(&self, n: u64, timeout: Duration) -> u64 {
+        let mut rx = self.shared.accepted.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|&count| count >= n)).await;
+        self.accepted()
+    }
+
+    /// Answers RCPT TO for `address` (any case) with `reply` from now on.
+    pub fn set_rejection(&self, address: &str, reply: SinkReply) {
+        self.shared
+            .rejections
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(address.to_ascii_lowercase(), reply);
+    }
+
+    /// Accepts `address` again.
+    pub fn clear_rejection(&self, address: &str) {
+        self.shared
+            .rejections
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&address.to_ascii_lowercase());
+    }
+
+    /// Stops accepting, closes every open connection and waits until that is done.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for SinkHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+impl std::fmt::Debug for SinkHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkHandle")
+            .field("addr", &self.addr)
+            .field("connections", &self.connections())
+            .field("accepted", &self.accepted())
+            .finish_non_exhaustive()
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            // Fires on shutdown() and when the handle is dropped.
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    shared.connections.fetch_add(1, Ordering::Relaxed);
+                    sessions.spawn(session::run(stream, peer, Arc::clone(&shared)));
+                }
+                Err(e) => {
+                    // Typically out of file descriptors: pause instead of spinning.
+                    warn!(error = %e, "smtp sink accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(joined) = sessions.join_next(), if !sessions.is_empty() => {
+                if let Err(e) = joined {
+                    warn!(error = %e, "smtp sink session panicked");
+                }
+            }
+        }
+    }
+    drop(listener);
+    sessions.shutdown().await;
+    debug!("smtp sink stopped");
+}

@@ -1,0 +1,5 @@
+//! The `maily` binary's library: configuration wiring, the demo and `serve`.
+
+pub mod demo;
+pub mod serve;
+pub mod wiring;

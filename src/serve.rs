@@ -1,0 +1,36 @@
+//! `maily serve` and `maily migrate`.
+
+use crate::wiring::{build_ports, engine_settings, open_store};
+use anyhow::Context as _;
+use maily_config::Settings;
+use std::path::Path;
+use tracing::info;
+
+/// Runs the engine until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
+    let settings = Settings::load(config).context("loading configuration")?;
+    let ports = build_ports(&settings).await?;
+    let engine = maily_actors::start(ports, engine_settings(&settings)).await?;
+    info!(partitions = settings.engine.partitions, store = %settings.store.path, "maily serving");
+    wait_for_signal().await?;
+    info!("signal received, shutting down");
+    engine.shutdown().await;
+    Ok(())
+}
+
+/// Applies the store's migrations.
+pub async fn migrate(config: Option<&Path>) -> anyhow::Result<()> {
+    let settings = Settings::load(config).context("loading configuration")?;
+    open_store(&settings).await?;
+    println!("store {} is migrated", settings.store.path);
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT"),
+        _ = term.recv() => Ok(()),
+    }
+}

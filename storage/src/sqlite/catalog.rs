@@ -1,0 +1,127 @@
+//! Tenants, campaigns and suppression lists.
+
+use super::rows::{RowReader, db_err, is_kind, raw_text};
+use maily_engine::ports::StoreError;
+use maily_engine::template::Template;
+use maily_engine::{Campaign, CampaignId, EmailAddress, TenantId, Timestamp};
+use sqlx::SqlitePool;
+use sqlx::error::ErrorKind;
+
+pub(super) async fn upsert_tenant(
+    pool: &SqlitePool,
+    tenant: &TenantId,
+    name: &str,
+) -> Result<(), StoreError> {
+    let now = Timestamp::now().0;
+    sqlx::query(
+        "INSERT INTO tenants (id, name, created_at, updated_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, updated_at = excluded.updated_at",
+    )
+    .bind(tenant.as_str())
+    .bind(name)
+    .bind(now)
+    .bind(now)
+    .execute(pool)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+pub(super) async fn insert_campaign(pool: &SqlitePool, c: &Campaign) -> Result<(), StoreError> {
+    let template = serde_json::to_string(&c.template).map_err(|e| StoreError::InvalidRow {
+        row: format!("campaign {}", c.id),
+        reason: format!("template does not serialise: {e}"),
+    })?;
+    sqlx::query(
+        "INSERT INTO campaigns (id, tenant, name, from_addr, from_name, template, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(c.id.to_string())
+    .bind(c.tenant.as_str())
+    .bind(&c.name)
+    .bind(c.from.as_str())
+    .bind(c.from_name.as_deref())
+    .bind(template)
+    .bind(Timestamp::now().0)
+    .execute(pool)
+    .await
+    .map_err(|e| {
+        if is_kind(&e, ErrorKind::UniqueViolation) {
+            StoreError::Conflict(format!("campaign {} already exists", c.id))
+        } else if is_kind(&e, ErrorKind::ForeignKeyViolation) {
+            StoreError::InvalidRow {
+                row: format!("campaign {}", c.id),
+                reason: format!("tenant {} does not exist", c.tenant),
+            }
+        } else {
+            db_err(e)
+        }
+    })?;
+    Ok(())
+}
+
+pub(super) async fn campaign(
+    pool: &SqlitePool,
+    id: CampaignId,
+) -> Result<Option<Campaign>, StoreError> {
+    let row = sqlx::query(
+        "SELECT tenant, name, from_addr, from_name, template FROM campaigns WHERE id = ?",
+    )
+    .bind(id.to_string())
+    .fetch_optional(pool)
+    .await
+    .map_err(db_err)?;
+    let Some(row) = row else { return Ok(None) };
+    let r = RowReader::new(&row, "campaigns", id);
+    let template_json: String = r.get("template")?;
+    let template: Template = serde_json::from_str(&template_json)
+        .map_err(|e| r.corrupt("template", format!("not a template: {e}")))?;
+    Ok(Some(Campaign {
+        id,
+        tenant: r.tenant("tenant")?,
+        name: r.get("name")?,
+        from: r.parse("from_addr")?,
+        from_name: r.get("from_name")?,
+        template,
+    }))
+}
+
+pub(super) async fn suppress(
+    pool: &SqlitePool,
+    tenant: &TenantId,
+    email: &EmailAddress,
+    reason: &str,
+) -> Result<(), StoreError> {
+    // The first reason is kept: it says why the address was suppressed to begin with.
+    sqlx::query(
+        "INSERT INTO suppressions (tenant, email, reason, created_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (tenant, email) DO NOTHING",
+    )
+    .bind(tenant.as_str())
+    .bind(email.as_str())
+    .bind(reason)
+    .bind(Timestamp::now().0)
+    .execute(pool)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+pub(super) async fn suppressions(
+    pool: &SqlitePool,
+    tenant: &TenantId,
+) -> Result<Vec<(EmailAddress, String)>, StoreError> {
+    let rows =
+        sqlx::query("SELECT email, reason FROM suppressions WHERE tenant = ? ORDER BY email")
+            .bind(tenant.as_str())
+            .fetch_all(pool)
+            .await
+            .map_err(db_err)?;
+    rows.iter()
+        .map(|row| {
+            let key = format!("{tenant}/{}", raw_text(row, "email"));
+            let r = RowReader::new(row, "suppressions", key);
+            Ok((r.parse("email")?, r.get("reason")?))
+        })
+        .collect()
+}
