@@ -35,6 +35,12 @@ impl Faults {
             .push(point);
     }
 
+    /// Armed faults that have not fired yet.
+    #[cfg(feature = "fault-injection")]
+    pub fn pending(&self) -> usize {
+        self.armed.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Panics if `point` is armed (consuming it).
     pub fn check(&self, point: FaultPoint) {
         #[cfg(feature = "fault-injection")]

@@ -1,0 +1,159 @@
+//! A whole engine on embedded adapters with a capturing SMTP sink, for black-box tests.
+
+#![allow(dead_code)]
+
+use maily::wiring::{build_ports, engine_settings};
+use maily_actors::{EngineHandle, Ports};
+use maily_api::intake::{Intake, NewCampaign, Row};
+use maily_config::Settings;
+use maily_engine::template::Template;
+use maily_engine::{Campaign, CampaignId, CampaignStats, TenantId};
+use maily_smtp::{ReceivedMessage, SinkConfig, SinkHandle, SinkReply, SmtpSink};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Runs `f` on an actix system backed by a multi-threaded tokio runtime, as the binary does.
+pub fn run<F: Future>(f: F) -> F::Output {
+    actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+    .block_on(f)
+}
+
+/// A running engine, its sink and a tenant.
+pub struct Harness {
+    pub ports: Ports,
+    pub engine: EngineHandle,
+    pub sink: SinkHandle,
+    pub intake: Intake,
+    pub tenant: TenantId,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// Starts a sink refusing `rejections` and an engine delivering into it.
+    pub async fn start(rejections: HashMap<String, SinkReply>) -> Harness {
+        let sink = SmtpSink::start(SinkConfig {
+            capture: true,
+            rejections,
+            ..SinkConfig::default()
+        })
+        .await
+        .expect("sink starts");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fig = Settings::figment(None)
+            .expect("defaults")
+            .merge(("engine.partitions", 4))
+            .merge(("store.path", dir.path().join("maily.db").display().to_string()))
+            .merge(("analytics.flush_interval", "50ms"))
+            .merge(("analytics.flush_size", 500))
+            .merge(("sender.batch_size", 100))
+            .merge(("reward.epoch_interval", "1h"))
+            .merge(("anchor.interval", "1h"))
+            .merge(("supervisor.min_backoff", "10ms"))
+            .merge((
+                "smtp.routes",
+                BTreeMap::from([("*".to_string(), sink.addr().to_string())]),
+            ));
+        let settings = Settings::from_figment(fig).expect("valid settings");
+        let ports = build_ports(&settings).await.expect("ports");
+        let engine = maily_actors::start(ports.clone(), engine_settings(&settings))
+            .await
+            .expect("engine starts");
+        let tenant = TenantId::parse("acme").expect("tenant");
+        ports.store.upsert_tenant(&tenant, "Acme").await.expect("tenant stored");
+        Harness {
+            intake: Intake::new(ports.log.clone(), ports.store.clone()),
+            ports,
+            engine,
+            sink,
+            tenant,
+            _dir: dir,
+        }
+    }
+
+    /// Creates a campaign personalised with `first_name`, `code` and `city`.
+    pub async fn campaign(&self, name: &str) -> Campaign {
+        self.intake
+            .create_campaign(NewCampaign {
+                tenant: self.tenant.clone(),
+                name: name.into(),
+                from: "news@shop.example".into(),
+                from_name: Some("Shop".into()),
+                template: Template {
+                    subject: "Hello {{ first_name }}, news for {{ city }}".into(),
+                    text: Some("Dear {{ first_name }},\nyour code is {{ code }}.\n".into()),
+                    html: Some("<p>Dear {{ first_name }}, your code is {{ code }}.</p>".into()),
+                },
+            })
+            .await
+            .expect("campaign created")
+    }
+
+    /// Waits until every accepted message of each campaign is accounted for in the store.
+    pub async fn wait_finished(&self, campaigns: &[(CampaignId, u64)]) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let mut pending = Vec::new();
+            for (id, accepted) in campaigns {
+                let s = self.stats(*id).await;
+                if s.finished() < *accepted {
+                    pending.push((id, s.finished(), accepted));
+                }
+            }
+            if pending.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "campaigns never finished: {pending:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A campaign's stats as committed in the store.
+    pub async fn stats(&self, id: CampaignId) -> CampaignStats {
+        self.ports
+            .store
+            .campaign_stats(id)
+            .await
+            .expect("store readable")
+            .unwrap_or_default()
+    }
+}
+
+/// A recipient row numbered `i`.
+pub fn row(i: usize) -> Row {
+    Row {
+        email: format!("person{i}@example.com"),
+        vars: BTreeMap::from([
+            ("first_name".to_string(), format!("Name{i}")),
+            ("code".to_string(), format!("CODE-{i}")),
+            ("city".to_string(), "Oslo".to_string()),
+        ]),
+    }
+}
+
+/// The value of `header` in a received message.
+pub fn header(m: &ReceivedMessage, header: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(&m.data);
+    let prefix = format!("{header}: ");
+    text.split("\r\n\r\n")
+        .next()?
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+}
+
+/// How many messages the sink received per recipient.
+pub fn per_recipient(received: &[ReceivedMessage]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for m in received {
+        for r in &m.rcpt_to {
+            *counts.entry(r.clone()).or_insert(0) += 1;
+        }
+    }
+    counts
+}

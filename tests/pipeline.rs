@@ -1,0 +1,140 @@
+//! End to end on embedded adapters: intake, sender, bounce, analytics, reward and
+//! anchor actors, delivering into a real SMTP sink over TCP.
+
+mod common;
+
+use common::{Harness, header, per_recipient, row, run};
+use maily_engine::merkle::verify;
+use maily_smtp::SinkReply;
+use std::collections::{HashMap, HashSet};
+
+#[test]
+fn a_campaign_flows_through_every_actor_into_the_sink() {
+    run(async {
+        let hard: Vec<usize> = vec![3, 400, 801, 1202, 1603];
+        let soft: Vec<usize> = vec![10, 1000, 1990];
+        let mut rejections = HashMap::new();
+        for i in &hard {
+            rejections.insert(format!("person{i}@example.com"), SinkReply::new(550, "5.1.1 no such user here"));
+        }
+        for i in &soft {
+            rejections.insert(format!("person{i}@example.com"), SinkReply::new(552, "5.2.2 mailbox full"));
+        }
+        let h = Harness::start(rejections).await;
+        let campaigns = [h.campaign("one").await, h.campaign("two").await, h.campaign("three").await];
+
+        // 2,000 good rows plus bad ones, all in campaign "one".
+        let mut rows: Vec<Vec<_>> = vec![Vec::new(); 3];
+        for i in 0..2000 {
+            rows[i % 3].push(row(i));
+        }
+        let mut bad_address = row(5000);
+        bad_address.email = "no-at-sign.example.com".into();
+        let mut missing_var = row(5001);
+        missing_var.vars.remove("city");
+        let mut injected = row(5002);
+        injected
+            .vars
+            .insert("first_name".into(), "Eve\r\nBcc: everyone@example.org".into());
+        rows[0].extend([bad_address, missing_var, injected]);
+
+        let mut accepted = Vec::new();
+        let mut intake_errors = Vec::new();
+        for (c, rows) in campaigns.iter().zip(rows) {
+            let report = h.intake.enqueue(c, rows).await.expect("enqueued");
+            accepted.push((c.id, report.accepted));
+            intake_errors.extend(report.rejected);
+        }
+        assert_eq!(intake_errors.len(), 1, "{intake_errors:?}");
+        assert_eq!(intake_errors[0].input, "no-at-sign.example.com");
+        assert!(intake_errors[0].reason.contains("invalid address"), "{:?}", intake_errors[0]);
+
+        h.wait_finished(&accepted).await;
+        let received = h.sink.received();
+
+        // Exactly one message per deliverable recipient, each with its own fields.
+        let counts = per_recipient(&received);
+        assert!(counts.values().all(|n| *n == 1), "a recipient got two messages");
+        let refused: HashSet<usize> = hard.iter().chain(&soft).copied().collect();
+        let expected: HashSet<String> = (0..2000)
+            .filter(|i| !refused.contains(i))
+            .map(|i| format!("person{i}@example.com"))
+            .collect();
+        assert_eq!(counts.keys().cloned().collect::<HashSet<_>>(), expected);
+        for m in &received {
+            let to = &m.rcpt_to[0];
+            let i: usize = to["person".len()..to.find('@').unwrap()].parse().unwrap();
+            assert_eq!(header(m, "Subject").unwrap(), format!("Hello Name{i}, news for Oslo"));
+            let body = String::from_utf8_lossy(&m.data);
+            assert!(body.contains(&format!("your code is CODE-{i}.")), "{body}");
+            assert!(!body.contains("\r\nBcc:"), "header injection reached the wire");
+        }
+
+        // Stats in the store equal what the sink saw, campaign by campaign.
+        let mut by_campaign: HashMap<String, u64> = HashMap::new();
+        for m in &received {
+            *by_campaign.entry(header(m, "X-Maily-Campaign").unwrap()).or_default() += 1;
+        }
+        for (k, (id, n)) in accepted.iter().enumerate() {
+            let s = h.stats(*id).await;
+            assert_eq!(s.delivered, by_campaign[&id.to_string()], "campaign {k}");
+            let hard_here = hard.iter().filter(|i| *i % 3 == k).count() as u64;
+            let soft_here = soft.iter().filter(|i| *i % 3 == k).count() as u64;
+            assert_eq!(s.bounced_hard, hard_here, "campaign {k}");
+            assert_eq!(s.bounced_soft, soft_here, "campaign {k}");
+            let rejected_here = if k == 0 { 2 } else { 0 };
+            assert_eq!(s.rejected, rejected_here, "campaign {k}");
+            assert_eq!(s.injected, s.delivered + s.bounced(), "campaign {k}");
+            assert_eq!(s.finished(), *n, "campaign {k}");
+        }
+
+        // Bad rows are reported per recipient with a clear reason.
+        let rejected = h.ports.store.messages_with_status(campaigns[0].id, "rejected").await.unwrap();
+        let reason_of = |who: &str| {
+            rejected
+                .iter()
+                .find(|m| m.recipient.as_str() == who)
+                .and_then(|m| m.detail.clone())
+                .unwrap_or_default()
+        };
+        assert!(reason_of("person5001@example.com").contains("`city`"), "{rejected:?}");
+        assert!(reason_of("person5002@example.com").contains("line break"), "{rejected:?}");
+
+        // Hard bounces are suppressed, soft ones are not.
+        let suppressed: HashSet<String> = h
+            .ports
+            .store
+            .suppressions(&h.tenant)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(a, _)| a.to_string())
+            .collect();
+        let hard_addrs: HashSet<String> = hard.iter().map(|i| format!("person{i}@example.com")).collect();
+        assert_eq!(suppressed, hard_addrs);
+        for i in &hard {
+            let a = maily_engine::EmailAddress::parse(&format!("person{i}@example.com")).unwrap();
+            assert!(h.ports.hot.is_suppressed(&h.tenant, &a).await.unwrap());
+        }
+
+        // Every campaign's leaf verifies against the anchored root.
+        let (epoch, receipts) = h.engine.close_epoch().await.expect("epoch closes");
+        let epoch = epoch.expect("an epoch was settled");
+        assert_eq!(receipts.len(), 1);
+        let root = h.ports.chains[0].root(epoch).await.unwrap().expect("root anchored");
+        for (id, _) in &accepted {
+            let p = h.ports.store.proof(epoch, *id).await.unwrap().expect("proof stored");
+            assert_eq!(p.leaf.stats, h.stats(*id).await);
+            assert!(verify(&root, &p.leaf.hash(), &p.proof), "campaign {id}");
+            let mut tampered = p.leaf.clone();
+            tampered.stats.delivered += 1;
+            assert!(!verify(&root, &tampered.hash(), &p.proof));
+        }
+        // Nothing changed: closing again neither settles nor anchors a new epoch.
+        let (again, receipts) = h.engine.close_epoch().await.unwrap();
+        assert_eq!(again, Some(epoch));
+        assert!(receipts.is_empty());
+        assert_eq!(h.engine.restarts(), 0);
+        h.engine.shutdown().await;
+    });
+}
