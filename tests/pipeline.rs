@@ -15,13 +15,23 @@ fn a_campaign_flows_through_every_actor_into_the_sink() {
         let soft: Vec<usize> = vec![10, 1000, 1990];
         let mut rejections = HashMap::new();
         for i in &hard {
-            rejections.insert(format!("person{i}@example.com"), SinkReply::new(550, "5.1.1 no such user here"));
+            rejections.insert(
+                format!("person{i}@example.com"),
+                SinkReply::new(550, "5.1.1 no such user here"),
+            );
         }
         for i in &soft {
-            rejections.insert(format!("person{i}@example.com"), SinkReply::new(552, "5.2.2 mailbox full"));
+            rejections.insert(
+                format!("person{i}@example.com"),
+                SinkReply::new(552, "5.2.2 mailbox full"),
+            );
         }
         let h = Harness::start(rejections).await;
-        let campaigns = [h.campaign("one").await, h.campaign("two").await, h.campaign("three").await];
+        let campaigns = [
+            h.campaign("one").await,
+            h.campaign("two").await,
+            h.campaign("three").await,
+        ];
 
         // 2,000 good rows plus bad ones, all in campaign "one".
         let mut rows: Vec<Vec<_>> = vec![Vec::new(); 3];
@@ -33,9 +43,10 @@ fn a_campaign_flows_through_every_actor_into_the_sink() {
         let mut missing_var = row(5001);
         missing_var.vars.remove("city");
         let mut injected = row(5002);
-        injected
-            .vars
-            .insert("first_name".into(), "Eve\r\nBcc: everyone@example.org".into());
+        injected.vars.insert(
+            "first_name".into(),
+            "Eve\r\nBcc: everyone@example.org".into(),
+        );
         rows[0].extend([bad_address, missing_var, injected]);
 
         let mut accepted = Vec::new();
@@ -47,14 +58,21 @@ fn a_campaign_flows_through_every_actor_into_the_sink() {
         }
         assert_eq!(intake_errors.len(), 1, "{intake_errors:?}");
         assert_eq!(intake_errors[0].input, "no-at-sign.example.com");
-        assert!(intake_errors[0].reason.contains("invalid address"), "{:?}", intake_errors[0]);
+        assert!(
+            intake_errors[0].reason.contains("invalid address"),
+            "{:?}",
+            intake_errors[0]
+        );
 
         h.wait_finished(&accepted).await;
         let received = h.sink.received();
 
         // Exactly one message per deliverable recipient, each with its own fields.
         let counts = per_recipient(&received);
-        assert!(counts.values().all(|n| *n == 1), "a recipient got two messages");
+        assert!(
+            counts.values().all(|n| *n == 1),
+            "a recipient got two messages"
+        );
         let refused: HashSet<usize> = hard.iter().chain(&soft).copied().collect();
         let expected: HashSet<String> = (0..2000)
             .filter(|i| !refused.contains(i))
@@ -64,16 +82,24 @@ fn a_campaign_flows_through_every_actor_into_the_sink() {
         for m in &received {
             let to = &m.rcpt_to[0];
             let i: usize = to["person".len()..to.find('@').unwrap()].parse().unwrap();
-            assert_eq!(header(m, "Subject").unwrap(), format!("Hello Name{i}, news for Oslo"));
+            assert_eq!(
+                header(m, "Subject").unwrap(),
+                format!("Hello Name{i}, news for Oslo")
+            );
             let body = String::from_utf8_lossy(&m.data);
             assert!(body.contains(&format!("your code is CODE-{i}.")), "{body}");
-            assert!(!body.contains("\r\nBcc:"), "header injection reached the wire");
+            assert!(
+                !body.contains("\r\nBcc:"),
+                "header injection reached the wire"
+            );
         }
 
         // Stats in the store equal what the sink saw, campaign by campaign.
         let mut by_campaign: HashMap<String, u64> = HashMap::new();
         for m in &received {
-            *by_campaign.entry(header(m, "X-Maily-Campaign").unwrap()).or_default() += 1;
+            *by_campaign
+                .entry(header(m, "X-Maily-Campaign").unwrap())
+                .or_default() += 1;
         }
         for (k, (id, n)) in accepted.iter().enumerate() {
             let s = h.stats(*id).await;
@@ -89,7 +115,12 @@ fn a_campaign_flows_through_every_actor_into_the_sink() {
         }
 
         // Bad rows are reported per recipient with a clear reason.
-        let rejected = h.ports.store.messages_with_status(campaigns[0].id, "rejected").await.unwrap();
+        let rejected = h
+            .ports
+            .store
+            .messages_with_status(campaigns[0].id, "rejected")
+            .await
+            .unwrap();
         let reason_of = |who: &str| {
             rejected
                 .iter()
@@ -97,8 +128,14 @@ fn a_campaign_flows_through_every_actor_into_the_sink() {
                 .and_then(|m| m.detail.clone())
                 .unwrap_or_default()
         };
-        assert!(reason_of("person5001@example.com").contains("`city`"), "{rejected:?}");
-        assert!(reason_of("person5002@example.com").contains("line break"), "{rejected:?}");
+        assert!(
+            reason_of("person5001@example.com").contains("`city`"),
+            "{rejected:?}"
+        );
+        assert!(
+            reason_of("person5002@example.com").contains("line break"),
+            "{rejected:?}"
+        );
 
         // Hard bounces are suppressed, soft ones are not.
         let suppressed: HashSet<String> = h
@@ -110,7 +147,10 @@ fn a_campaign_flows_through_every_actor_into_the_sink() {
             .into_iter()
             .map(|(a, _)| a.to_string())
             .collect();
-        let hard_addrs: HashSet<String> = hard.iter().map(|i| format!("person{i}@example.com")).collect();
+        let hard_addrs: HashSet<String> = hard
+            .iter()
+            .map(|i| format!("person{i}@example.com"))
+            .collect();
         assert_eq!(suppressed, hard_addrs);
         for i in &hard {
             let a = maily_engine::EmailAddress::parse(&format!("person{i}@example.com")).unwrap();
@@ -121,9 +161,19 @@ fn a_campaign_flows_through_every_actor_into_the_sink() {
         let (epoch, receipts) = h.engine.close_epoch().await.expect("epoch closes");
         let epoch = epoch.expect("an epoch was settled");
         assert_eq!(receipts.len(), 1);
-        let root = h.ports.chains[0].root(epoch).await.unwrap().expect("root anchored");
+        let root = h.ports.chains[0]
+            .root(epoch)
+            .await
+            .unwrap()
+            .expect("root anchored");
         for (id, _) in &accepted {
-            let p = h.ports.store.proof(epoch, *id).await.unwrap().expect("proof stored");
+            let p = h
+                .ports
+                .store
+                .proof(epoch, *id)
+                .await
+                .unwrap()
+                .expect("proof stored");
             assert_eq!(p.leaf.stats, h.stats(*id).await);
             assert!(verify(&root, &p.leaf.hash(), &p.proof), "campaign {id}");
             let mut tampered = p.leaf.clone();

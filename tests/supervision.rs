@@ -12,7 +12,11 @@ use std::time::Duration;
 fn failed_actors_restart_without_loss_or_duplicates() {
     run(async {
         let h = Harness::start(HashMap::new()).await;
-        let campaigns = [h.campaign("one").await, h.campaign("two").await, h.campaign("three").await];
+        let campaigns = [
+            h.campaign("one").await,
+            h.campaign("two").await,
+            h.campaign("three").await,
+        ];
         let mut rows: Vec<Vec<_>> = vec![Vec::new(); 3];
         for i in 0..3000 {
             rows[i % 3].push(row(i));
@@ -39,12 +43,19 @@ fn failed_actors_restart_without_loss_or_duplicates() {
         h.wait_finished(&accepted).await;
 
         assert_eq!(h.engine.faults().pending(), 0, "every armed fault fired");
-        assert!(h.engine.restarts() >= 4, "restarts: {}", h.engine.restarts());
+        assert!(
+            h.engine.restarts() >= 4,
+            "restarts: {}",
+            h.engine.restarts()
+        );
         let received = h.sink.received();
         assert_eq!(received.len(), 3000);
         let counts = per_recipient(&received);
         assert_eq!(counts.len(), 3000);
-        assert!(counts.values().all(|n| *n == 1), "a recipient got two messages");
+        assert!(
+            counts.values().all(|n| *n == 1),
+            "a recipient got two messages"
+        );
         for (id, n) in &accepted {
             let s = h.stats(*id).await;
             assert_eq!(s.delivered, *n);

@@ -1,7 +1,9 @@
 //! What every worker shares: the ports, consumer cursors and dead-lettering.
 
 use anyhow::Context as _;
-use maily_engine::ports::{Chain, EventLog, HotState, Record, Store, StoredOffset, Transport};
+use maily_engine::ports::{
+    Chain, EventLog, HotState, KeyedPayload, Record, Store, StoredOffset, Transport,
+};
 use maily_engine::records::{self, DecodeError, topics};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -171,7 +173,7 @@ pub async fn dead_letter(
 /// Produces records grouped by topic, each keyed by its campaign.
 #[derive(Default)]
 pub struct Outbox {
-    by_topic: BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>,
+    by_topic: BTreeMap<String, Vec<KeyedPayload>>,
 }
 
 impl Outbox {

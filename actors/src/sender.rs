@@ -20,6 +20,7 @@ use maily_engine::template::CompiledTemplate;
 use maily_engine::{Campaign, CampaignId, EventKind, Recipient, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::debug;
@@ -180,8 +181,8 @@ impl Worker for SenderWorker {
 
         let mut plans = HashMap::new();
         for rec in &work {
-            if !plans.contains_key(&rec.campaign) {
-                plans.insert(rec.campaign, self.plan(rec.campaign).await?);
+            if let Entry::Vacant(slot) = plans.entry(rec.campaign) {
+                slot.insert(self.plan(rec.campaign).await?);
             }
         }
         let started = Instant::now();

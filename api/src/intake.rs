@@ -3,7 +3,7 @@
 //! Every row is checked on its own; a bad row is reported with its number and reason
 //! and the rest are accepted. A row counts as accepted only once the log has acked it.
 
-use maily_engine::ports::{EventLog, LogError, Store, StoreError};
+use maily_engine::ports::{EventLog, KeyedPayload, LogError, Store, StoreError};
 use maily_engine::records::{self, SendRecord, topics};
 use maily_engine::template::{CompiledTemplate, Template, TemplateError};
 use maily_engine::{Campaign, CampaignId, EmailAddress, MessageId, TenantId, Timestamp};
@@ -144,7 +144,7 @@ impl Intake {
 
     async fn flush(
         &self,
-        chunk: &mut Vec<(Vec<u8>, Vec<u8>)>,
+        chunk: &mut Vec<KeyedPayload>,
         ids: &mut Vec<MessageId>,
         report: &mut EnqueueReport,
     ) -> Result<(), IntakeError> {

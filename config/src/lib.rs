@@ -274,6 +274,8 @@ pub fn env() -> Env {
 }
 
 #[cfg(test)]
+// figment's Jail fixes the closures' error type; its size is not ours to choose.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

@@ -49,7 +49,10 @@ impl Harness {
         let fig = Settings::figment(None)
             .expect("defaults")
             .merge(("engine.partitions", 4))
-            .merge(("store.path", dir.path().join("maily.db").display().to_string()))
+            .merge((
+                "store.path",
+                dir.path().join("maily.db").display().to_string(),
+            ))
             .merge(("analytics.flush_interval", "50ms"))
             .merge(("analytics.flush_size", 500))
             .merge(("sender.batch_size", 100))
@@ -66,7 +69,11 @@ impl Harness {
             .await
             .expect("engine starts");
         let tenant = TenantId::parse("acme").expect("tenant");
-        ports.store.upsert_tenant(&tenant, "Acme").await.expect("tenant stored");
+        ports
+            .store
+            .upsert_tenant(&tenant, "Acme")
+            .await
+            .expect("tenant stored");
         Harness {
             intake: Intake::new(ports.log.clone(), ports.store.clone()),
             ports,
@@ -109,7 +116,10 @@ impl Harness {
             if pending.is_empty() {
                 return;
             }
-            assert!(Instant::now() < deadline, "campaigns never finished: {pending:?}");
+            assert!(
+                Instant::now() < deadline,
+                "campaigns never finished: {pending:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 use maily_engine::Timestamp;
 use maily_engine::partition::partition_for;
-use maily_engine::ports::{EventLog, LogError, Record};
+use maily_engine::ports::{EventLog, KeyedPayload, LogError, Record};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -147,7 +147,7 @@ impl EventLog for MemoryLog {
     async fn produce(
         &self,
         topic: &str,
-        records: Vec<(Vec<u8>, Vec<u8>)>,
+        records: Vec<KeyedPayload>,
     ) -> Result<Vec<(u32, u64)>, LogError> {
         let t = self.topic(topic)?;
         let n = t.partitions.len() as u32;

@@ -4,6 +4,9 @@ use crate::time::Timestamp;
 use async_trait::async_trait;
 use std::time::Duration;
 
+/// A record to produce: its key (which picks the partition) and its payload.
+pub type KeyedPayload = (Vec<u8>, Vec<u8>);
+
 /// One record read from a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -50,7 +53,7 @@ pub trait EventLog: Send + Sync + 'static {
     async fn produce(
         &self,
         topic: &str,
-        records: Vec<(Vec<u8>, Vec<u8>)>,
+        records: Vec<KeyedPayload>,
     ) -> Result<Vec<(u32, u64)>, LogError>;
 
     /// Up to `max` records of one partition from `offset` on, waiting at most `wait`

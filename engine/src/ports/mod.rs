@@ -11,7 +11,7 @@ pub mod transport;
 
 pub use chain::{AnchorReceipt, Chain, ChainError};
 pub use hot::{Claim, HotError, HotState};
-pub use log::{EventLog, LogError, Record};
+pub use log::{EventLog, KeyedPayload, LogError, Record};
 pub use resolver::{ResolveError, Resolver, Route};
 pub use store::{
     AggregateBatch, LedgerEntry, MessageState, Settlement, SettlementEntry, Store, StoreError,

@@ -46,7 +46,7 @@ pub async fn records_are_partitioned_by_key_and_ordered(log: &impl EventLog) {
         .await
         .expect("create is idempotent");
     assert_eq!(log.partitions("orders").await.expect("partitions"), 4);
-    let records: Vec<(Vec<u8>, Vec<u8>)> = (0..100)
+    let records: Vec<crate::ports::KeyedPayload> = (0..100)
         .map(|i| {
             (
                 format!("key-{}", i % 10).into_bytes(),

@@ -57,7 +57,8 @@ fn upsert_messages_sql(rows: usize) -> String {
          VALUES {}
          ON CONFLICT (message_id) DO UPDATE SET tenant = excluded.tenant,
              campaign = excluded.campaign, recipient = excluded.recipient,
-             mask = excluded.mask, status = excluded.status, detail = excluded.detail",
+             mask = excluded.mask, status = excluded.status,
+             detail = COALESCE(excluded.detail, messages.detail)",
         vec![row; rows].join(", ")
     )
 }

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs Maily's whole test suite: starts the local services the tests use if they are
+# down, installs cargo-nextest if it is missing, then runs every crate's tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/services.sh
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing cargo-nextest" >&2
+  cargo install cargo-nextest --locked
+fi
+
+cargo nextest run --workspace --no-fail-fast "$@"
