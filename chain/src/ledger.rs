@@ -64,7 +64,8 @@ impl LedgerChain {
         }
     }
 
-    /// Walks the ledger from `from_epoch` to the head checking every hash and link.
+    /// Checks the entries of `epochs`, given in ascending order, for their hash and
+    /// their link to the previous listed entry; an epoch without an entry is skipped.
     pub async fn verify_chain(&self, epochs: &[u64]) -> Result<(), LedgerError> {
         let mut prev: Option<LedgerEntry> = None;
         for &epoch in epochs {
@@ -93,6 +94,16 @@ impl Chain for LedgerChain {
 
     async fn anchor(&self, epoch: u64, root: Hash32) -> Result<AnchorReceipt, ChainError> {
         loop {
+            // Head first, then the entry: the store never appends below its head, so an
+            // epoch missing after the head was read stays missing, and "older than the
+            // head" is final. In the other order a rival could append this very epoch
+            // (and a later one) between the two reads, and an idempotent retry would be
+            // refused.
+            let head = self
+                .store
+                .ledger_head()
+                .await
+                .map_err(|e| self.unavailable(e))?;
             if let Some(existing) = self
                 .store
                 .ledger_entry(epoch)
@@ -108,11 +119,6 @@ impl Chain for LedgerChain {
                     })
                 };
             }
-            let head = self
-                .store
-                .ledger_head()
-                .await
-                .map_err(|e| self.unavailable(e))?;
             if let Some(h) = &head
                 && h.epoch > epoch
             {

@@ -2,8 +2,9 @@
 
 #![allow(dead_code)]
 
+use figment::Figment;
 use maily::wiring::{build_ports, engine_settings};
-use maily_actors::{EngineHandle, Ports};
+use maily_actors::{EngineHandle, EngineSettings, Ports};
 use maily_api::intake::{Intake, NewCampaign, Row};
 use maily_config::Settings;
 use maily_engine::template::Template;
@@ -27,6 +28,7 @@ pub fn run<F: Future>(f: F) -> F::Output {
 
 /// A running engine, its sink and a tenant.
 pub struct Harness {
+    pub settings: EngineSettings,
     pub ports: Ports,
     pub engine: EngineHandle,
     pub sink: SinkHandle,
@@ -38,6 +40,14 @@ pub struct Harness {
 impl Harness {
     /// Starts a sink refusing `rejections` and an engine delivering into it.
     pub async fn start(rejections: HashMap<String, SinkReply>) -> Harness {
+        Self::start_with(rejections, |f| f).await
+    }
+
+    /// Like [`Harness::start`], with settings adjusted by `tune`.
+    pub async fn start_with(
+        rejections: HashMap<String, SinkReply>,
+        tune: impl FnOnce(Figment) -> Figment,
+    ) -> Harness {
         let sink = SmtpSink::start(SinkConfig {
             capture: true,
             rejections,
@@ -63,11 +73,12 @@ impl Harness {
                 "smtp.routes",
                 BTreeMap::from([("*".to_string(), sink.addr().to_string())]),
             ));
-        let settings = Settings::from_figment(fig).expect("valid settings");
+        let settings = Settings::from_figment(tune(fig)).expect("valid settings");
         let ports = build_ports(&settings).await.expect("ports");
         let engine = maily_actors::start(ports.clone(), engine_settings(&settings))
             .await
             .expect("engine starts");
+        let settings = engine_settings(&settings);
         let tenant = TenantId::parse("acme").expect("tenant");
         ports
             .store
@@ -75,6 +86,7 @@ impl Harness {
             .await
             .expect("tenant stored");
         Harness {
+            settings,
             intake: Intake::new(ports.log.clone(), ports.store.clone()),
             ports,
             engine,
@@ -122,6 +134,35 @@ impl Harness {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Shuts the engine down gracefully and starts a new one on the same log, store
+    /// and hot state; returns the messages the sink had when the first one stopped.
+    pub async fn restart(self) -> (Harness, u64) {
+        let Harness {
+            settings,
+            ports,
+            engine,
+            sink,
+            intake,
+            tenant,
+            _dir,
+        } = self;
+        engine.shutdown().await;
+        let before = sink.accepted();
+        let engine = maily_actors::start(ports.clone(), settings.clone())
+            .await
+            .expect("engine restarts");
+        let h = Harness {
+            settings,
+            ports,
+            engine,
+            sink,
+            intake,
+            tenant,
+            _dir,
+        };
+        (h, before)
     }
 
     /// A campaign's stats as committed in the store.
