@@ -6,7 +6,9 @@ use anyhow::{Context as _, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use maily_api::intake::{Intake, NewCampaign, Row};
 use maily_config::Settings;
+use maily_engine::drafts::TemplateDrafts;
 use maily_engine::merkle::verify;
+use maily_engine::ports::{ContentModel, DraftBrief, Tone};
 use maily_engine::template::Template;
 use maily_engine::{Campaign, CampaignStats, EmailAddress, TenantId};
 use maily_smtp::{SinkConfig, SinkReply, SmtpSink};
@@ -165,14 +167,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
         let c = intake
             .create_campaign(NewCampaign {
                 tenant: tenant.clone(),
-                name: if k < CAMPAIGNS.len() { name.to_string() } else { format!("{name} #{k}") },
+                name: if k < CAMPAIGNS.len() {
+                    name.to_string()
+                } else {
+                    format!("{name} #{k}")
+                },
                 from: "news@maily.example".into(),
                 from_name: Some("Maily Demo".into()),
-                template: Template {
-                    subject: format!("{{{{ first_name }}}}, {} picks for {{{{ city }}}}", name.to_lowercase()),
-                    text: Some("Hello {{ first_name }},\n\nYour code is {{ code }}.\nSee you in {{ city }}!\n".into()),
-                    html: Some("<p>Hello {{ first_name }},</p><p>Your code is <b>{{ code }}</b>. See you in {{ city }}!</p>".into()),
-                },
+                template: demo_template(k, name).await?,
             })
             .await?;
         campaigns.push(c);
@@ -287,6 +289,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     sink.shutdown().await;
     let _ = suppressed;
     Ok(report)
+}
+
+/// The template of campaign `k`: written by hand, except the third, which the
+/// content model drafts from a brief.
+async fn demo_template(k: usize, name: &str) -> anyhow::Result<Template> {
+    if k == 2 {
+        let brief = DraftBrief {
+            product: "our new travel planner".into(),
+            audience: "early subscribers".into(),
+            offer: "three months free".into(),
+            tone: Tone::Friendly,
+            call_to_action_url: Some("https://maily.example/launch".into()),
+        };
+        return Ok(TemplateDrafts.draft(&brief).await?);
+    }
+    Ok(Template {
+        subject: format!("{{{{ first_name }}}}, {} picks for {{{{ city }}}}", name.to_lowercase()),
+        text: Some("Hello {{ first_name }},\n\nYour code is {{ code }}.\nSee you in {{ city }}!\n".into()),
+        html: Some("<p>Hello {{ first_name }},</p><p>Your code is <b>{{ code }}</b>. See you in {{ city }}!</p>".into()),
+    })
 }
 
 /// Shows a bar per campaign until every accepted message is accounted for.

@@ -5,6 +5,7 @@
 
 pub mod bounce;
 pub mod domain;
+pub mod drafts;
 pub mod merkle;
 pub mod message;
 pub mod partition;

@@ -3,6 +3,7 @@
 //! [`crate::testkit`].
 
 pub mod chain;
+pub mod content;
 pub mod hot;
 pub mod log;
 pub mod resolver;
@@ -10,6 +11,7 @@ pub mod store;
 pub mod transport;
 
 pub use chain::{AnchorReceipt, Chain, ChainError};
+pub use content::{ContentError, ContentModel, DraftBrief, Tone};
 pub use hot::{Claim, HotError, HotState};
 pub use log::{EventLog, KeyedPayload, LogError, Record};
 pub use resolver::{ResolveError, Resolver, Route};
