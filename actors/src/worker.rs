@@ -7,9 +7,10 @@
 
 use crate::supervisor::{ActorExit, ExitReporter};
 use actix::prelude::*;
+use maily_engine::ports::LogError;
 use std::future::Future;
 use std::time::Duration;
-use tracing::{debug, error};
+use tracing::{debug, error, info};
 
 /// What a step achieved, so the actor knows when to run the next one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,8 +65,17 @@ impl<W: Worker> WorkerActor<W> {
     }
 
     fn fail(&mut self, ctx: &mut Context<Self>, err: anyhow::Error) {
-        error!(actor = %self.name, error = %format!("{err:#}"), "actor failed");
-        self.exit.report(ActorExit::Failed(err));
+        let closed = err
+            .chain()
+            .any(|c| matches!(c.downcast_ref::<LogError>(), Some(LogError::Closed)));
+        if closed {
+            // Restarting cannot help: the log this actor reads or writes is gone.
+            info!(actor = %self.name, "event log closed, stopping");
+            self.exit.report(ActorExit::DownstreamClosed);
+        } else {
+            error!(actor = %self.name, error = %format!("{err:#}"), "actor failed");
+            self.exit.report(ActorExit::Failed(err));
+        }
         ctx.stop();
     }
 }

@@ -375,6 +375,33 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn reply_parsing_never_panics_and_keeps_the_code(
+            code in 200u16..600,
+            lines in proptest::collection::vec("\\PC{0,60}", 1..4),
+        ) {
+            let wire: Vec<String> = lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| format!("{code}{}{l}", if i + 1 == lines.len() { ' ' } else { '-' }))
+                .collect();
+            let reply = SmtpReply::parse_lines(&wire).unwrap();
+            proptest::prop_assert_eq!(reply.code, code);
+            let _ = classify_reply(&reply);
+        }
+
+        #[test]
+        fn arbitrary_lines_never_panic(lines in proptest::collection::vec("\\PC{0,20}", 0..4)) {
+            if let Ok(reply) = SmtpReply::parse_lines(&lines) {
+                let _ = classify_reply(&reply);
+            }
+            for l in &lines {
+                let _ = EnhancedStatus::parse(l);
+            }
+        }
+    }
+
     #[test]
     fn classifies_common_replies() {
         let c = |code, text: &str| classify_reply(&SmtpReply::new(code, text));

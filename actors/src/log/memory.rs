@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 /// The in-process event log.
 pub struct MemoryLog {
     capacity: usize,
+    closed: std::sync::atomic::AtomicBool,
     topics: Mutex<HashMap<String, Arc<Topic>>>,
 }
 
@@ -63,11 +64,33 @@ impl MemoryLog {
     pub fn new(capacity: usize) -> Self {
         MemoryLog {
             capacity: capacity.max(1),
+            closed: std::sync::atomic::AtomicBool::new(false),
             topics: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Closes the log: every call, waiting ones included, fails with
+    /// [`LogError::Closed`] from now on, and actors stop instead of restarting.
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        for topic in lock(&self.topics).values() {
+            for p in &topic.partitions {
+                p.data.notify_waiters();
+                p.space.notify_waiters();
+            }
+        }
+    }
+
+    fn check_open(&self) -> Result<(), LogError> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(LogError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
     fn topic(&self, name: &str) -> Result<Arc<Topic>, LogError> {
+        self.check_open()?;
         lock(&self.topics)
             .get(name)
             .cloned()
@@ -89,9 +112,10 @@ impl MemoryLog {
     }
 
     /// Appends one record, waiting for space when consumers lag.
-    async fn append(&self, topic: &str, p: &Partition, record: Record) -> u64 {
+    async fn append(&self, topic: &str, p: &Partition, record: Record) -> Result<u64, LogError> {
         loop {
             let space = p.space.notified();
+            self.check_open()?;
             {
                 let mut st = lock(&p.state);
                 let full = st.records.len() >= self.capacity;
@@ -107,7 +131,7 @@ impl MemoryLog {
                         .set(st.records.len() as f64);
                     drop(st);
                     p.data.notify_waiters();
-                    return offset;
+                    return Ok(offset);
                 }
             }
             metrics::counter!("maily_log_producer_waits_total", "topic" => topic.to_string())
@@ -163,7 +187,7 @@ impl EventLog for MemoryLog {
                 payload,
                 timestamp: now,
             };
-            let offset = self.append(topic, p, record).await;
+            let offset = self.append(topic, p, record).await?;
             out.push((partition, offset));
         }
         Ok(out)
@@ -182,6 +206,7 @@ impl EventLog for MemoryLog {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let data = p.data.notified();
+            self.check_open()?;
             {
                 let st = lock(&p.state);
                 if offset < st.base {
@@ -275,6 +300,20 @@ mod tests {
             err,
             LogError::OffsetOutOfRange { earliest: 2, .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn closing_wakes_waiters_with_an_error() {
+        let log = Arc::new(MemoryLog::new(10));
+        log.ensure_topic("t", 1).await.unwrap();
+        let reader = {
+            let log = log.clone();
+            tokio::spawn(async move { log.fetch("t", 0, 0, 1, Duration::from_secs(60)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        log.close();
+        assert_eq!(reader.await.unwrap(), Err(LogError::Closed));
+        assert_eq!(log.end_offset("t", 0).await, Err(LogError::Closed));
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 //! one adapter, so the Kafka, Postgres and Redis adapters run the very same checks as
 //! the embedded ones:
 //!
-//! ```ignore
+//! ```text
 //! async fn new_log() -> MemoryLog { MemoryLog::new(1024) }
 //! maily_engine::event_log_contract!(new_log);
 //! ```
