@@ -1,1 +1,131 @@
-fn main() {}
+//! Criterion micro-benchmarks of the core's hot paths: the per-message work (render,
+//! build, classify a reply, pick a partition) and the per-epoch Merkle work.
+//!
+//! Run with `cargo bench -p maily-benches --bench core`; every group reports
+//! elements per second, an element being one message, reply, key or tree leaf.
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use maily_benches::{
+    sample_campaign_id, sample_campaign_template, sample_leaf_hashes, sample_message_id,
+    sample_partition_keys, sample_recipient, sample_replies, sample_sender,
+};
+use maily_engine::Timestamp;
+use maily_engine::bounce::classify_reply;
+use maily_engine::merkle::MerkleTree;
+use maily_engine::message::{self, Envelope};
+use maily_engine::partition::partition_for;
+use maily_engine::template::{CompiledTemplate, Rendered};
+use std::hint::black_box;
+
+/// Distinct recipients cycled through, so per-message benchmarks do not measure one
+/// input that stays hot in every cache.
+const RECIPIENTS: usize = 1_024;
+
+fn template(c: &mut Criterion) {
+    // Compiling happens once per campaign; only rendering is per message.
+    let template = CompiledTemplate::compile(&sample_campaign_template()).expect("compiles");
+    let recipients: Vec<_> = (0..RECIPIENTS).map(sample_recipient).collect();
+    let mut group = c.benchmark_group("template");
+    group.throughput(Throughput::Elements(1));
+    let mut next = 0;
+    group.bench_function("render", |b| {
+        b.iter(|| {
+            let recipient = &recipients[next % RECIPIENTS];
+            next += 1;
+            template.render(black_box(recipient)).expect("renders")
+        })
+    });
+    group.finish();
+}
+
+fn message(c: &mut Criterion) {
+    let template = CompiledTemplate::compile(&sample_campaign_template()).expect("compiles");
+    let recipients: Vec<_> = (0..RECIPIENTS).map(sample_recipient).collect();
+    let parts: Vec<Rendered> = recipients
+        .iter()
+        .map(|r| template.render(r).expect("renders"))
+        .collect();
+    let from = sample_sender();
+    let campaign = sample_campaign_id(1);
+    let date = Timestamp(1_700_000_000_000);
+    let mut group = c.benchmark_group("message");
+    group.throughput(Throughput::Elements(1));
+    let mut next = 0;
+    group.bench_function("build", |b| {
+        b.iter(|| {
+            let i = next % RECIPIENTS;
+            next += 1;
+            let envelope = Envelope {
+                message_id: sample_message_id(i as u64),
+                campaign,
+                from: &from,
+                from_name: Some("Maily Demo"),
+                to: &recipients[i].email,
+                date,
+            };
+            message::build(black_box(&envelope), black_box(&parts[i]))
+        })
+    });
+    group.finish();
+}
+
+fn bounce(c: &mut Criterion) {
+    let replies = sample_replies();
+    let mut group = c.benchmark_group("bounce");
+    group.throughput(Throughput::Elements(replies.len() as u64));
+    group.bench_function("classify_reply", |b| {
+        b.iter(|| {
+            for reply in &replies {
+                black_box(classify_reply(black_box(reply)));
+            }
+        })
+    });
+    group.finish();
+}
+
+fn merkle(c: &mut Criterion) {
+    let mut group = c.benchmark_group("merkle");
+    // One iteration is milliseconds at 10,000 leaves; fewer samples keep a run short.
+    group.sample_size(20);
+    for leaves in [1_000, 10_000] {
+        let hashes = sample_leaf_hashes(leaves);
+        group.throughput(Throughput::Elements(leaves as u64));
+        // What the anchor actor does per epoch: build the tree, then prove every leaf.
+        group.bench_with_input(
+            BenchmarkId::new("build_and_prove_all", leaves),
+            &hashes,
+            |b, hashes| {
+                b.iter_batched(
+                    || hashes.clone(),
+                    |hashes| {
+                        let tree = MerkleTree::new(hashes);
+                        let proofs: Vec<_> = (0..leaves)
+                            .map(|i| tree.proof(i).expect("leaf in range"))
+                            .collect();
+                        (tree.root(), proofs)
+                    },
+                    BatchSize::LargeInput,
+                )
+            },
+        );
+    }
+    group.finish();
+}
+
+fn partition(c: &mut Criterion) {
+    const PARTITIONS: u32 = 12;
+    let keys = sample_partition_keys(1_000);
+    let mut group = c.benchmark_group("partition");
+    group.throughput(Throughput::Elements(keys.len() as u64));
+    group.bench_function("partition_for", |b| {
+        b.iter(|| {
+            keys.iter()
+                .map(|k| u64::from(partition_for(black_box(k), PARTITIONS)))
+                .sum::<u64>()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(core, template, message, bounce, merkle, partition);
+criterion_main!(core);
