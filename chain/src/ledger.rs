@@ -21,10 +21,13 @@ pub struct LedgerChain {
 /// Why the ledger does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
+    /// The entry's contents were changed after it was appended.
     #[error("ledger entry of epoch {epoch} does not hash to its recorded hash")]
     BadHash { epoch: u64 },
+    /// The entry does not chain to the entry before it (or, first, to zeros).
     #[error("ledger entry of epoch {epoch} does not point at the previous entry")]
     BrokenLink { epoch: u64 },
+    /// The store could not be read.
     #[error("store: {0}")]
     Store(#[from] StoreError),
 }
@@ -64,25 +67,22 @@ impl LedgerChain {
         }
     }
 
-    /// Checks the entries of `epochs`, given in ascending order, for their hash and
-    /// their link to the previous listed entry; an epoch without an entry is skipped.
-    pub async fn verify_chain(&self, epochs: &[u64]) -> Result<(), LedgerError> {
-        let mut prev: Option<LedgerEntry> = None;
-        for &epoch in epochs {
-            let Some(e) = self.store.ledger_entry(epoch).await? else {
-                continue;
-            };
+    /// Walks the whole ledger from its first entry, checking that the first entry
+    /// chains to zeros, every entry hashes to its recorded hash, and each points at the
+    /// one before. Returns the number of entries checked.
+    pub async fn verify_chain(&self) -> Result<usize, LedgerError> {
+        let entries = self.store.ledger_entries().await?;
+        let mut prev = [0u8; 32];
+        for e in &entries {
+            if e.prev != prev {
+                return Err(LedgerError::BrokenLink { epoch: e.epoch });
+            }
             if entry_hash(&e.prev, e.epoch, &e.root) != e.hash {
-                return Err(LedgerError::BadHash { epoch });
+                return Err(LedgerError::BadHash { epoch: e.epoch });
             }
-            if let Some(p) = &prev
-                && p.hash != e.prev
-            {
-                return Err(LedgerError::BrokenLink { epoch });
-            }
-            prev = Some(e);
+            prev = e.hash;
         }
-        Ok(())
+        Ok(entries.len())
     }
 }
 

@@ -283,6 +283,18 @@ pub fn reason_from_status(s: EnhancedStatus) -> Option<Reason> {
 
 /// Reply-text patterns checked before the status code; the first match wins.
 const TEXT_RULES: &[(&[&str], Reason)] = &[
+    // Before the user rules: "domain does not exist" is about the host.
+    (
+        &[
+            "host not found",
+            "domain not found",
+            "domain does not exist",
+            "no mx",
+            "unrouteable",
+            "host unknown",
+        ],
+        Reason::HostUnknown,
+    ),
     (
         &[
             "user unknown",
@@ -339,10 +351,6 @@ const TEXT_RULES: &[(&[&str], Reason)] = &[
         Reason::MesgTooBig,
     ),
     (&["disabled", "suspended", "inactive"], Reason::Suspend),
-    (
-        &["host not found", "domain not found", "no mx"],
-        Reason::HostUnknown,
-    ),
 ];
 
 fn reason_from_text(text: &str) -> Option<Reason> {
@@ -419,6 +427,10 @@ mod tests {
             Reason::SpamDetected
         );
         assert_eq!(c(550, "5.1.2 bad destination").reason, Reason::HostUnknown);
+        assert_eq!(
+            c(550, "5.1.2 domain does not exist").reason,
+            Reason::HostUnknown
+        );
         assert_eq!(c(451, "4.7.1 try again later").class, BounceClass::Soft);
     }
 }

@@ -171,11 +171,14 @@ pub trait Store: Send + Sync + 'static {
     async fn ledger_head(&self) -> Result<Option<LedgerEntry>, StoreError>;
 
     /// Appends an entry; fails with a conflict unless `entry.prev` is the current head's
-    /// hash and the epoch is new.
+    /// hash and the epoch is above the head's (epochs are anchored in order).
     async fn append_ledger(&self, entry: &LedgerEntry) -> Result<(), StoreError>;
 
     /// The ledger entry of `epoch`.
     async fn ledger_entry(&self, epoch: u64) -> Result<Option<LedgerEntry>, StoreError>;
+
+    /// Every ledger entry, oldest first.
+    async fn ledger_entries(&self) -> Result<Vec<LedgerEntry>, StoreError>;
 
     /// Records that `epoch` was anchored on `chain` (idempotent per epoch and chain).
     async fn record_anchor(

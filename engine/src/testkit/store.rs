@@ -292,8 +292,19 @@ pub async fn ledger_is_hash_chained(store: &impl Store) {
         store.append_ledger(&again).await,
         Err(StoreError::Conflict(_))
     ));
+    let below_head = LedgerEntry {
+        epoch: 1,
+        prev: e2.hash,
+        hash: [14; 32],
+        ..e2.clone()
+    };
+    assert!(matches!(
+        store.append_ledger(&below_head).await,
+        Err(StoreError::Conflict(_))
+    ));
     assert_eq!(store.ledger_head().await.unwrap(), Some(e2.clone()));
-    assert_eq!(store.ledger_entry(1).await.unwrap(), Some(e1));
+    assert_eq!(store.ledger_entry(1).await.unwrap(), Some(e1.clone()));
+    assert_eq!(store.ledger_entries().await.unwrap(), vec![e1, e2]);
 }
 
 /// Settled epochs wait for anchoring per chain; proofs come back intact.

@@ -124,6 +124,14 @@ pub(super) async fn ledger_entry(
     row.as_ref().map(ledger_row).transpose()
 }
 
+pub(super) async fn ledger_entries(pool: &SqlitePool) -> Result<Vec<LedgerEntry>, StoreError> {
+    let rows = sqlx::query("SELECT epoch, root, prev, hash, at FROM ledger ORDER BY epoch")
+        .fetch_all(pool)
+        .await
+        .map_err(db_err)?;
+    rows.iter().map(ledger_row).collect()
+}
+
 pub(super) async fn record_anchor(
     pool: &SqlitePool,
     chain: &str,

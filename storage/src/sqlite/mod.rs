@@ -227,6 +227,10 @@ impl Store for SqliteStore {
         ledger::ledger_entry(&self.pool, epoch).await
     }
 
+    async fn ledger_entries(&self) -> Result<Vec<LedgerEntry>, StoreError> {
+        ledger::ledger_entries(&self.pool).await
+    }
+
     async fn record_anchor(
         &self,
         chain: &str,
