@@ -82,23 +82,30 @@ pub struct EngineHandle {
     faults: Arc<Faults>,
 }
 
-fn spawn<W: Worker>(
-    name: String,
-    factory: Factory<WorkerActor<W>>,
+/// Shared by the supervisors of one engine.
+struct Supervision {
     policy: RestartPolicy,
-    restarts: &Arc<RestartCounter>,
-    stopping: &Arc<AtomicBool>,
-) -> Slot<W> {
-    let (tx, rx) = watch::channel(None);
-    let task = actix::spawn(supervise(
-        name,
-        factory,
-        policy,
-        restarts.clone(),
-        stopping.clone(),
-        tx,
-    ));
-    Slot { addr: rx, task }
+    restarts: Arc<RestartCounter>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Supervision {
+    /// Starts the worker built by `make` under a supervisor that rebuilds it with
+    /// `make` after a failure.
+    fn spawn<W: Worker>(&self, name: String, make: impl Fn() -> W + 'static) -> Slot<W> {
+        let (tx, rx) = watch::channel(None);
+        let factory: Factory<WorkerActor<W>> =
+            Box::new(move |exit| WorkerActor::new(make(), exit).start());
+        let task = actix::spawn(supervise(
+            name,
+            factory,
+            self.policy,
+            self.restarts.clone(),
+            self.stopping.clone(),
+            tx,
+        ));
+        Slot { addr: rx, task }
+    }
 }
 
 /// Creates the topics and starts every actor under supervision. Must run inside an
@@ -120,95 +127,53 @@ pub async fn start(ports: Ports, settings: EngineSettings) -> anyhow::Result<Eng
             .await
             .with_context(|| format!("creating topic {t}"))?;
     }
-    let restarts = Arc::new(RestartCounter::default());
-    let stopping = Arc::new(AtomicBool::new(false));
+    let sup = Supervision {
+        policy: settings.restart,
+        restarts: Arc::new(RestartCounter::default()),
+        stopping: Arc::new(AtomicBool::new(false)),
+    };
     let faults = Faults::new();
-    let policy = settings.restart;
     let sender_settings = Arc::new(settings.sender.clone());
-
-    let mut handle_parts = (Vec::new(), Vec::new(), Vec::new());
+    let (mut senders, mut bounces, mut analytics) = (Vec::new(), Vec::new(), Vec::new());
     for partition in 0..p {
         let (ports_s, s, f) = (ports.clone(), sender_settings.clone(), faults.clone());
-        handle_parts.0.push(spawn(
-            format!("sender/{partition}"),
-            Box::new(move |exit| {
-                WorkerActor::new(
-                    SenderWorker::new(ports_s.clone(), s.clone(), f.clone(), partition),
-                    exit,
-                )
-                .start()
-            }),
-            policy,
-            &restarts,
-            &stopping,
-        ));
+        senders.push(sup.spawn(format!("sender/{partition}"), move || {
+            SenderWorker::new(ports_s.clone(), s.clone(), f.clone(), partition)
+        }));
         let (ports_b, batch, idle) = (
             ports.clone(),
             settings.bounce_batch_size,
             settings.sender.idle_wait,
         );
-        handle_parts.1.push(spawn(
-            format!("bounce/{partition}"),
-            Box::new(move |exit| {
-                WorkerActor::new(
-                    BounceWorker::new(ports_b.clone(), partition, batch, idle),
-                    exit,
-                )
-                .start()
-            }),
-            policy,
-            &restarts,
-            &stopping,
-        ));
+        bounces.push(sup.spawn(format!("bounce/{partition}"), move || {
+            BounceWorker::new(ports_b.clone(), partition, batch, idle)
+        }));
         let (ports_a, a, f) = (ports.clone(), settings.analytics.clone(), faults.clone());
-        handle_parts.2.push(spawn(
-            format!("analytics/{partition}"),
-            Box::new(move |exit| {
-                WorkerActor::new(
-                    AnalyticsWorker::new(ports_a.clone(), a.clone(), f.clone(), partition),
-                    exit,
-                )
-                .start()
-            }),
-            policy,
-            &restarts,
-            &stopping,
-        ));
+        analytics.push(sup.spawn(format!("analytics/{partition}"), move || {
+            AnalyticsWorker::new(ports_a.clone(), a.clone(), f.clone(), partition)
+        }));
     }
     let (ports_r, formula, epoch) = (
         ports.clone(),
         settings.reward_formula,
         settings.epoch_interval,
     );
-    let reward = spawn(
-        "reward".into(),
-        Box::new(move |exit| {
-            WorkerActor::new(RewardWorker::new(ports_r.clone(), formula, epoch), exit).start()
-        }),
-        policy,
-        &restarts,
-        &stopping,
-    );
+    let reward = sup.spawn("reward".into(), move || {
+        RewardWorker::new(ports_r.clone(), formula, epoch)
+    });
     let (ports_n, interval) = (ports.clone(), settings.anchor_interval);
-    let anchor = spawn(
-        "anchor".into(),
-        Box::new(move |exit| {
-            WorkerActor::new(AnchorWorker::new(ports_n.clone(), interval), exit).start()
-        }),
-        policy,
-        &restarts,
-        &stopping,
-    );
+    let anchor = sup.spawn("anchor".into(), move || {
+        AnchorWorker::new(ports_n.clone(), interval)
+    });
     info!(partitions = p, "engine started");
-    let (senders, bounces, analytics) = handle_parts;
     Ok(EngineHandle {
         senders,
         bounces,
         analytics,
         reward,
         anchor,
-        restarts,
-        stopping,
+        restarts: sup.restarts,
+        stopping: sup.stopping,
         faults,
     })
 }
