@@ -4,12 +4,13 @@ use anyhow::{Context as _, bail};
 use maily_actors::Ports;
 use maily_actors::analytics::AnalyticsSettings;
 use maily_actors::engine::EngineSettings;
-use maily_actors::log::MemoryLog;
+use maily_actors::log::{KafkaLog, KafkaParams, MemoryLog};
+use maily_actors::ownership::OwnershipSettings;
 use maily_actors::sender::SenderSettings;
 use maily_actors::supervisor::RestartPolicy;
 use maily_chain::LedgerChain;
 use maily_config::{HotKind, LogKind, Settings, StoreKind};
-use maily_engine::ports::{Chain, Store};
+use maily_engine::ports::{Chain, EventLog, Store};
 use maily_engine::reward::RewardFormula;
 use maily_smtp::{SmtpClientParams, SmtpTransport, StaticRoutes};
 use maily_storage::{MemoryHotState, SqliteParams, SqliteStore};
@@ -34,8 +35,26 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 /// Builds every port from the settings.
 pub async fn build_ports(settings: &Settings) -> anyhow::Result<Ports> {
     let store = open_store(settings).await?;
-    let log = match settings.log.kind {
+    let log: Arc<dyn EventLog> = match settings.log.kind {
         LogKind::Memory => Arc::new(MemoryLog::new(settings.log.capacity_per_partition)),
+        LogKind::Kafka => {
+            let k = &settings.log.kafka;
+            Arc::new(
+                KafkaLog::connect(KafkaParams {
+                    brokers: k.brokers.clone(),
+                    topic_prefix: k.topic_prefix.clone(),
+                    group_prefix: k.group_prefix.clone(),
+                    replication_factor: k.replication_factor,
+                    linger: k.linger,
+                    batch_bytes: k.batch_bytes,
+                    compression: k.compression.clone(),
+                    message_timeout: k.message_timeout,
+                    request_timeout: k.request_timeout,
+                    extra: k.properties.clone(),
+                })
+                .with_context(|| format!("connecting to Kafka at {}", k.brokers))?,
+            )
+        }
     };
     let hot = match settings.hot.kind {
         HotKind::Memory => Arc::new(MemoryHotState::new()),
@@ -101,5 +120,23 @@ pub fn engine_settings(s: &Settings) -> EngineSettings {
             min_backoff: s.supervisor.min_backoff,
             max_backoff: s.supervisor.max_backoff,
         },
+        ownership: OwnershipSettings {
+            member: member_id(&s.ownership.member),
+            lease_ttl: s.ownership.lease_ttl,
+            renew_interval: s.ownership.renew_interval,
+        },
     }
+}
+
+/// The configured member id, or `<hostname>-<pid>`.
+fn member_id(configured: &str) -> String {
+    if !configured.is_empty() {
+        return configured.to_string();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "maily".into());
+    format!("{host}-{}", std::process::id())
 }

@@ -188,3 +188,35 @@ fn a_campaign_flows_through_every_actor_into_the_sink() {
         h.engine.shutdown().await;
     });
 }
+
+#[test]
+fn the_pipeline_runs_on_kafka() {
+    run(async {
+        let mut rejections = HashMap::new();
+        rejections.insert(
+            "person7@example.com".to_string(),
+            SinkReply::new(550, "5.1.1 no such user here"),
+        );
+        let h = Harness::start_with(rejections, common::on_kafka).await;
+        let campaigns = [h.campaign("one").await, h.campaign("two").await];
+        let mut accepted = Vec::new();
+        for (k, c) in campaigns.iter().enumerate() {
+            let rows = (0..1000).filter(|i| i % 2 == k).map(row);
+            accepted.push((c.id, h.intake.enqueue(c, rows).await.unwrap().accepted));
+        }
+        h.wait_finished(&accepted).await;
+        let counts = per_recipient(&h.sink.received());
+        assert_eq!(counts.len(), 999);
+        assert!(counts.values().all(|n| *n == 1));
+        let one = h.stats(campaigns[1].id).await;
+        assert_eq!((one.delivered, one.bounced_hard), (499, 1));
+        let (epoch, _) = h.engine.close_epoch().await.unwrap();
+        let epoch = epoch.expect("settled");
+        let root = h.ports.chains[0].root(epoch).await.unwrap().unwrap();
+        for (id, _) in &accepted {
+            let p = h.ports.store.proof(epoch, *id).await.unwrap().unwrap();
+            assert!(verify(&root, &p.leaf.hash(), &p.proof));
+        }
+        h.engine.shutdown().await;
+    });
+}

@@ -131,3 +131,41 @@ fn a_stopped_engine_resumes_from_its_stored_offsets() {
         h.engine.shutdown().await;
     });
 }
+
+#[test]
+fn on_kafka_malformed_records_are_dead_lettered_and_the_campaign_completes() {
+    run(async {
+        let h = Harness::start_with(HashMap::new(), common::on_kafka).await;
+        let c = h.campaign("poison").await;
+        let key = c.id.to_string().into_bytes();
+        h.ports
+            .log
+            .produce(topics::SEND, vec![(key, b"\xff\xfe not json".to_vec())])
+            .await
+            .unwrap();
+        let report = h.intake.enqueue(&c, (0..200).map(row)).await.unwrap();
+        h.wait_finished(&[(c.id, report.accepted)]).await;
+        assert_eq!(h.stats(c.id).await.delivered, 200);
+        assert_eq!(h.engine.restarts(), 0);
+        let p = maily_engine::partition::partition_for(
+            c.id.to_string().as_bytes(),
+            h.settings.partitions,
+        );
+        let letters = h
+            .ports
+            .log
+            .fetch(topics::DEAD_LETTER, p, 0, 10, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(letters.len(), 1);
+        let letter: serde_json::Value = serde_json::from_slice(&letters[0].payload).unwrap();
+        assert!(
+            letter["reason"]
+                .as_str()
+                .unwrap()
+                .contains("undecodable send record"),
+            "{letter}"
+        );
+        h.engine.shutdown().await;
+    });
+}

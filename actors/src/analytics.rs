@@ -11,7 +11,7 @@ use crate::faults::{FaultPoint, Faults};
 use crate::worker::{Step, Worker};
 use anyhow::Context as _;
 use maily_engine::domain::event::status_from_mask;
-use maily_engine::ports::{AggregateBatch, MessageState};
+use maily_engine::ports::{AggregateBatch, Fence, MessageState, StoreError};
 use maily_engine::records::{EventRecord, StatsRecord, topics};
 use maily_engine::{CampaignId, CampaignStats, MessageId, TenantId, Timestamp};
 use std::collections::{HashMap, HashSet};
@@ -48,6 +48,7 @@ pub struct AnalyticsWorker {
     pending: usize,
     last_flush: Instant,
     flush_failures: u32,
+    fence: Option<Fence>,
 }
 
 impl AnalyticsWorker {
@@ -57,6 +58,7 @@ impl AnalyticsWorker {
         settings: AnalyticsSettings,
         faults: Arc<Faults>,
         partition: u32,
+        fence: Option<Fence>,
     ) -> Self {
         AnalyticsWorker {
             ports,
@@ -71,6 +73,7 @@ impl AnalyticsWorker {
             pending: 0,
             last_flush: Instant::now(),
             flush_failures: 0,
+            fence,
         }
     }
 
@@ -137,6 +140,7 @@ impl AnalyticsWorker {
         let cursor = self.cursor.as_ref().context("analytics not loaded")?;
         let batch = AggregateBatch {
             group: GROUP.to_string(),
+            fence: self.fence.clone(),
             offsets: vec![cursor.offset()],
             stats: self
                 .dirty_campaigns
@@ -205,6 +209,15 @@ impl AnalyticsWorker {
     }
 }
 
+fn is_fenced(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<StoreError>(),
+            Some(StoreError::Fenced { .. })
+        )
+    })
+}
+
 impl Worker for AnalyticsWorker {
     type Command = ();
     type Reply = ();
@@ -228,6 +241,7 @@ impl Worker for AnalyticsWorker {
                     self.flush_failures = 0;
                     Ok(Step::Busy)
                 }
+                Err(e) if is_fenced(&e) => Err(e),
                 Err(e) => {
                     // Hold the buffer and stop consuming until the store is back.
                     self.flush_failures += 1;

@@ -5,6 +5,7 @@ use crate::common::{Cursor, Outbox, Ports, decode_or_dead_letter, save_positions
 use crate::worker::{Step, Worker};
 use anyhow::Context as _;
 use maily_engine::bounce::classify_reply;
+use maily_engine::ports::Fence;
 use maily_engine::records::{EventRecord, InboundRecord, topics};
 use maily_engine::{BounceClass, EventKind, Timestamp};
 use std::time::Duration;
@@ -19,17 +20,25 @@ pub struct BounceWorker {
     batch_size: usize,
     idle_wait: Duration,
     cursor: Option<Cursor>,
+    fence: Option<Fence>,
 }
 
 impl BounceWorker {
     /// A bounce worker for `partition`.
-    pub fn new(ports: Ports, partition: u32, batch_size: usize, idle_wait: Duration) -> Self {
+    pub fn new(
+        ports: Ports,
+        partition: u32,
+        batch_size: usize,
+        idle_wait: Duration,
+        fence: Option<Fence>,
+    ) -> Self {
         BounceWorker {
             ports,
             partition,
             batch_size,
             idle_wait,
             cursor: None,
+            fence,
         }
     }
 }
@@ -113,7 +122,7 @@ impl Worker for BounceWorker {
             }
         }
         outbox.send(log.as_ref(), &[topics::EVENTS]).await?;
-        save_positions(&self.ports, GROUP, &[&*cursor]).await?;
+        save_positions(&self.ports, GROUP, &[&*cursor], self.fence.as_ref()).await?;
         Ok(Step::Busy)
     }
 

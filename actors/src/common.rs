@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use maily_engine::ports::{
-    Chain, EventLog, HotState, KeyedPayload, Record, Store, StoredOffset, Transport,
+    Chain, EventLog, Fence, HotState, KeyedPayload, Record, Store, StoredOffset, Transport,
 };
 use maily_engine::records::{self, DecodeError, topics};
 use serde::Serialize;
@@ -90,11 +90,16 @@ impl Cursor {
 }
 
 /// Stores cursor positions for `group` and commits them to the log.
-pub async fn save_positions(ports: &Ports, group: &str, cursors: &[&Cursor]) -> anyhow::Result<()> {
+pub async fn save_positions(
+    ports: &Ports,
+    group: &str,
+    cursors: &[&Cursor],
+    fence: Option<&Fence>,
+) -> anyhow::Result<()> {
     let offsets: Vec<StoredOffset> = cursors.iter().map(|c| c.offset()).collect();
     ports
         .store
-        .save_offsets(group, &offsets)
+        .save_offsets(group, &offsets, fence)
         .await
         .with_context(|| format!("storing {group} offsets"))?;
     commit_positions(ports, group, cursors).await

@@ -5,21 +5,26 @@ use crate::anchor::{AnchorNow, AnchorWorker};
 use crate::bounce::BounceWorker;
 use crate::common::Ports;
 use crate::faults::Faults;
+use crate::ownership::{LEADER, OwnershipSettings, assignment, partition_resource};
 use crate::reward::{CloseEpoch, RewardWorker};
 use crate::sender::{SenderSettings, SenderWorker};
 use crate::supervisor::{Factory, RestartCounter, RestartPolicy, supervise};
 use crate::worker::{Command, Shutdown, Worker, WorkerActor};
 use actix::{Actor, Addr};
 use anyhow::{Context as _, anyhow};
+use maily_engine::Timestamp;
 use maily_engine::ports::AnchorReceipt;
+use maily_engine::ports::Lease;
 use maily_engine::records::topics;
 use maily_engine::reward::RewardFormula;
+use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Everything the actors are tuned with.
 #[derive(Debug, Clone)]
@@ -33,6 +38,7 @@ pub struct EngineSettings {
     pub epoch_interval: Duration,
     pub anchor_interval: Duration,
     pub restart: RestartPolicy,
+    pub ownership: OwnershipSettings,
 }
 
 /// One supervised actor: its current address and its supervisor task.
@@ -59,6 +65,10 @@ impl<W: Worker> Slot<W> {
             .map_err(|e| anyhow!(e))
     }
 
+    fn alive(&self) -> bool {
+        !self.task.is_finished()
+    }
+
     async fn stop(self) {
         // Clone first: holding the watch guard across the await would block the
         // supervisor's update of the same channel.
@@ -68,18 +78,6 @@ impl<W: Worker> Slot<W> {
         }
         let _ = self.task.await;
     }
-}
-
-/// A running engine; must be used on the actix system that started it.
-pub struct EngineHandle {
-    senders: Vec<Slot<SenderWorker>>,
-    bounces: Vec<Slot<BounceWorker>>,
-    analytics: Vec<Slot<AnalyticsWorker>>,
-    reward: Slot<RewardWorker>,
-    anchor: Slot<AnchorWorker>,
-    restarts: Arc<RestartCounter>,
-    stopping: Arc<AtomicBool>,
-    faults: Arc<Faults>,
 }
 
 /// Shared by the supervisors of one engine.
@@ -108,8 +106,234 @@ impl Supervision {
     }
 }
 
-/// Creates the topics and starts every actor under supervision. Must run inside an
-/// actix system.
+/// The actors of one owned partition.
+struct PartitionActors {
+    lease: Lease,
+    sender: Slot<SenderWorker>,
+    bounce: Slot<BounceWorker>,
+    analytics: Slot<AnalyticsWorker>,
+}
+
+impl PartitionActors {
+    fn alive(&self) -> bool {
+        self.sender.alive() && self.bounce.alive() && self.analytics.alive()
+    }
+
+    async fn stop(self) {
+        self.sender.stop().await;
+        self.bounce.stop().await;
+        self.analytics.stop().await;
+    }
+}
+
+/// The actors of the leader role.
+struct LeaderActors {
+    lease: Lease,
+    reward: Slot<RewardWorker>,
+    anchor: Slot<AnchorWorker>,
+}
+
+impl LeaderActors {
+    fn alive(&self) -> bool {
+        self.reward.alive() && self.anchor.alive()
+    }
+
+    async fn stop(self) {
+        self.reward.stop().await;
+        self.anchor.stop().await;
+    }
+}
+
+#[derive(Default)]
+struct Owned {
+    partitions: BTreeMap<u32, PartitionActors>,
+    leader: Option<LeaderActors>,
+    stopped: bool,
+}
+
+struct Inner {
+    ports: Ports,
+    settings: EngineSettings,
+    sender_settings: Arc<SenderSettings>,
+    sup: Supervision,
+    faults: Arc<Faults>,
+    owned: tokio::sync::Mutex<Owned>,
+}
+
+impl Inner {
+    fn start_partition(&self, lease: Lease, p: u32) -> PartitionActors {
+        let fence = lease.fence();
+        let (ports, s, f, fe) = (
+            self.ports.clone(),
+            self.sender_settings.clone(),
+            self.faults.clone(),
+            fence.clone(),
+        );
+        let sender = self.sup.spawn(format!("sender/{p}"), move || {
+            SenderWorker::new(ports.clone(), s.clone(), f.clone(), p, Some(fe.clone()))
+        });
+        let (ports, batch, idle, fe) = (
+            self.ports.clone(),
+            self.settings.bounce_batch_size,
+            self.settings.sender.idle_wait,
+            fence.clone(),
+        );
+        let bounce = self.sup.spawn(format!("bounce/{p}"), move || {
+            BounceWorker::new(ports.clone(), p, batch, idle, Some(fe.clone()))
+        });
+        let (ports, a, f, fe) = (
+            self.ports.clone(),
+            self.settings.analytics.clone(),
+            self.faults.clone(),
+            fence,
+        );
+        let analytics = self.sup.spawn(format!("analytics/{p}"), move || {
+            AnalyticsWorker::new(ports.clone(), a.clone(), f.clone(), p, Some(fe.clone()))
+        });
+        info!(partition = p, epoch = lease.epoch, "partition owned");
+        metrics::gauge!("maily_owned_partitions").increment(1.0);
+        PartitionActors {
+            lease,
+            sender,
+            bounce,
+            analytics,
+        }
+    }
+
+    fn start_leader(&self, lease: Lease) -> LeaderActors {
+        let (ports, formula, epoch) = (
+            self.ports.clone(),
+            self.settings.reward_formula,
+            self.settings.epoch_interval,
+        );
+        let reward = self.sup.spawn("reward".into(), move || {
+            RewardWorker::new(ports.clone(), formula, epoch)
+        });
+        let (ports, interval) = (self.ports.clone(), self.settings.anchor_interval);
+        let anchor = self.sup.spawn("anchor".into(), move || {
+            AnchorWorker::new(ports.clone(), interval)
+        });
+        info!(epoch = lease.epoch, "leader role taken");
+        LeaderActors {
+            lease,
+            reward,
+            anchor,
+        }
+    }
+
+    /// One round: heartbeat, recompute the assignment, renew what we keep, stop and
+    /// release what we must give up, take what is ours and free.
+    async fn rebalance(&self) -> anyhow::Result<()> {
+        let o = &self.settings.ownership;
+        let store = &self.ports.store;
+        let now = Timestamp::now();
+        store.heartbeat(&o.member, now).await.context("heartbeat")?;
+        let since = Timestamp(now.0 - o.lease_ttl.as_millis() as i64);
+        let members = store.live_members(since).await.context("listing members")?;
+        let (desired, lead) = assignment(self.settings.partitions, &members, &o.member);
+        let mut owned = self.owned.lock().await;
+        if owned.stopped {
+            return Ok(());
+        }
+
+        let held: Vec<u32> = owned.partitions.keys().copied().collect();
+        for p in held {
+            let set = owned.partitions.remove(&p).expect("held");
+            let keep = desired.contains(&p) && set.alive();
+            let renewed = if keep {
+                store
+                    .acquire_lease(&partition_resource(p), &o.member, now, o.lease_ttl)
+                    .await?
+            } else {
+                None
+            };
+            match renewed {
+                Some(lease) if lease.epoch == set.lease.epoch => {
+                    owned.partitions.insert(p, PartitionActors { lease, ..set });
+                }
+                Some(lease) => {
+                    // We lost the lease and got it back: the old actors are fenced.
+                    set.stop().await;
+                    metrics::gauge!("maily_owned_partitions").decrement(1.0);
+                    let fresh = self.start_partition(lease, p);
+                    owned.partitions.insert(p, fresh);
+                }
+                None => {
+                    let fence = set.lease.fence();
+                    set.stop().await;
+                    metrics::gauge!("maily_owned_partitions").decrement(1.0);
+                    store
+                        .release_lease(&fence)
+                        .await
+                        .context("releasing lease")?;
+                    info!(
+                        partition = p,
+                        reassigned = !desired.contains(&p),
+                        "partition given up"
+                    );
+                }
+            }
+        }
+        for p in desired {
+            if owned.partitions.contains_key(&p) {
+                continue;
+            }
+            if let Some(lease) = store
+                .acquire_lease(&partition_resource(p), &o.member, now, o.lease_ttl)
+                .await?
+            {
+                let set = self.start_partition(lease, p);
+                owned.partitions.insert(p, set);
+            }
+        }
+
+        if let Some(leader) = owned.leader.take() {
+            let renewed = if lead && leader.alive() {
+                store
+                    .acquire_lease(LEADER, &o.member, now, o.lease_ttl)
+                    .await?
+            } else {
+                None
+            };
+            match renewed {
+                Some(lease) if lease.epoch == leader.lease.epoch => {
+                    owned.leader = Some(LeaderActors { lease, ..leader });
+                }
+                other => {
+                    let fence = leader.lease.fence();
+                    leader.stop().await;
+                    if other.is_none() {
+                        store
+                            .release_lease(&fence)
+                            .await
+                            .context("releasing leader lease")?;
+                    }
+                    info!("leader role given up");
+                }
+            }
+        }
+        if lead && owned.leader.is_none() {
+            if let Some(lease) = store
+                .acquire_lease(LEADER, &o.member, now, o.lease_ttl)
+                .await?
+            {
+                owned.leader = Some(self.start_leader(lease));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A running engine; must be used on the actix system that started it.
+pub struct EngineHandle {
+    inner: Rc<Inner>,
+    stop: watch::Sender<bool>,
+    rebalancer: JoinHandle<()>,
+}
+
+/// Creates the topics, takes this process's share of the partitions and starts their
+/// actors under supervision, then keeps ownership up to date in the background. Must
+/// run inside an actix system.
 pub async fn start(ports: Ports, settings: EngineSettings) -> anyhow::Result<EngineHandle> {
     let p = settings.partitions;
     let mut all_topics = vec![
@@ -127,89 +351,131 @@ pub async fn start(ports: Ports, settings: EngineSettings) -> anyhow::Result<Eng
             .await
             .with_context(|| format!("creating topic {t}"))?;
     }
-    let sup = Supervision {
-        policy: settings.restart,
-        restarts: Arc::new(RestartCounter::default()),
-        stopping: Arc::new(AtomicBool::new(false)),
-    };
-    let faults = Faults::new();
-    let sender_settings = Arc::new(settings.sender.clone());
-    let (mut senders, mut bounces, mut analytics) = (Vec::new(), Vec::new(), Vec::new());
-    for partition in 0..p {
-        let (ports_s, s, f) = (ports.clone(), sender_settings.clone(), faults.clone());
-        senders.push(sup.spawn(format!("sender/{partition}"), move || {
-            SenderWorker::new(ports_s.clone(), s.clone(), f.clone(), partition)
-        }));
-        let (ports_b, batch, idle) = (
-            ports.clone(),
-            settings.bounce_batch_size,
-            settings.sender.idle_wait,
-        );
-        bounces.push(sup.spawn(format!("bounce/{partition}"), move || {
-            BounceWorker::new(ports_b.clone(), partition, batch, idle)
-        }));
-        let (ports_a, a, f) = (ports.clone(), settings.analytics.clone(), faults.clone());
-        analytics.push(sup.spawn(format!("analytics/{partition}"), move || {
-            AnalyticsWorker::new(ports_a.clone(), a.clone(), f.clone(), partition)
-        }));
-    }
-    let (ports_r, formula, epoch) = (
-        ports.clone(),
-        settings.reward_formula,
-        settings.epoch_interval,
+    let inner = Rc::new(Inner {
+        sender_settings: Arc::new(settings.sender.clone()),
+        sup: Supervision {
+            policy: settings.restart,
+            restarts: Arc::new(RestartCounter::default()),
+            stopping: Arc::new(AtomicBool::new(false)),
+        },
+        faults: Faults::new(),
+        owned: tokio::sync::Mutex::new(Owned::default()),
+        ports,
+        settings,
+    });
+    inner.rebalance().await.context("taking partitions")?;
+    let (stop, mut stopped) = watch::channel(false);
+    let every = inner.settings.ownership.renew_interval;
+    let looped = inner.clone();
+    let rebalancer = actix::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = looped.rebalance().await {
+                        warn!(error = %format!("{e:#}"), "ownership round failed");
+                        metrics::counter!("maily_ownership_errors_total").increment(1);
+                    }
+                }
+                _ = stopped.changed() => return,
+            }
+        }
+    });
+    let owned = inner.owned.lock().await;
+    info!(
+        member = %inner.settings.ownership.member,
+        partitions = ?owned.partitions.keys().collect::<Vec<_>>(),
+        leader = owned.leader.is_some(),
+        "engine started"
     );
-    let reward = sup.spawn("reward".into(), move || {
-        RewardWorker::new(ports_r.clone(), formula, epoch)
-    });
-    let (ports_n, interval) = (ports.clone(), settings.anchor_interval);
-    let anchor = sup.spawn("anchor".into(), move || {
-        AnchorWorker::new(ports_n.clone(), interval)
-    });
-    info!(partitions = p, "engine started");
+    drop(owned);
     Ok(EngineHandle {
-        senders,
-        bounces,
-        analytics,
-        reward,
-        anchor,
-        restarts: sup.restarts,
-        stopping: sup.stopping,
-        faults,
+        inner,
+        stop,
+        rebalancer,
     })
 }
 
 impl EngineHandle {
     /// Settles an epoch now (if figures changed) and anchors every pending epoch.
-    /// Returns the epoch covering the current figures and the new receipts.
+    /// Returns the epoch covering the current figures and the new receipts. Only the
+    /// leader can.
     pub async fn close_epoch(&self) -> anyhow::Result<(Option<u64>, Vec<AnchorReceipt>)> {
-        let epoch = self
+        let owned = self.inner.owned.lock().await;
+        let leader = owned
+            .leader
+            .as_ref()
+            .context("this engine process does not hold the leader role")?;
+        let epoch = leader
             .reward
             .call(CloseEpoch)
             .await
             .context("closing epoch")?;
-        let receipts = self.anchor.call(AnchorNow).await.context("anchoring")?;
+        let receipts = leader.anchor.call(AnchorNow).await.context("anchoring")?;
         Ok((epoch, receipts))
+    }
+
+    /// The partitions this process owns now.
+    pub async fn owned_partitions(&self) -> Vec<u32> {
+        self.inner
+            .owned
+            .lock()
+            .await
+            .partitions
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Whether this process holds the leader role now.
+    pub async fn is_leader(&self) -> bool {
+        self.inner.owned.lock().await.leader.is_some()
     }
 
     /// Actor restarts since start.
     pub fn restarts(&self) -> u64 {
-        self.restarts.get()
+        self.inner.sup.restarts.get()
     }
 
     /// The fault switch (armed only in builds with the `fault-injection` feature).
     pub fn faults(&self) -> &Faults {
-        &self.faults
+        &self.inner.faults
     }
 
     /// Stops intake first, then lets each stage finish: senders end their batch and
-    /// store offsets, bounce and analytics drain and flush, then reward and anchor stop.
+    /// store offsets, bounce and analytics drain and flush, then reward and anchor
+    /// stop; finally the leases are released so other processes take over at once.
     pub async fn shutdown(self) {
-        self.stopping.store(true, Ordering::Relaxed);
-        futures::future::join_all(self.senders.into_iter().map(Slot::stop)).await;
-        futures::future::join_all(self.bounces.into_iter().map(Slot::stop)).await;
-        futures::future::join_all(self.analytics.into_iter().map(Slot::stop)).await;
-        self.reward.stop().await;
-        self.anchor.stop().await;
+        let _ = self.stop.send(true);
+        let _ = self.rebalancer.await;
+        self.inner.sup.stopping.store(true, Ordering::Relaxed);
+        let mut owned = self.inner.owned.lock().await;
+        owned.stopped = true;
+        let sets: Vec<PartitionActors> = std::mem::take(&mut owned.partitions)
+            .into_values()
+            .collect();
+        let leader = owned.leader.take();
+        drop(owned);
+        let mut fences: Vec<_> = sets.iter().map(|s| s.lease.fence()).collect();
+        let (mut senders, mut bounces, mut analytics) = (Vec::new(), Vec::new(), Vec::new());
+        for s in sets {
+            senders.push(s.sender);
+            bounces.push(s.bounce);
+            analytics.push(s.analytics);
+        }
+        futures::future::join_all(senders.into_iter().map(Slot::stop)).await;
+        futures::future::join_all(bounces.into_iter().map(Slot::stop)).await;
+        futures::future::join_all(analytics.into_iter().map(Slot::stop)).await;
+        if let Some(l) = leader {
+            fences.push(l.lease.fence());
+            l.stop().await;
+        }
+        for f in fences {
+            if let Err(e) = self.inner.ports.store.release_lease(&f).await {
+                warn!(resource = %f.resource, error = %e, "lease not released; it will expire");
+            }
+        }
         info!("engine stopped");
     }
 }

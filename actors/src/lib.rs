@@ -11,6 +11,7 @@ pub mod common;
 pub mod engine;
 pub mod faults;
 pub mod log;
+pub mod ownership;
 pub mod reward;
 pub mod sender;
 pub mod supervisor;

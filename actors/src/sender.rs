@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use futures::StreamExt as _;
 use maily_engine::bounce::SmtpReply;
 use maily_engine::message::{Envelope, build};
-use maily_engine::ports::{Claim, DeliveryOutcome, OutboundMessage};
+use maily_engine::ports::{Claim, DeliveryOutcome, Fence, OutboundMessage};
 use maily_engine::records::{EventRecord, InboundRecord, SendRecord, topics};
 use maily_engine::template::CompiledTemplate;
 use maily_engine::{Campaign, CampaignId, EventKind, Recipient, Timestamp};
@@ -57,6 +57,7 @@ pub struct SenderWorker {
     send: Option<Cursor>,
     retries: Vec<Cursor>,
     plans: HashMap<CampaignId, Option<Arc<Plan>>>,
+    fence: Option<Fence>,
 }
 
 const GROUP: &str = "sender";
@@ -81,6 +82,7 @@ impl SenderWorker {
         settings: Arc<SenderSettings>,
         faults: Arc<Faults>,
         partition: u32,
+        fence: Option<Fence>,
     ) -> Self {
         SenderWorker {
             ports,
@@ -90,6 +92,7 @@ impl SenderWorker {
             send: None,
             retries: Vec::new(),
             plans: HashMap::new(),
+            fence,
         }
     }
 
@@ -222,7 +225,7 @@ impl Worker for SenderWorker {
         outbox.send(log.as_ref(), &order).await?;
         let mut cursors: Vec<&Cursor> = self.retries.iter().collect();
         cursors.extend(self.send.as_ref());
-        save_positions(&self.ports, GROUP, &cursors).await?;
+        save_positions(&self.ports, GROUP, &cursors, self.fence.as_ref()).await?;
         metrics::histogram!("maily_sender_batch_size").record(n as f64);
         debug!(
             partition = self.partition,

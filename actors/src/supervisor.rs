@@ -19,6 +19,8 @@ pub enum ActorExit {
     Shutdown,
     /// An input it depends on is gone for good (the log closed).
     DownstreamClosed,
+    /// Its partition's lease changed hands: another process owns the work now.
+    LostOwnership,
     /// Returned an error it could not handle.
     Failed(anyhow::Error),
     /// Dropped without reporting an exit: a panic unwound through a handler.
@@ -37,6 +39,7 @@ impl fmt::Display for ActorExit {
         match self {
             ActorExit::Shutdown => f.write_str("shut down"),
             ActorExit::DownstreamClosed => f.write_str("downstream closed"),
+            ActorExit::LostOwnership => f.write_str("lost ownership"),
             ActorExit::Failed(e) => write!(f, "failed: {e:#}"),
             ActorExit::Panicked => f.write_str("panicked"),
         }

@@ -7,10 +7,10 @@
 
 use crate::supervisor::{ActorExit, ExitReporter};
 use actix::prelude::*;
-use maily_engine::ports::LogError;
+use maily_engine::ports::{LogError, StoreError};
 use std::future::Future;
 use std::time::Duration;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 /// What a step achieved, so the actor knows when to run the next one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,10 +68,20 @@ impl<W: Worker> WorkerActor<W> {
         let closed = err
             .chain()
             .any(|c| matches!(c.downcast_ref::<LogError>(), Some(LogError::Closed)));
+        let fenced = err.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<StoreError>(),
+                Some(StoreError::Fenced { .. })
+            )
+        });
         if closed {
             // Restarting cannot help: the log this actor reads or writes is gone.
             info!(actor = %self.name, "event log closed, stopping");
             self.exit.report(ActorExit::DownstreamClosed);
+        } else if fenced {
+            // Another process owns this partition now; its actors do the work.
+            warn!(actor = %self.name, "lease lost, stopping");
+            self.exit.report(ActorExit::LostOwnership);
         } else {
             error!(actor = %self.name, error = %format!("{err:#}"), "actor failed");
             self.exit.report(ActorExit::Failed(err));

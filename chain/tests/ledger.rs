@@ -6,10 +6,12 @@ use maily_chain::LedgerChain;
 use maily_chain::ledger::{LedgerError, entry_hash};
 use maily_engine::merkle::{Hash32, keccak};
 use maily_engine::ports::{
-    AggregateBatch, AnchorReceipt, Chain, ChainError, LedgerEntry, MessageState, Settlement, Store,
-    StoreError, StoredOffset, StoredProof,
+    AggregateBatch, AnchorReceipt, Chain, ChainError, Fence, Lease, LedgerEntry, MessageState,
+    Settlement, Store, StoreError, StoredOffset, StoredProof,
 };
-use maily_engine::{Campaign, CampaignId, CampaignStats, EmailAddress, MessageId, TenantId};
+use maily_engine::{
+    Campaign, CampaignId, CampaignStats, EmailAddress, MessageId, TenantId, Timestamp,
+};
 use maily_storage::SqliteStore;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -351,8 +353,13 @@ impl Store for HookedStore {
         self.inner.load_offsets(group, topic).await
     }
 
-    async fn save_offsets(&self, group: &str, offsets: &[StoredOffset]) -> Result<(), StoreError> {
-        self.inner.save_offsets(group, offsets).await
+    async fn save_offsets(
+        &self,
+        group: &str,
+        offsets: &[StoredOffset],
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
+        self.inner.save_offsets(group, offsets, fence).await
     }
 
     async fn commit_aggregates(&self, batch: &AggregateBatch) -> Result<(), StoreError> {
@@ -428,6 +435,32 @@ impl Store for HookedStore {
 
     async fn store_proofs(&self, proofs: &[StoredProof]) -> Result<(), StoreError> {
         self.inner.store_proofs(proofs).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        resource: &str,
+        owner: &str,
+        now: Timestamp,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.inner.acquire_lease(resource, owner, now, ttl).await
+    }
+
+    async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
+        self.inner.release_lease(fence).await
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        self.inner.leases().await
+    }
+
+    async fn heartbeat(&self, member: &str, now: Timestamp) -> Result<(), StoreError> {
+        self.inner.heartbeat(member, now).await
+    }
+
+    async fn live_members(&self, since: Timestamp) -> Result<Vec<String>, StoreError> {
+        self.inner.live_members(since).await
     }
 
     async fn proof(

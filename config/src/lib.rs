@@ -30,6 +30,7 @@ pub enum ConfigError {
 pub struct Settings {
     pub engine: EngineSection,
     pub log: LogSection,
+    pub ownership: OwnershipSection,
     pub store: StoreSection,
     pub hot: HotSection,
     pub smtp: SmtpSection,
@@ -53,6 +54,7 @@ pub struct EngineSection {
 #[serde(rename_all = "lowercase")]
 pub enum LogKind {
     Memory,
+    Kafka,
 }
 
 /// `[log]`
@@ -61,6 +63,37 @@ pub enum LogKind {
 pub struct LogSection {
     pub kind: LogKind,
     pub capacity_per_partition: usize,
+    pub kafka: KafkaSection,
+}
+
+/// `[log.kafka]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    pub brokers: String,
+    pub topic_prefix: String,
+    pub group_prefix: String,
+    pub replication_factor: i32,
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    pub batch_bytes: usize,
+    pub compression: String,
+    #[serde(with = "humantime_serde")]
+    pub message_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `[ownership]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnershipSection {
+    pub member: String,
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub renew_interval: Duration,
 }
 
 /// Which store adapter to run on.
@@ -258,6 +291,22 @@ impl Settings {
                 reason: "must be longer than zero".into(),
             });
         }
+        if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&self.log.kafka.compression.as_str())
+        {
+            return Err(ConfigError::BadValue {
+                key: "log.kafka.compression",
+                reason: format!(
+                    "{:?} is not one of none, gzip, snappy, lz4, zstd",
+                    self.log.kafka.compression
+                ),
+            });
+        }
+        if self.ownership.renew_interval >= self.ownership.lease_ttl {
+            return Err(ConfigError::BadValue {
+                key: "ownership.renew_interval",
+                reason: "must be shorter than ownership.lease_ttl".into(),
+            });
+        }
         if self.supervisor.min_backoff > self.supervisor.max_backoff {
             return Err(ConfigError::BadValue {
                 key: "supervisor.min_backoff",
@@ -333,6 +382,14 @@ mod tests {
             assert!(err.to_lowercase().contains("sender.idle_wait"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_production_profile_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("production.toml");
+        let s = Settings::load(Some(&path)).expect("production.toml is valid");
+        assert_eq!(s.log.kind, LogKind::Kafka);
+        assert_eq!(s.log.kafka.compression, "zstd");
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! concurrency, error messages and large flushes.
 
 use maily_engine::ports::{
-    AggregateBatch, LedgerEntry, MessageState, Store, StoreError, StoredOffset,
+    AggregateBatch, Fence, LedgerEntry, MessageState, Store, StoreError, StoredOffset,
 };
 use maily_engine::testkit::{addr, sample_campaign};
 use maily_engine::{CampaignStats, MessageId, TenantId, Timestamp};
 use maily_storage::{SqliteParams, SqliteStore};
 use sqlx::{Connection, SqliteConnection};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 fn db_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("data").join("maily.db")
@@ -47,7 +48,10 @@ async fn reopening_keeps_data_and_applies_migrations_once() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(rows, vec![(1, "initial".to_string())]);
+    assert_eq!(
+        rows,
+        vec![(1, "initial".to_string()), (2, "leases".to_string())]
+    );
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut conn)
         .await
@@ -99,6 +103,7 @@ async fn a_large_flush_commits_and_reads_back() {
     store
         .commit_aggregates(&AggregateBatch {
             group: "analytics".into(),
+            fence: None,
             offsets: vec![StoredOffset {
                 topic: "events".into(),
                 partition: 0,
@@ -137,6 +142,7 @@ async fn a_rejected_flush_leaves_no_trace() {
     let m = MessageId::new();
     let batch = AggregateBatch {
         group: "analytics".into(),
+        fence: None,
         // Offsets are written last, so this one fails after stats and messages were
         // written inside the transaction.
         offsets: vec![StoredOffset {
@@ -272,6 +278,92 @@ async fn concurrent_appends_cannot_both_chain_onto_the_head() {
     }
     assert_eq!(won, 1);
     assert_eq!(store.ledger_head().await.unwrap().unwrap().epoch, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_takeovers_of_an_expired_lease_elect_one_owner() {
+    let store = SqliteStore::open_temp().await.unwrap();
+    let ttl = Duration::from_secs(10);
+    let old = store
+        .acquire_lease("partition/0", "engine-old", Timestamp(0), ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let now = old.expires_at;
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .acquire_lease("partition/0", &format!("engine-{i}"), now, ttl)
+                    .await
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for t in tasks {
+        if let Some(lease) = t.await.unwrap().unwrap() {
+            winners.push(lease);
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert_eq!(winners[0].epoch, 2);
+    assert_eq!(store.leases().await.unwrap(), winners);
+}
+
+#[tokio::test]
+async fn fences_beyond_sqlite_integers_are_fenced_not_rejected() {
+    let store = SqliteStore::open_temp().await.unwrap();
+    let lease = store
+        .acquire_lease("leader", "engine-a", Timestamp(0), Duration::from_secs(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let huge = Fence {
+        epoch: u64::MAX,
+        ..lease.fence()
+    };
+    let err = store
+        .save_offsets("sender", &[], Some(&huge))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Fenced {
+                epoch: u64::MAX,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    store.release_lease(&huge).await.unwrap();
+    assert_eq!(store.leases().await.unwrap(), vec![lease]);
+}
+
+#[tokio::test]
+async fn an_undecodable_lease_is_corrupt_and_named() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let path = db_path(&dir);
+    let store = open(&path).await.unwrap();
+    let mut conn = raw(&path).await;
+    sqlx::query(
+        "INSERT INTO leases (resource, owner, epoch, expires_at)
+         VALUES ('leader', 'x', 1, 'soon')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let err = store
+        .acquire_lease("leader", "engine-a", Timestamp(0), Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    match err {
+        StoreError::Corrupt(msg) => {
+            assert!(msg.contains("leases") && msg.contains("leader"), "{msg}")
+        }
+        other => panic!("expected corrupt, got {other:?}"),
+    }
 }
 
 #[tokio::test]

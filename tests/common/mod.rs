@@ -208,3 +208,18 @@ pub fn per_recipient(received: &[ReceivedMessage]) -> HashMap<String, usize> {
     }
     counts
 }
+
+/// The broker the Kafka tests use (`scripts/kafka.sh start` runs one).
+pub fn kafka_brokers() -> String {
+    std::env::var("MAILY_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// Settings for the Kafka log with topic and group names of their own.
+pub fn on_kafka(f: Figment) -> Figment {
+    let prefix = format!("test-{}.", uuid::Uuid::new_v4().simple());
+    f.merge(("log.kind", "kafka"))
+        .merge(("log.kafka.brokers", kafka_brokers()))
+        .merge(("log.kafka.topic_prefix", prefix.clone()))
+        .merge(("log.kafka.group_prefix", prefix))
+        .merge(("log.kafka.linger", "2ms"))
+}

@@ -16,7 +16,7 @@ pub use hot::{Claim, HotError, HotState};
 pub use log::{EventLog, KeyedPayload, LogError, Record};
 pub use resolver::{ResolveError, Resolver, Route};
 pub use store::{
-    AggregateBatch, LedgerEntry, MessageState, Settlement, SettlementEntry, Store, StoreError,
-    StoredOffset, StoredProof,
+    AggregateBatch, Fence, Lease, LedgerEntry, MessageState, Settlement, SettlementEntry, Store,
+    StoreError, StoredOffset, StoredProof,
 };
 pub use transport::{DeliveryOutcome, OutboundMessage, Transport};

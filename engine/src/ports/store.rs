@@ -25,6 +25,45 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The writer's lease was taken over: it must stop writing for that resource.
+    #[error("fenced: {owner} no longer holds {resource} at epoch {epoch}")]
+    Fenced {
+        resource: String,
+        owner: String,
+        epoch: u64,
+    },
+}
+
+/// Who owns a resource (a partition, or the leader role) and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// What is leased, e.g. `partition/3` or `leader`.
+    pub resource: String,
+    /// The engine process holding it.
+    pub owner: String,
+    /// Raised each time the lease changes hands; writes carry it as their fence.
+    pub epoch: u64,
+    pub expires_at: Timestamp,
+}
+
+impl Lease {
+    /// The fence that writes under this lease carry.
+    pub fn fence(&self) -> Fence {
+        Fence {
+            resource: self.resource.clone(),
+            owner: self.owner.clone(),
+            epoch: self.epoch,
+        }
+    }
+}
+
+/// Proof of ownership checked in the same transaction as a write: the write is
+/// refused with [`StoreError::Fenced`] unless `owner` still holds `resource` at `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fence {
+    pub resource: String,
+    pub owner: String,
+    pub epoch: u64,
 }
 
 /// A consumer position: everything before `next` in the partition is processed.
@@ -54,6 +93,8 @@ pub struct MessageState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AggregateBatch {
     pub group: String,
+    /// Checked in the transaction; `None` writes unconditionally.
+    pub fence: Option<Fence>,
     pub offsets: Vec<StoredOffset>,
     pub stats: Vec<(TenantId, CampaignId, CampaignStats)>,
     pub messages: Vec<MessageState>,
@@ -121,8 +162,14 @@ pub trait Store: Send + Sync + 'static {
         topic: &str,
     ) -> Result<BTreeMap<u32, u64>, StoreError>;
 
-    /// Stores positions of `group` for consumers whose state lives elsewhere.
-    async fn save_offsets(&self, group: &str, offsets: &[StoredOffset]) -> Result<(), StoreError>;
+    /// Stores positions of `group` for consumers whose state lives elsewhere, checking
+    /// `fence` in the same transaction when given.
+    async fn save_offsets(
+        &self,
+        group: &str,
+        offsets: &[StoredOffset],
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError>;
 
     /// Commits one analytics flush in a single transaction.
     async fn commit_aggregates(&self, batch: &AggregateBatch) -> Result<(), StoreError>;
@@ -194,6 +241,31 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores the proofs of an epoch (idempotent).
     async fn store_proofs(&self, proofs: &[StoredProof]) -> Result<(), StoreError>;
+
+    /// Takes, renews or takes over the lease on `resource` for `owner` until
+    /// `now + ttl`. Succeeds when the lease is free, expired (`expires_at <= now`) or
+    /// already held by `owner`; changing hands raises the epoch, a renewal keeps it.
+    /// Returns `None` while another owner holds an unexpired lease.
+    async fn acquire_lease(
+        &self,
+        resource: &str,
+        owner: &str,
+        now: Timestamp,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Gives a lease up (it expires at once) if `fence` still holds it; otherwise a
+    /// no-op.
+    async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError>;
+
+    /// Every lease, ordered by resource.
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
+
+    /// Records that engine process `member` is alive at `now`.
+    async fn heartbeat(&self, member: &str, now: Timestamp) -> Result<(), StoreError>;
+
+    /// Members whose last heartbeat is at or after `since`, sorted.
+    async fn live_members(&self, since: Timestamp) -> Result<Vec<String>, StoreError>;
 
     /// A campaign's proof in an epoch.
     async fn proof(

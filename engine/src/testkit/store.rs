@@ -3,10 +3,11 @@
 use super::{addr, sample_campaign};
 use crate::merkle::{CampaignLeaf, MerkleTree};
 use crate::ports::{
-    AggregateBatch, LedgerEntry, MessageState, Settlement, SettlementEntry, Store, StoreError,
-    StoredOffset, StoredProof,
+    AggregateBatch, Fence, Lease, LedgerEntry, MessageState, Settlement, SettlementEntry, Store,
+    StoreError, StoredOffset, StoredProof,
 };
 use crate::{CampaignStats, MessageId, TenantId, Timestamp};
+use std::time::Duration;
 
 /// Generates the store contract tests for the adapter returned by `$make().await`.
 #[macro_export]
@@ -41,6 +42,18 @@ macro_rules! store_contract {
             #[tokio::test]
             async fn anchors_and_proofs_round_trip() {
                 suite::anchors_and_proofs_round_trip(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn leases_change_hands_with_a_higher_epoch() {
+                suite::leases_change_hands_with_a_higher_epoch(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn fenced_writes_are_refused_whole() {
+                suite::fenced_writes_are_refused_whole(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn members_heartbeat() {
+                suite::members_heartbeat(&super::$make().await).await
             }
         }
     };
@@ -81,11 +94,11 @@ pub async fn offsets_round_trip(store: &impl Store) {
             .is_empty()
     );
     store
-        .save_offsets("sender", &[off("send", 0, 10), off("send", 3, 4)])
+        .save_offsets("sender", &[off("send", 0, 10), off("send", 3, 4)], None)
         .await
         .unwrap();
     store
-        .save_offsets("sender", &[off("send", 0, 12)])
+        .save_offsets("sender", &[off("send", 0, 12)], None)
         .await
         .unwrap();
     let got = store.load_offsets("sender", "send").await.unwrap();
@@ -131,6 +144,7 @@ pub async fn aggregates_commit_with_their_offsets(store: &impl Store) {
     store
         .commit_aggregates(&AggregateBatch {
             group: "analytics".into(),
+            fence: None,
             offsets: vec![off("events", 2, 40)],
             stats: vec![(c.tenant.clone(), c.id, stats)],
             messages: vec![
@@ -181,6 +195,7 @@ pub async fn aggregates_commit_with_their_offsets(store: &impl Store) {
     store
         .commit_aggregates(&AggregateBatch {
             group: "analytics".into(),
+            fence: None,
             offsets: vec![off("events", 2, 41)],
             stats: vec![(c.tenant.clone(), c.id, later)],
             messages: vec![state(m1, 0b111, "delivered", None)],
@@ -372,4 +387,269 @@ pub async fn anchors_and_proofs_round_trip(store: &impl Store) {
         &got.proof
     ));
     assert_eq!(store.proof(2, c.id).await.unwrap(), None);
+}
+
+/// A lease is held, renewed at the same epoch, and changes hands only once expired or
+/// released, each time at a higher epoch.
+pub async fn leases_change_hands_with_a_higher_epoch(store: &impl Store) {
+    let ttl = Duration::from_secs(10);
+    let part = "partition/0";
+    assert!(store.leases().await.unwrap().is_empty());
+
+    let t0 = Timestamp(1_000);
+    let a = store
+        .acquire_lease(part, "engine-a", t0, ttl)
+        .await
+        .unwrap()
+        .expect("a free lease is granted");
+    assert_eq!(
+        a,
+        Lease {
+            resource: part.into(),
+            owner: "engine-a".into(),
+            epoch: 1,
+            expires_at: t0.plus(ttl),
+        }
+    );
+
+    let t1 = Timestamp(5_000);
+    let renewed = store
+        .acquire_lease(part, "engine-a", t1, ttl)
+        .await
+        .unwrap()
+        .expect("the holder renews");
+    assert_eq!(
+        renewed,
+        Lease {
+            expires_at: t1.plus(ttl),
+            ..a.clone()
+        }
+    );
+
+    let expiry = renewed.expires_at;
+    assert_eq!(
+        store
+            .acquire_lease(part, "engine-b", Timestamp(expiry.0 - 1), ttl)
+            .await
+            .unwrap(),
+        None,
+        "an unexpired lease is not taken over"
+    );
+    let b = store
+        .acquire_lease(part, "engine-b", expiry, ttl)
+        .await
+        .unwrap()
+        .expect("a lease is taken over once expires_at <= now");
+    assert_eq!(
+        b,
+        Lease {
+            resource: part.into(),
+            owner: "engine-b".into(),
+            epoch: 2,
+            expires_at: expiry.plus(ttl),
+        }
+    );
+    assert_eq!(
+        store
+            .acquire_lease(part, "engine-a", expiry, ttl)
+            .await
+            .unwrap(),
+        None,
+        "the previous holder cannot renew a lease it lost"
+    );
+
+    // Releasing with a stale fence is a no-op; with the current one the lease expires
+    // at once but keeps its owner and epoch.
+    store.release_lease(&a.fence()).await.unwrap();
+    assert_eq!(store.leases().await.unwrap(), vec![b.clone()]);
+    store.release_lease(&b.fence()).await.unwrap();
+    let released = store.leases().await.unwrap();
+    assert_eq!(released.len(), 1);
+    assert_eq!(
+        (released[0].owner.as_str(), released[0].epoch),
+        ("engine-b", 2)
+    );
+    assert!(released[0].expires_at <= expiry, "{released:?}");
+
+    let a3 = store
+        .acquire_lease(part, "engine-a", expiry, ttl)
+        .await
+        .unwrap()
+        .expect("a released lease is free");
+    assert_eq!((a3.owner.as_str(), a3.epoch), ("engine-a", 3));
+
+    // A holder renews even after expiry as long as nobody took the lease.
+    let late = a3.expires_at.plus(ttl);
+    let a3_late = store
+        .acquire_lease(part, "engine-a", late, ttl)
+        .await
+        .unwrap()
+        .expect("an expired lease nobody took is renewed");
+    assert_eq!(
+        a3_late,
+        Lease {
+            expires_at: late.plus(ttl),
+            ..a3
+        }
+    );
+
+    let leader = store
+        .acquire_lease("leader", "engine-b", late, ttl)
+        .await
+        .unwrap()
+        .expect("leases are per resource");
+    assert_eq!(leader.epoch, 1);
+    assert_eq!(store.leases().await.unwrap(), vec![leader, a3_late]);
+}
+
+/// A write carrying a fence its owner lost is refused whole; the holder's and
+/// unfenced writes go through.
+pub async fn fenced_writes_are_refused_whole(store: &impl Store) {
+    let c = sample_campaign("acme");
+    store.upsert_tenant(&c.tenant, "Acme").await.unwrap();
+    store.insert_campaign(&c).await.unwrap();
+    let ttl = Duration::from_secs(10);
+    let part = "partition/1";
+    // Timestamps long past by any wall clock: the fence check must not look at expiry.
+    let t0 = Timestamp(1_000);
+    let a = store
+        .acquire_lease(part, "engine-a", t0, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let (m1, m2) = (MessageId::new(), MessageId::new());
+    let state = |id, mask| MessageState {
+        message_id: id,
+        tenant: c.tenant.clone(),
+        campaign: c.id,
+        recipient: addr("ann@example.com"),
+        mask,
+        status: "injected".into(),
+        detail: None,
+    };
+    let batch = |fence: Option<Fence>, next, injected, messages| AggregateBatch {
+        group: "analytics".into(),
+        fence,
+        offsets: vec![off("events", 1, next)],
+        stats: vec![(
+            c.tenant.clone(),
+            c.id,
+            CampaignStats {
+                injected,
+                ..Default::default()
+            },
+        )],
+        messages,
+    };
+    let stats_of = |injected| {
+        Some(CampaignStats {
+            injected,
+            ..Default::default()
+        })
+    };
+
+    store
+        .commit_aggregates(&batch(Some(a.fence()), 10, 1, vec![state(m1, 1)]))
+        .await
+        .unwrap();
+    store
+        .save_offsets("sender", &[off("send", 1, 5)], Some(&a.fence()))
+        .await
+        .unwrap();
+
+    let b = store
+        .acquire_lease(part, "engine-b", t0.plus(ttl), ttl)
+        .await
+        .unwrap()
+        .expect("expired lease taken over");
+    let fenced = StoreError::Fenced {
+        resource: part.into(),
+        owner: "engine-a".into(),
+        epoch: 1,
+    };
+    assert_eq!(
+        store
+            .commit_aggregates(&batch(
+                Some(a.fence()),
+                11,
+                2,
+                vec![state(m1, 3), state(m2, 1)]
+            ))
+            .await,
+        Err(fenced.clone())
+    );
+    assert_eq!(
+        store
+            .save_offsets("sender", &[off("send", 1, 9)], Some(&a.fence()))
+            .await,
+        Err(fenced)
+    );
+    assert_eq!(store.campaign_stats(c.id).await.unwrap(), stats_of(1));
+    let masks = store.message_masks(&[m1, m2]).await.unwrap();
+    assert_eq!(masks.into_iter().collect::<Vec<_>>(), vec![(m1, 1)]);
+    let offsets = |group, topic| async move {
+        store
+            .load_offsets(group, topic)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(offsets("analytics", "events").await, vec![(1, 10)]);
+    assert_eq!(offsets("sender", "send").await, vec![(1, 5)]);
+
+    // A resource nobody leased fences every writer.
+    let unleased = Fence {
+        resource: "partition/9".into(),
+        ..a.fence()
+    };
+    assert!(matches!(
+        store
+            .save_offsets("sender", &[off("send", 1, 9)], Some(&unleased))
+            .await,
+        Err(StoreError::Fenced { .. })
+    ));
+
+    store
+        .commit_aggregates(&batch(Some(b.fence()), 11, 2, vec![state(m1, 3)]))
+        .await
+        .unwrap();
+    assert_eq!(store.campaign_stats(c.id).await.unwrap(), stats_of(2));
+    assert_eq!(offsets("analytics", "events").await, vec![(1, 11)]);
+
+    store
+        .commit_aggregates(&batch(None, 12, 3, vec![state(m2, 1)]))
+        .await
+        .unwrap();
+    store
+        .save_offsets("sender", &[off("send", 1, 9)], None)
+        .await
+        .unwrap();
+    assert_eq!(store.campaign_stats(c.id).await.unwrap(), stats_of(3));
+    assert_eq!(store.message_masks(&[m2]).await.unwrap()[&m2], 1);
+    assert_eq!(offsets("analytics", "events").await, vec![(1, 12)]);
+    assert_eq!(offsets("sender", "send").await, vec![(1, 9)]);
+}
+
+/// Live members are those seen at or after `since`, sorted; a heartbeat moves a
+/// member's last sighting.
+pub async fn members_heartbeat(store: &impl Store) {
+    assert!(store.live_members(Timestamp(0)).await.unwrap().is_empty());
+    store.heartbeat("engine-b", Timestamp(100)).await.unwrap();
+    store.heartbeat("engine-a", Timestamp(200)).await.unwrap();
+    store.heartbeat("engine-c", Timestamp(50)).await.unwrap();
+    assert_eq!(
+        store.live_members(Timestamp(100)).await.unwrap(),
+        vec!["engine-a", "engine-b"]
+    );
+    store.heartbeat("engine-c", Timestamp(300)).await.unwrap();
+    assert_eq!(
+        store.live_members(Timestamp(150)).await.unwrap(),
+        vec!["engine-a", "engine-c"]
+    );
+    assert_eq!(
+        store.live_members(Timestamp(0)).await.unwrap(),
+        vec!["engine-a", "engine-b", "engine-c"]
+    );
+    assert!(store.live_members(Timestamp(301)).await.unwrap().is_empty());
 }

@@ -1,7 +1,8 @@
 //! Consumer offsets and the analytics state: campaign stats and message states.
 
+use super::leases::check_fence;
 use super::rows::{RowReader, db_err, placeholders, raw_text, stats_columns, stats_to_i64, to_i64};
-use maily_engine::ports::{AggregateBatch, MessageState, StoreError, StoredOffset};
+use maily_engine::ports::{AggregateBatch, Fence, MessageState, StoreError, StoredOffset};
 use maily_engine::{CampaignId, CampaignStats, MessageId, TenantId, Timestamp};
 use sqlx::{SqliteConnection, SqlitePool};
 use std::collections::{BTreeMap, HashMap};
@@ -95,8 +96,10 @@ pub(super) async fn save_offsets(
     pool: &SqlitePool,
     group: &str,
     offsets: &[StoredOffset],
+    fence: Option<&Fence>,
 ) -> Result<(), StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+    check_fence(&mut tx, fence).await?;
     write_offsets(&mut tx, group, offsets).await?;
     tx.commit().await.map_err(db_err)
 }
@@ -134,6 +137,7 @@ pub(super) async fn commit_aggregates(
     batch: &AggregateBatch,
 ) -> Result<(), StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+    check_fence(&mut tx, batch.fence.as_ref()).await?;
     let now = Timestamp::now().0;
     for (tenant, campaign, stats) in &batch.stats {
         let counters = stats_to_i64(stats, format_args!("campaign_stats {campaign}"))?;

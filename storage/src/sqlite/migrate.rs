@@ -37,11 +37,18 @@ impl Migration {
 }
 
 /// The schema of the SQLite store, oldest first.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "leases",
+        sql: include_str!("../../migrations/sqlite/0002_leases.sql"),
+    },
+];
 
 /// Why the schema could not be brought up to date.
 #[derive(Debug, thiserror::Error)]
@@ -286,5 +293,20 @@ mod tests {
             assert!(!m.sql.trim().is_empty(), "{} is empty", m.file_name());
         }
         assert_eq!(MIGRATIONS[0].file_name(), "0001_initial.sql");
+        assert_eq!(MIGRATIONS[1].file_name(), "0002_leases.sql");
+    }
+
+    #[tokio::test]
+    async fn the_embedded_schema_upgrades_a_database_of_an_older_build() {
+        let pool = memory_pool().await;
+        run(&pool, &MIGRATIONS[..1]).await.unwrap();
+        run(&pool, MIGRATIONS).await.unwrap();
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE name IN ('leases', 'members') ORDER BY name",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(tables, vec!["leases", "members"]);
     }
 }

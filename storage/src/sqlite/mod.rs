@@ -5,10 +5,13 @@
 //! commits but never corrupts the file) and foreign keys on. Every write that touches
 //! more than one row runs in one `BEGIN IMMEDIATE` transaction: taking the write lock
 //! up front means a transaction that read first can never fail to upgrade its lock
-//! halfway through, and concurrent writers queue on the busy timeout instead.
+//! halfway through, and concurrent writers queue on the busy timeout instead. Fenced
+//! writes check their lease inside that same transaction, so a takeover cannot slip in
+//! between the check and the commit.
 
 mod analytics;
 mod catalog;
+mod leases;
 mod ledger;
 pub(crate) mod migrate;
 mod rows;
@@ -17,10 +20,12 @@ mod settlement;
 use async_trait::async_trait;
 use maily_engine::merkle::Hash32;
 use maily_engine::ports::{
-    AggregateBatch, LedgerEntry, MessageState, Settlement, Store, StoreError, StoredOffset,
-    StoredProof,
+    AggregateBatch, Fence, Lease, LedgerEntry, MessageState, Settlement, Store, StoreError,
+    StoredOffset, StoredProof,
 };
-use maily_engine::{Campaign, CampaignId, CampaignStats, EmailAddress, MessageId, TenantId};
+use maily_engine::{
+    Campaign, CampaignId, CampaignStats, EmailAddress, MessageId, TenantId, Timestamp,
+};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::collections::{BTreeMap, HashMap};
@@ -156,8 +161,13 @@ impl Store for SqliteStore {
         analytics::load_offsets(&self.pool, group, topic).await
     }
 
-    async fn save_offsets(&self, group: &str, offsets: &[StoredOffset]) -> Result<(), StoreError> {
-        analytics::save_offsets(&self.pool, group, offsets).await
+    async fn save_offsets(
+        &self,
+        group: &str,
+        offsets: &[StoredOffset],
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
+        analytics::save_offsets(&self.pool, group, offsets, fence).await
     }
 
     async fn commit_aggregates(&self, batch: &AggregateBatch) -> Result<(), StoreError> {
@@ -247,6 +257,32 @@ impl Store for SqliteStore {
 
     async fn store_proofs(&self, proofs: &[StoredProof]) -> Result<(), StoreError> {
         ledger::store_proofs(&self.pool, proofs).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        resource: &str,
+        owner: &str,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        leases::acquire_lease(&self.pool, resource, owner, now, ttl).await
+    }
+
+    async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
+        leases::release_lease(&self.pool, fence).await
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        leases::leases(&self.pool).await
+    }
+
+    async fn heartbeat(&self, member: &str, now: Timestamp) -> Result<(), StoreError> {
+        leases::heartbeat(&self.pool, member, now).await
+    }
+
+    async fn live_members(&self, since: Timestamp) -> Result<Vec<String>, StoreError> {
+        leases::live_members(&self.pool, since).await
     }
 
     async fn proof(
