@@ -5,7 +5,7 @@ use crate::anchor::{AnchorNow, AnchorWorker};
 use crate::bounce::BounceWorker;
 use crate::common::Ports;
 use crate::faults::Faults;
-use crate::ownership::{LEADER, OwnershipSettings, assignment, partition_resource};
+use crate::ownership::{LEADER, LeaseGuard, OwnershipSettings, assignment, partition_resource};
 use crate::reward::{CloseEpoch, RewardWorker};
 use crate::sender::{SenderSettings, SenderWorker};
 use crate::supervisor::{Factory, RestartCounter, RestartPolicy, supervise};
@@ -109,6 +109,7 @@ impl Supervision {
 /// The actors of one owned partition.
 struct PartitionActors {
     lease: Lease,
+    guard: Arc<LeaseGuard>,
     sender: Slot<SenderWorker>,
     bounce: Slot<BounceWorker>,
     analytics: Slot<AnalyticsWorker>,
@@ -163,14 +164,23 @@ struct Inner {
 impl Inner {
     fn start_partition(&self, lease: Lease, p: u32) -> PartitionActors {
         let fence = lease.fence();
-        let (ports, s, f, fe) = (
+        let guard = LeaseGuard::new(lease.expires_at);
+        let (ports, s, f, fe, g) = (
             self.ports.clone(),
             self.sender_settings.clone(),
             self.faults.clone(),
             fence.clone(),
+            guard.clone(),
         );
         let sender = self.sup.spawn(format!("sender/{p}"), move || {
-            SenderWorker::new(ports.clone(), s.clone(), f.clone(), p, Some(fe.clone()))
+            SenderWorker::new(
+                ports.clone(),
+                s.clone(),
+                f.clone(),
+                p,
+                Some(fe.clone()),
+                Some(g.clone()),
+            )
         });
         let (ports, batch, idle, fe) = (
             self.ports.clone(),
@@ -194,6 +204,7 @@ impl Inner {
         metrics::gauge!("maily_owned_partitions").increment(1.0);
         PartitionActors {
             lease,
+            guard,
             sender,
             bounce,
             analytics,
@@ -249,6 +260,7 @@ impl Inner {
             };
             match renewed {
                 Some(lease) if lease.epoch == set.lease.epoch => {
+                    set.guard.extend(lease.expires_at);
                     owned.partitions.insert(p, PartitionActors { lease, ..set });
                 }
                 Some(lease) => {

@@ -10,7 +10,10 @@
 //! was paused past its lease (a zombie) cannot write, and a dead process's partitions
 //! move to live ones once its lease expires: within `lease_ttl + renew_interval`.
 
+use maily_engine::Timestamp;
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 /// How ownership is negotiated.
@@ -22,6 +25,34 @@ pub struct OwnershipSettings {
     pub lease_ttl: Duration,
     /// How often leases are renewed and the assignment recomputed.
     pub renew_interval: Duration,
+}
+
+/// The expiry of the lease a partition's actors work under, as this process last
+/// renewed it. Before a side effect the store cannot fence (an SMTP delivery), the
+/// sender checks it: a process that was paused past its lease must not act on it,
+/// even before it learns that someone else took over.
+#[derive(Debug)]
+pub struct LeaseGuard {
+    expires_at: AtomicI64,
+}
+
+impl LeaseGuard {
+    /// A guard valid until `expires_at`.
+    pub fn new(expires_at: Timestamp) -> Arc<Self> {
+        Arc::new(LeaseGuard {
+            expires_at: AtomicI64::new(expires_at.0),
+        })
+    }
+
+    /// Records a renewal.
+    pub fn extend(&self, expires_at: Timestamp) {
+        self.expires_at.store(expires_at.0, Ordering::SeqCst);
+    }
+
+    /// Whether the lease is still ours at `now` by our own clock.
+    pub fn valid_at(&self, now: Timestamp) -> bool {
+        now.0 < self.expires_at.load(Ordering::SeqCst)
+    }
 }
 
 /// The lease resource of partition `p`.

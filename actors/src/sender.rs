@@ -9,6 +9,7 @@
 
 use crate::common::{Cursor, Outbox, Ports, decode_or_dead_letter, save_positions};
 use crate::faults::{FaultPoint, Faults};
+use crate::ownership::LeaseGuard;
 use crate::worker::{Step, Worker};
 use anyhow::Context as _;
 use futures::StreamExt as _;
@@ -58,6 +59,7 @@ pub struct SenderWorker {
     retries: Vec<Cursor>,
     plans: HashMap<CampaignId, Option<Arc<Plan>>>,
     fence: Option<Fence>,
+    guard: Option<Arc<LeaseGuard>>,
 }
 
 const GROUP: &str = "sender";
@@ -83,6 +85,7 @@ impl SenderWorker {
         faults: Arc<Faults>,
         partition: u32,
         fence: Option<Fence>,
+        guard: Option<Arc<LeaseGuard>>,
     ) -> Self {
         SenderWorker {
             ports,
@@ -93,6 +96,7 @@ impl SenderWorker {
             retries: Vec::new(),
             plans: HashMap::new(),
             fence,
+            guard,
         }
     }
 
@@ -147,6 +151,14 @@ impl Worker for SenderWorker {
         let log = self.ports.log.clone();
         let batch = self.settings.batch_size;
         let now = Timestamp::now();
+        if let Some(guard) = &self.guard
+            && !guard.valid_at(now)
+        {
+            // Our lease may have passed to another process: deliver nothing until
+            // the ownership round renews it or stops us.
+            metrics::counter!("maily_sender_lease_waits_total").increment(1);
+            return Ok(Step::Idle(Duration::from_millis(100)));
+        }
         let mut work: Vec<SendRecord> = Vec::new();
 
         // Due retries first; each tier is ordered by due time, so stop at the first

@@ -1,0 +1,369 @@
+//! Several `maily serve` processes sharing partitions over Kafka and one store:
+//! failover after SIGKILL, and a paused process (a zombie) that lost its lease.
+
+mod common;
+
+use common::{kafka_brokers, per_recipient, row, run};
+use maily::wiring::build_ports;
+use maily_api::intake::{Intake, NewCampaign};
+use maily_config::Settings;
+use maily_engine::template::Template;
+use maily_engine::{CampaignId, TenantId};
+use maily_smtp::{SinkConfig, SmtpSink};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PARTITIONS: u32 = 8;
+const BATCH: u64 = 100;
+
+/// A `maily serve` child process; killed when dropped.
+struct Serve {
+    child: Child,
+    member: String,
+    log: PathBuf,
+}
+
+impl Serve {
+    fn spawn(config: &Path, member: &str, dir: &Path) -> Serve {
+        let log = dir.join(format!("{member}.log"));
+        let out = File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_maily"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("MAILY__OWNERSHIP__MEMBER", member)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log handle"))
+            .stderr(out)
+            .spawn()
+            .expect("maily serve starts");
+        Serve {
+            child,
+            member: member.to_string(),
+            log,
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "could not send SIG{sig} to {}", self.member);
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not stop:\n{}",
+                self.member,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A shared configuration for the processes and the test's own intake.
+fn write_config(dir: &Path, sink: std::net::SocketAddr, flush_interval: &str) -> PathBuf {
+    let prefix = format!("test-{}.", uuid::Uuid::new_v4().simple());
+    let path = dir.join("maily.toml");
+    let toml = format!(
+        r#"
+[engine]
+partitions = {PARTITIONS}
+[log]
+kind = "kafka"
+[log.kafka]
+brokers = "{brokers}"
+topic_prefix = "{prefix}"
+group_prefix = "{prefix}"
+linger = "2ms"
+[store]
+path = "{db}"
+[smtp.routes]
+"*" = "{sink}"
+[ownership]
+lease_ttl = "3s"
+renew_interval = "500ms"
+[sender]
+batch_size = {BATCH}
+idle_wait = "20ms"
+[analytics]
+flush_interval = "{flush_interval}"
+"#,
+        brokers = kafka_brokers(),
+        db = dir.join("maily.db").display(),
+    );
+    std::fs::write(&path, toml).expect("config written");
+    path
+}
+
+/// Waits until `check` holds, failing with `what` and the processes' logs.
+async fn wait_until<F, Fut>(what: &str, limit: Duration, procs: &[&Serve], mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        if Instant::now() > deadline {
+            let logs: Vec<String> = procs
+                .iter()
+                .map(|p| format!("--- {} ---\n{}", p.member, tail(&p.log(), 40)))
+                .collect();
+            panic!("timed out waiting for {what}\n{}", logs.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+async fn owners(settings: &Settings) -> Vec<String> {
+    let ports = build_ports(settings).await.expect("ports");
+    let now = maily_engine::Timestamp::now();
+    ports
+        .store
+        .leases()
+        .await
+        .expect("leases")
+        .into_iter()
+        .filter(|l| l.resource.starts_with("partition/") && l.expires_at > now)
+        .map(|l| l.owner)
+        .collect()
+}
+
+async fn campaign(
+    intake: &Intake,
+    store: &dyn maily_engine::ports::Store,
+) -> maily_engine::Campaign {
+    let tenant = TenantId::parse("acme").unwrap();
+    store.upsert_tenant(&tenant, "Acme").await.unwrap();
+    intake
+        .create_campaign(NewCampaign {
+            tenant,
+            name: "failover".into(),
+            from: "news@shop.example".into(),
+            from_name: None,
+            template: Template {
+                subject: "Hello {{ first_name }}, news for {{ city }}".into(),
+                text: Some("Dear {{ first_name }}, your code is {{ code }}.".into()),
+                html: None,
+            },
+        })
+        .await
+        .unwrap()
+}
+
+async fn finished(settings: &Settings, id: CampaignId) -> u64 {
+    let ports = build_ports(settings).await.expect("ports");
+    ports
+        .store
+        .campaign_stats(id)
+        .await
+        .unwrap()
+        .unwrap_or_default()
+        .finished()
+}
+
+#[test]
+fn a_killed_process_hands_its_partitions_to_the_survivor() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = SmtpSink::start(SinkConfig {
+            capture: true,
+            ..SinkConfig::default()
+        })
+        .await
+        .unwrap();
+        let config = write_config(dir.path(), sink.addr(), "100ms");
+        let settings = Settings::load(Some(&config)).unwrap();
+        let a = Serve::spawn(&config, "a", dir.path());
+        let b = Serve::spawn(&config, "b", dir.path());
+        wait_until(
+            "both processes to own partitions",
+            Duration::from_secs(60),
+            &[&a, &b],
+            || async {
+                let o = owners(&settings).await;
+                o.len() == PARTITIONS as usize && o.contains(&"a".into()) && o.contains(&"b".into())
+            },
+        )
+        .await;
+
+        let ports = build_ports(&settings).await.unwrap();
+        let intake = Intake::new(ports.log.clone(), ports.store.clone());
+        let c = campaign(&intake, ports.store.as_ref()).await;
+        let report = intake.enqueue(&c, (0..20_000).map(row)).await.unwrap();
+        assert_eq!(report.accepted, 20_000);
+
+        wait_until(
+            "a quarter of the campaign",
+            Duration::from_secs(120),
+            &[&a, &b],
+            || async { sink.accepted() >= 5_000 },
+        )
+        .await;
+        a.signal("KILL");
+        let killed_at = sink.accepted();
+
+        wait_until(
+            "the campaign to finish",
+            Duration::from_secs(240),
+            &[&b],
+            || async { finished(&settings, c.id).await >= 20_000 },
+        )
+        .await;
+        let o = owners(&settings).await;
+        assert!(
+            o.iter().all(|m| m == "b"),
+            "survivor owns everything: {o:?}"
+        );
+
+        let received = sink.received();
+        let counts = per_recipient(&received);
+        assert_eq!(
+            counts.len(),
+            20_000,
+            "every accepted recipient was delivered"
+        );
+        let duplicates: usize = counts.values().map(|n| n - 1).sum();
+        // With process-local hot state the survivor cannot see the dead process's
+        // idempotency claims: at most its in-flight batches are sent again.
+        let bound = (BATCH * PARTITIONS as u64) as usize;
+        eprintln!(
+            "failover: killed at {killed_at} delivered, {duplicates} duplicate deliveries (bound {bound})"
+        );
+        assert!(
+            duplicates <= bound,
+            "{duplicates} duplicates exceed the bound {bound}"
+        );
+        let stats = ports.store.campaign_stats(c.id).await.unwrap().unwrap();
+        assert_eq!(
+            stats.delivered,
+            counts.len() as u64,
+            "aggregates equal what the sink saw"
+        );
+        assert_eq!(stats.injected, 20_000);
+        assert!(b.log().contains("partition owned"));
+        let status = b.terminate();
+        assert!(status.success(), "graceful stop: {status}");
+    });
+}
+
+#[test]
+fn a_paused_process_that_lost_its_lease_cannot_write() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = SmtpSink::start(SinkConfig::default()).await.unwrap();
+        // A long flush interval: the zombie is all but sure to hold unflushed events.
+        let config = write_config(dir.path(), sink.addr(), "2s");
+        let settings = Settings::load(Some(&config)).unwrap();
+        let a = Serve::spawn(&config, "a", dir.path());
+        wait_until(
+            "a to own every partition",
+            Duration::from_secs(60),
+            &[&a],
+            || async { owners(&settings).await.len() == PARTITIONS as usize },
+        )
+        .await;
+        let ports = build_ports(&settings).await.unwrap();
+        let intake = Intake::new(ports.log.clone(), ports.store.clone());
+        let c = campaign(&intake, ports.store.as_ref()).await;
+        intake.enqueue(&c, (0..6_000).map(row)).await.unwrap();
+        wait_until(
+            "the campaign to start",
+            Duration::from_secs(60),
+            &[&a],
+            || async { sink.accepted() >= 1_000 },
+        )
+        .await;
+
+        // Freeze a past its lease; b takes over and finishes the campaign.
+        a.signal("STOP");
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let b = Serve::spawn(&config, "b", dir.path());
+        wait_until(
+            "b to finish the campaign",
+            Duration::from_secs(240),
+            &[&b],
+            || async { finished(&settings, c.id).await >= 6_000 },
+        )
+        .await;
+        let before = ports.store.campaign_stats(c.id).await.unwrap().unwrap();
+        let offsets_before = ports
+            .store
+            .load_offsets("analytics", "events")
+            .await
+            .unwrap();
+
+        let delivered_before = sink.accepted();
+
+        // Wake the zombie: its buffered flush and offsets must be refused, and it
+        // must deliver nothing on a lease it no longer holds.
+        a.signal("CONT");
+        wait_until(
+            "a to be fenced",
+            Duration::from_secs(30),
+            &[&a, &b],
+            || async { a.log().contains("fenced: a no longer holds partition/") },
+        )
+        .await;
+        wait_until(
+            "a to give its partitions up",
+            Duration::from_secs(30),
+            &[&a, &b],
+            || async { a.log().matches("partition given up").count() == PARTITIONS as usize },
+        )
+        .await;
+        assert_eq!(
+            sink.accepted(),
+            delivered_before,
+            "the zombie delivered mail"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            ports.store.campaign_stats(c.id).await.unwrap().unwrap(),
+            before
+        );
+        assert_eq!(
+            ports
+                .store
+                .load_offsets("analytics", "events")
+                .await
+                .unwrap(),
+            offsets_before
+        );
+        let o = owners(&settings).await;
+        assert!(o.iter().all(|m| m == "b"), "b keeps every partition: {o:?}");
+        assert_eq!(before.finished(), 6_000);
+        drop(b);
+        drop(a);
+    });
+}
