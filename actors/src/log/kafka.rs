@@ -88,7 +88,17 @@ type Queue = StreamPartitionQueue<DefaultConsumerContext>;
 struct PartitionReader {
     queue: Queue,
     next: u64,
+    /// Positioned (assigned or sought) and nothing received since.
+    fresh: bool,
+    /// How far before `next` the last probe repositioned the fetch.
+    rewind: u64,
+    last_probe: Option<tokio::time::Instant>,
 }
+
+/// After the first record of a fetch, how long to wait for more before returning.
+const FETCH_LINGER: Duration = Duration::from_millis(5);
+/// Least time between two watermark probes of a stalled partition.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// The reading side of one topic.
 struct TopicReader {
@@ -245,6 +255,9 @@ impl KafkaLog {
         let p = Arc::new(Mutex::new(PartitionReader {
             queue,
             next: offset,
+            fresh: true,
+            rewind: 0,
+            last_probe: None,
         }));
         reader.partitions.insert(partition, p.clone());
         Ok(p)
@@ -293,6 +306,42 @@ impl KafkaLog {
             }
         }
         Err(backend("seeking", last.expect("at least one attempt")))
+    }
+}
+
+impl KafkaLog {
+    /// A freshly positioned partition delivers nothing although the broker holds
+    /// records at or after the position. Some brokers (tansu 0.6 on its object-store
+    /// engine) only serve batches that *start* at or after the requested offset, so a
+    /// position inside a batch never receives that batch. Reposition a little earlier,
+    /// doubling the distance each time; records before the position are skipped.
+    async fn probe(
+        &self,
+        topic: &str,
+        partition: u32,
+        r: &mut PartitionReader,
+    ) -> Result<(), LogError> {
+        let now = tokio::time::Instant::now();
+        if r.last_probe
+            .is_some_and(|t| now.duration_since(t) < PROBE_EVERY)
+        {
+            return Ok(());
+        }
+        r.last_probe = Some(now);
+        let high = self.end_offset(topic, partition).await?;
+        if high <= r.next {
+            return Ok(());
+        }
+        r.rewind = (r.rewind * 2).clamp(1, r.next);
+        let from = r.next - r.rewind;
+        debug!(
+            topic,
+            partition,
+            position = r.next,
+            from,
+            "repositioning a stalled partition"
+        );
+        self.seek(topic, partition, from).await
     }
 }
 
@@ -397,6 +446,8 @@ impl EventLog for KafkaLog {
         if r.next != offset {
             self.seek(topic, partition, offset).await?;
             r.next = offset;
+            r.fresh = true;
+            r.rewind = 0;
         }
         let deadline = tokio::time::Instant::now() + wait;
         let mut out = Vec::new();
@@ -404,8 +455,8 @@ impl EventLog for KafkaLog {
             let received = if out.is_empty() {
                 tokio::time::timeout_at(deadline, r.queue.recv()).await
             } else {
-                // Take what is already buffered without waiting.
-                tokio::time::timeout(Duration::ZERO, r.queue.recv()).await
+                // Take what arrives right behind the first record, briefly.
+                tokio::time::timeout(FETCH_LINGER, r.queue.recv()).await
             };
             let Ok(msg) = received else { break };
             let msg = msg.map_err(|e| backend("consuming", e))?;
@@ -421,6 +472,11 @@ impl EventLog for KafkaLog {
                 timestamp: Timestamp(msg.timestamp().to_millis().unwrap_or(0)),
             });
             r.next = o + 1;
+            r.fresh = false;
+            r.rewind = 0;
+        }
+        if out.is_empty() && r.fresh && r.next > 0 {
+            self.probe(topic, partition, &mut r).await?;
         }
         Ok(out)
     }

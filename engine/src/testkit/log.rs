@@ -64,10 +64,7 @@ pub async fn records_are_partitioned_by_key_and_ordered(log: &impl EventLog) {
     }
     let mut seen = 0;
     for p in 0..4 {
-        let got = log
-            .fetch("orders", p, 0, 1000, Duration::from_millis(500))
-            .await
-            .expect("fetch");
+        let got = fetch_all(log, "orders", p, 0).await;
         let expected: Vec<_> = records
             .iter()
             .filter(|(k, _)| partition_for(k, 4) == p)
@@ -86,6 +83,28 @@ pub async fn records_are_partitioned_by_key_and_ordered(log: &impl EventLog) {
         seen += got.len();
     }
     assert_eq!(seen, 100);
+}
+
+/// Everything from `offset` on, over as many fetches as it takes (a fetch may return
+/// fewer records than are available).
+pub async fn fetch_all(
+    log: &impl EventLog,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+) -> Vec<crate::ports::Record> {
+    let mut out: Vec<crate::ports::Record> = Vec::new();
+    loop {
+        let next = out.last().map_or(offset, |r| r.offset + 1);
+        let got = log
+            .fetch(topic, partition, next, 1000, Duration::from_millis(500))
+            .await
+            .expect("fetch");
+        if got.is_empty() {
+            return out;
+        }
+        out.extend(got);
+    }
 }
 
 /// A fetch from offset n starts at record n and respects `max`.
