@@ -6,20 +6,30 @@
 #   scripts/kafka.sh stop     stop the broker this script started
 #   scripts/kafka.sh install  only install; prints the binary's path
 #
-# Environment: MAILY_KAFKA_PORT (9092), MAILY_KAFKA_STORAGE (memory://tansu/, or a
-# postgres:// URL for data that survives a restart), MAILY_TOOLS_DIR (cache folder).
+# Storage is a SQLite file in the run folder (tansu's "lite" engine), started empty;
+# set MAILY_KAFKA_KEEP=1 to keep the previous data. tansu's memory:// engine is not
+# used: in 0.6 it only serves record batches that start at or after the requested
+# offset, so a consumer resuming inside a batch never receives it.
+#
+# Environment: MAILY_KAFKA_PORT (9092), MAILY_KAFKA_STORAGE (sqlite://tansu.db,
+# relative to the run folder), MAILY_TOOLS_DIR (cache folder).
 set -euo pipefail
 
 tools="${MAILY_TOOLS_DIR:-$HOME/.cache/maily/tools}"
 tansu="$tools/bin/tansu"
+version="0.6.0"
+features="dynostore,postgres,libsql"
 port="${MAILY_KAFKA_PORT:-9092}"
-storage="${MAILY_KAFKA_STORAGE:-memory://tansu/}"
+storage="${MAILY_KAFKA_STORAGE:-sqlite://tansu.db}"
 run_dir="${XDG_RUNTIME_DIR:-/tmp}/maily-kafka-$port"
 
 install() {
-  if [ ! -x "$tansu" ]; then
-    echo "installing tansu 0.6.0 into $tools (first run only)" >&2
-    cargo install tansu --version 0.6.0 --features dynostore,postgres --locked --root "$tools" >&2
+  # The features are part of the cache key: a binary built without the lite engine
+  # is replaced.
+  if [ ! -x "$tansu" ] || [ "$(cat "$tools/features" 2>/dev/null)" != "$version $features" ]; then
+    echo "installing tansu $version ($features) into $tools (first run only)" >&2
+    cargo install tansu --version "$version" --features "$features" --locked --force --root "$tools" >&2
+    echo "$version $features" >"$tools/features"
   fi
 }
 
@@ -34,6 +44,10 @@ start() {
     return 0
   fi
   mkdir -p "$run_dir"
+  if [ "${MAILY_KAFKA_KEEP:-0}" != 1 ]; then
+    rm -f "$run_dir"/tansu.db*
+  fi
+  cd "$run_dir"
   nohup "$tansu" broker \
     --listener-url "tcp://127.0.0.1:$port" \
     --advertised-listener-url "tcp://127.0.0.1:$port" \

@@ -88,6 +88,16 @@ impl Drop for Serve {
 
 /// A shared configuration for the processes and the test's own intake.
 fn write_config(dir: &Path, sink: std::net::SocketAddr, flush_interval: &str) -> PathBuf {
+    write_config_for(dir, sink, flush_interval, &kafka_brokers())
+}
+
+/// Like [`write_config`], against the broker at `brokers`.
+fn write_config_for(
+    dir: &Path,
+    sink: std::net::SocketAddr,
+    flush_interval: &str,
+    brokers: &str,
+) -> PathBuf {
     let prefix = format!("test-{}.", uuid::Uuid::new_v4().simple());
     let path = dir.join("maily.toml");
     let toml = format!(
@@ -114,7 +124,6 @@ idle_wait = "20ms"
 [analytics]
 flush_interval = "{flush_interval}"
 "#,
-        brokers = kafka_brokers(),
         db = dir.join("maily.db").display(),
     );
     std::fs::write(&path, toml).expect("config written");
@@ -365,5 +374,197 @@ fn a_paused_process_that_lost_its_lease_cannot_write() {
         assert_eq!(before.finished(), 6_000);
         drop(b);
         drop(a);
+    });
+}
+
+#[test]
+fn a_process_joining_mid_campaign_takes_its_share_without_duplicates() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = SmtpSink::start(SinkConfig {
+            capture: true,
+            ..SinkConfig::default()
+        })
+        .await
+        .unwrap();
+        let config = write_config(dir.path(), sink.addr(), "100ms");
+        let settings = Settings::load(Some(&config)).unwrap();
+        let a = Serve::spawn(&config, "a", dir.path());
+        let b = Serve::spawn(&config, "b", dir.path());
+        wait_until(
+            "a and b to own partitions",
+            Duration::from_secs(60),
+            &[&a, &b],
+            || async { owners(&settings).await.len() == PARTITIONS as usize },
+        )
+        .await;
+        let ports = build_ports(&settings).await.unwrap();
+        let intake = Intake::new(ports.log.clone(), ports.store.clone());
+        let c = campaign(&intake, ports.store.as_ref()).await;
+        intake.enqueue(&c, (0..20_000).map(row)).await.unwrap();
+        wait_until(
+            "the campaign to be under way",
+            Duration::from_secs(120),
+            &[&a, &b],
+            || async { sink.accepted() >= 4_000 },
+        )
+        .await;
+
+        let joined = Serve::spawn(&config, "c", dir.path());
+        wait_until(
+            "c to take its share",
+            Duration::from_secs(60),
+            &[&a, &b, &joined],
+            || async {
+                owners(&settings)
+                    .await
+                    .iter()
+                    .filter(|m| m.as_str() == "c")
+                    .count()
+                    > 0
+            },
+        )
+        .await;
+        let delivered_at_join = sink.accepted();
+        wait_until(
+            "the campaign to finish",
+            Duration::from_secs(240),
+            &[&a, &b, &joined],
+            || async { finished(&settings, c.id).await >= 20_000 },
+        )
+        .await;
+
+        let o = owners(&settings).await;
+        for m in ["a", "b", "c"] {
+            assert!(
+                o.iter().any(|x| x == m),
+                "{m} owns a share after the rebalance: {o:?}"
+            );
+        }
+        let counts = per_recipient(&sink.received());
+        assert_eq!(counts.len(), 20_000);
+        let duplicates: usize = counts.values().map(|n| n - 1).sum();
+        eprintln!("scale-out: c joined at {delivered_at_join} delivered, {duplicates} duplicates");
+        assert_eq!(duplicates, 0, "a graceful handoff sends nothing twice");
+        let stats = ports.store.campaign_stats(c.id).await.unwrap().unwrap();
+        assert_eq!((stats.delivered, stats.injected), (20_000, 20_000));
+        for p in [a, b, joined] {
+            assert!(p.terminate().success());
+        }
+    });
+}
+
+/// A tansu broker of the test's own, on its own port and storage.
+struct Broker {
+    child: Child,
+}
+
+impl Broker {
+    /// Starts tansu with its SQLite storage in `dir`, which survives a restart.
+    fn start(port: u16, dir: &Path, log: &Path) -> Broker {
+        let bin = std::env::var("MAILY_TANSU").unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/maily/tools/bin/tansu",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        });
+        let out = File::create(log).expect("broker log");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://broker.db"])
+            .current_dir(dir)
+            .stdout(out.try_clone().expect("log handle"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {bin} (run scripts/kafka.sh install): {e}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "broker did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker { child }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_broker_restart_loses_nothing_acknowledged() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let broker = Broker::start(port, dir.path(), &dir.path().join("broker.log"));
+        let sink = SmtpSink::start(SinkConfig {
+            capture: true,
+            ..SinkConfig::default()
+        })
+        .await
+        .unwrap();
+        let brokers = format!("127.0.0.1:{port}");
+        let config = write_config_for(dir.path(), sink.addr(), "100ms", &brokers);
+        let settings = Settings::load(Some(&config)).unwrap();
+        let a = Serve::spawn(&config, "a", dir.path());
+        wait_until(
+            "a to own every partition",
+            Duration::from_secs(60),
+            &[&a],
+            || async { owners(&settings).await.len() == PARTITIONS as usize },
+        )
+        .await;
+        let ports = build_ports(&settings).await.unwrap();
+        let intake = Intake::new(ports.log.clone(), ports.store.clone());
+        let c = campaign(&intake, ports.store.as_ref()).await;
+        let report = intake.enqueue(&c, (0..5_000).map(row)).await.unwrap();
+        assert_eq!(
+            report.accepted, 5_000,
+            "every row acknowledged by the broker"
+        );
+        wait_until(
+            "the campaign to start",
+            Duration::from_secs(60),
+            &[&a],
+            || async { sink.accepted() >= 500 },
+        )
+        .await;
+
+        drop(broker);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let _broker = Broker::start(port, dir.path(), &dir.path().join("broker-2.log"));
+        wait_until(
+            "the campaign to finish after the restart",
+            Duration::from_secs(240),
+            &[&a],
+            || async { finished(&settings, c.id).await >= 5_000 },
+        )
+        .await;
+        let counts = per_recipient(&sink.received());
+        assert_eq!(
+            counts.len(),
+            5_000,
+            "every acknowledged recipient was delivered"
+        );
+        let stats = ports.store.campaign_stats(c.id).await.unwrap().unwrap();
+        assert_eq!(stats.delivered, 5_000);
+        assert!(a.terminate().success());
     });
 }
