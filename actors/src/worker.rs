@@ -80,7 +80,7 @@ impl<W: Worker> WorkerActor<W> {
             self.exit.report(ActorExit::DownstreamClosed);
         } else if fenced {
             // Another process owns this partition now; its actors do the work.
-            warn!(actor = %self.name, error = %err, "lease lost, stopping");
+            warn!(actor = %self.name, error = %format!("{err:#}"), "lease lost, stopping");
             self.exit.report(ActorExit::LostOwnership);
         } else {
             error!(actor = %self.name, error = %format!("{err:#}"), "actor failed");
