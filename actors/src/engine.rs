@@ -324,13 +324,13 @@ impl Inner {
                 }
             }
         }
-        if lead && owned.leader.is_none() {
-            if let Some(lease) = store
+        if lead
+            && owned.leader.is_none()
+            && let Some(lease) = store
                 .acquire_lease(LEADER, &o.member, now, o.lease_ttl)
                 .await?
-            {
-                owned.leader = Some(self.start_leader(lease));
-            }
+        {
+            owned.leader = Some(self.start_leader(lease));
         }
         Ok(())
     }
