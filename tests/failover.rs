@@ -361,14 +361,19 @@ fn a_paused_process_that_lost_its_lease_cannot_write() {
             ports.store.campaign_stats(c.id).await.unwrap().unwrap(),
             before
         );
-        assert_eq!(
-            ports
-                .store
-                .load_offsets("analytics", "events")
-                .await
-                .unwrap(),
-            offsets_before
-        );
+        // b may still consume its own late duplicates, so offsets can move on; a stale
+        // write from a would move them back.
+        let offsets_after = ports
+            .store
+            .load_offsets("analytics", "events")
+            .await
+            .unwrap();
+        for (p, before) in &offsets_before {
+            assert!(
+                offsets_after[p] >= *before,
+                "partition {p} went back: {offsets_after:?}"
+            );
+        }
         // Having given its stale leases up, a may rejoin as a live member with fresh
         // leases; every partition still has exactly one owner.
         assert_eq!(owners(&settings).await.len(), PARTITIONS as usize);
