@@ -6,7 +6,9 @@
 //! stored with the aggregates, so duplicate events (replays, retried produces) never
 //! skew the counts.
 
-use crate::common::{Cursor, Outbox, Ports, commit_positions, decode_or_dead_letter};
+use crate::common::{
+    Cursor, Outbox, Ports, commit_positions, decode_or_dead_letter, hot_down, hot_ok,
+};
 use crate::faults::{FaultPoint, Faults};
 use crate::worker::{Step, Worker};
 use anyhow::Context as _;
@@ -17,7 +19,7 @@ use maily_engine::{CampaignId, CampaignStats, MessageId, TenantId, Timestamp};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 const GROUP: &str = "analytics";
 /// Known message states kept between flushes before the cache is dropped.
@@ -49,6 +51,9 @@ pub struct AnalyticsWorker {
     last_flush: Instant,
     flush_failures: u32,
     fence: Option<Fence>,
+    /// Live counters in hot state may lag the store (a hot-state outage).
+    hot_stale: bool,
+    last_catch_up: Instant,
 }
 
 impl AnalyticsWorker {
@@ -74,6 +79,8 @@ impl AnalyticsWorker {
             last_flush: Instant::now(),
             flush_failures: 0,
             fence,
+            hot_stale: false,
+            last_catch_up: Instant::now(),
         }
     }
 
@@ -137,7 +144,7 @@ impl AnalyticsWorker {
 
     async fn flush(&mut self) -> anyhow::Result<()> {
         self.faults.check(FaultPoint::AnalyticsBeforeFlush);
-        let cursor = self.cursor.as_ref().context("analytics not loaded")?;
+        let cursor = self.cursor.clone().context("analytics not loaded")?;
         let batch = AggregateBatch {
             group: GROUP.to_string(),
             fence: self.fence.clone(),
@@ -172,11 +179,12 @@ impl AnalyticsWorker {
 
         let now = Timestamp::now();
         let mut outbox = Outbox::default();
+        if self.hot_stale {
+            self.catch_up_live_counters().await;
+        }
         for (tenant, campaign, stats) in &batch.stats {
-            if let Err(e) = self.ports.hot.set_live_stats(campaign, stats).await {
-                // Hot state is a cache of the store; the next flush catches it up.
-                warn!(campaign = %campaign, error = %e, "live counters not updated");
-                metrics::counter!("maily_hot_state_errors_total").increment(1);
+            if !self.hot_stale {
+                self.push_live(campaign, stats).await;
             }
             outbox.push(
                 topics::STATS,
@@ -192,7 +200,7 @@ impl AnalyticsWorker {
         outbox
             .send(self.ports.log.as_ref(), &[topics::STATS])
             .await?;
-        commit_positions(&self.ports, GROUP, &[cursor]).await?;
+        commit_positions(&self.ports, GROUP, &[&cursor]).await?;
         self.dirty_campaigns.clear();
         self.dirty_messages.clear();
         if self.messages.len() > MESSAGE_CACHE_LIMIT {
@@ -201,6 +209,38 @@ impl AnalyticsWorker {
         self.pending = 0;
         self.last_flush = Instant::now();
         Ok(())
+    }
+
+    /// Sets one campaign's live counters; a failure marks hot state stale.
+    async fn push_live(&mut self, campaign: &CampaignId, stats: &CampaignStats) {
+        match self.ports.hot.set_live_stats(campaign, stats).await {
+            Ok(()) => hot_ok(),
+            Err(e) => {
+                hot_down(&e, "live counters catch up from the store later");
+                self.hot_stale = true;
+            }
+        }
+    }
+
+    /// After a hot-state outage, sets every campaign this partition knows to its
+    /// committed figures, so live counters catch up even without new events.
+    async fn catch_up_live_counters(&mut self) {
+        self.last_catch_up = Instant::now();
+        let known: Vec<(CampaignId, CampaignStats)> =
+            self.stats.iter().map(|(c, (_, s))| (*c, *s)).collect();
+        for (campaign, stats) in known {
+            if let Err(e) = self.ports.hot.set_live_stats(&campaign, &stats).await {
+                hot_down(&e, "live counters catch up from the store later");
+                return;
+            }
+        }
+        hot_ok();
+        self.hot_stale = false;
+        info!(
+            partition = self.partition,
+            campaigns = self.stats.len(),
+            "live counters caught up"
+        );
     }
 
     fn flush_due(&self) -> bool {
@@ -235,6 +275,12 @@ impl Worker for AnalyticsWorker {
     }
 
     async fn step(&mut self) -> anyhow::Result<Step> {
+        if self.hot_stale
+            && self.pending == 0
+            && self.last_catch_up.elapsed() >= Duration::from_secs(1)
+        {
+            self.catch_up_live_counters().await;
+        }
         if self.flush_due() {
             return match self.flush().await {
                 Ok(()) => {

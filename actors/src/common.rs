@@ -219,3 +219,24 @@ impl Outbox {
         Ok(())
     }
 }
+
+/// Whether hot state answered the last call, process-wide: an outage is logged once
+/// when it starts and once when it ends, and shows in `maily_hot_state_up`.
+static HOT_UP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Records a successful hot-state call.
+pub fn hot_ok() {
+    if !HOT_UP.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!("hot state is back");
+        metrics::gauge!("maily_hot_state_up").set(1.0);
+    }
+}
+
+/// Records a failed hot-state call; `fallback` says what the caller does instead.
+pub fn hot_down(err: &maily_engine::ports::HotError, fallback: &'static str) {
+    metrics::counter!("maily_hot_state_errors_total").increment(1);
+    if HOT_UP.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        warn!(error = %err, fallback, "hot state unavailable");
+        metrics::gauge!("maily_hot_state_up").set(0.0);
+    }
+}

@@ -7,7 +7,9 @@
 //! (one hot-state write); a claim found in flight is waited for, and taken over only
 //! once older than `in_flight_timeout`.
 
-use crate::common::{Cursor, Outbox, Ports, decode_or_dead_letter, save_positions};
+use crate::common::{
+    Cursor, Outbox, Ports, decode_or_dead_letter, hot_down, hot_ok, save_positions,
+};
 use crate::faults::{FaultPoint, Faults};
 use crate::ownership::LeaseGuard;
 use crate::worker::{Step, Worker};
@@ -296,11 +298,21 @@ async fn process(
     rec: SendRecord,
 ) -> anyhow::Result<Vec<Output>> {
     let hot = &ports.hot;
-    if hot
-        .is_suppressed(&rec.tenant, &rec.recipient)
-        .await
-        .context("checking suppression")?
-    {
+    let suppressed = match hot.is_suppressed(&rec.tenant, &rec.recipient).await {
+        Ok(s) => {
+            hot_ok();
+            s
+        }
+        Err(e) => {
+            hot_down(&e, "suppression read from the store");
+            ports
+                .store
+                .is_suppressed(&rec.tenant, &rec.recipient)
+                .await
+                .context("checking suppression in the store")?
+        }
+    };
+    if suppressed {
         return Ok(vec![event(&rec, EventKind::Suppressed)]);
     }
     let Some(plan) = plan else {
@@ -341,11 +353,17 @@ async fn process(
     let key = format!("send:{}", rec.message_id);
     let ttl = settings.idempotency_ttl;
     loop {
-        match hot
-            .claim(&key, Timestamp::now(), ttl)
-            .await
-            .context("claiming message")?
-        {
+        let claim = match hot.claim(&key, Timestamp::now(), ttl).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Sending goes on without the claim: a replay after a crash during
+                // the outage may send this message again (stored offsets still bound it).
+                hot_down(&e, "sending without idempotency claims");
+                metrics::counter!("maily_sender_unclaimed_total").increment(1);
+                break;
+            }
+        };
+        match claim {
             Claim::Acquired => break,
             Claim::Done { outcome } => {
                 let recorded: Recorded = serde_json::from_str(&outcome)
@@ -356,7 +374,10 @@ async fn process(
             Claim::InFlight { since } => {
                 if Timestamp::now().since(since) > settings.in_flight_timeout {
                     // The claimant died mid-delivery; this is the documented window.
-                    hot.release(&key).await.context("releasing stale claim")?;
+                    if let Err(e) = hot.release(&key).await {
+                        hot_down(&e, "sending without idempotency claims");
+                        break;
+                    }
                 } else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -388,9 +409,10 @@ async fn process(
             Ok(replay(&rec, recorded))
         }
         DeliveryOutcome::Transient { reply, error } => {
-            hot.release(&key)
-                .await
-                .context("releasing claim after deferral")?;
+            if let Err(e) = hot.release(&key).await {
+                // The claim expires on its own; until then a retry waits for it.
+                hot_down(&e, "claim left to expire");
+            }
             metrics::counter!("maily_deliveries_total", "result" => "deferred", "domain" => domain)
                 .increment(1);
             let text = reply.map(|r| r.to_string()).unwrap_or(error);
@@ -406,11 +428,13 @@ async fn complete(
     ttl: Duration,
 ) -> anyhow::Result<()> {
     let outcome = serde_json::to_string(recorded).context("encoding outcome")?;
-    ports
-        .hot
-        .complete(key, &outcome, ttl)
-        .await
-        .with_context(|| format!("recording outcome of {key}"))
+    match ports.hot.complete(key, &outcome, ttl).await {
+        Ok(()) => hot_ok(),
+        // The delivery happened and its events are emitted; only the replay guard
+        // is missing until the claim expires.
+        Err(e) => hot_down(&e, "outcome not recorded in hot state"),
+    }
+    Ok(())
 }
 
 /// A temporary failure: retry through the delay tiers, or expire.

@@ -398,6 +398,14 @@ impl Store for HookedStore {
         self.inner.suppress(tenant, email, reason).await
     }
 
+    async fn is_suppressed(
+        &self,
+        tenant: &TenantId,
+        email: &EmailAddress,
+    ) -> Result<bool, StoreError> {
+        self.inner.is_suppressed(tenant, email).await
+    }
+
     async fn suppressions(
         &self,
         tenant: &TenantId,

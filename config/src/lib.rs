@@ -101,6 +101,7 @@ pub struct OwnershipSection {
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     Sqlite,
+    Postgres,
 }
 
 /// `[store]`
@@ -112,6 +113,22 @@ pub struct StoreSection {
     pub max_connections: u32,
     #[serde(with = "humantime_serde")]
     pub busy_timeout: Duration,
+    pub postgres: PostgresSection,
+}
+
+/// `[store.postgres]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSection {
+    pub url: String,
+    pub schema: String,
+    pub max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    pub batch_rows: usize,
+    pub migrate_on_start: bool,
 }
 
 /// Which hot-state adapter to run on.
@@ -119,6 +136,7 @@ pub struct StoreSection {
 #[serde(rename_all = "lowercase")]
 pub enum HotKind {
     Memory,
+    Redis,
 }
 
 /// `[hot]`
@@ -126,6 +144,21 @@ pub enum HotKind {
 #[serde(deny_unknown_fields)]
 pub struct HotSection {
     pub kind: HotKind,
+    pub redis: RedisSection,
+}
+
+/// `[hot.redis]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSection {
+    pub url: String,
+    pub key_prefix: String,
+    pub pool_size: usize,
+    pub auto_pipeline: bool,
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max_delay: Duration,
 }
 
 /// `[smtp]`
@@ -279,6 +312,12 @@ impl Settings {
         positive("bounce.batch_size", self.bounce.batch_size)?;
         positive("analytics.flush_size", self.analytics.flush_size)?;
         positive("anchor.chains", self.anchor.chains.len())?;
+        positive(
+            "store.postgres.max_connections",
+            self.store.postgres.max_connections as usize,
+        )?;
+        positive("store.postgres.batch_rows", self.store.postgres.batch_rows)?;
+        positive("hot.redis.pool_size", self.hot.redis.pool_size)?;
         if self.sender.retry_tiers.is_empty() {
             return Err(ConfigError::BadValue {
                 key: "sender.retry_tiers",

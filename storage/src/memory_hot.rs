@@ -28,6 +28,14 @@ pub struct MemoryHotState {
     shards: Box<[Mutex<KeyShard>]>,
     suppressed: RwLock<HashMap<TenantId, HashSet<EmailAddress>>>,
     live: RwLock<HashMap<CampaignId, CampaignStats>>,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+/// A token bucket: tokens held at `at`.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
 }
 
 #[derive(Debug)]
@@ -82,6 +90,7 @@ impl MemoryHotState {
                 .collect(),
             suppressed: RwLock::new(HashMap::new()),
             live: RwLock::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
         }
     }
 
@@ -204,6 +213,42 @@ impl HotState for MemoryHotState {
             .unwrap_or_else(PoisonError::into_inner)
             .get(campaign)
             .copied())
+    }
+
+    async fn take_tokens(
+        &self,
+        bucket: &str,
+        rate: f64,
+        burst: u64,
+        n: u64,
+    ) -> Result<Duration, HotError> {
+        if n > burst {
+            return Err(HotError::Invalid(format!(
+                "{n} tokens asked of bucket {bucket:?} whose burst is {burst}"
+            )));
+        }
+        if !(rate > 0.0 && rate.is_finite()) {
+            return Err(HotError::Invalid(format!(
+                "refill rate {rate} of bucket {bucket:?} is not positive"
+            )));
+        }
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let b = buckets.entry(bucket.to_string()).or_insert(Bucket {
+            tokens: burst as f64,
+            at: now,
+        });
+        let refilled = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst as f64);
+        *b = Bucket {
+            tokens: refilled,
+            at: now,
+        };
+        if refilled >= n as f64 {
+            b.tokens -= n as f64;
+            Ok(Duration::ZERO)
+        } else {
+            Ok(Duration::from_secs_f64((n as f64 - refilled) / rate))
+        }
     }
 }
 

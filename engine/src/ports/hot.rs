@@ -29,6 +29,8 @@ pub enum HotError {
     Unavailable(String),
     #[error("hot state value for {key:?} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
+    #[error("invalid request: {0}")]
+    Invalid(String),
 }
 
 /// Live counters, suppression lookups and idempotency keys.
@@ -62,4 +64,16 @@ pub trait HotState: Send + Sync + 'static {
 
     /// The live counters of a campaign, if any were set.
     async fn live_stats(&self, campaign: &CampaignId) -> Result<Option<CampaignStats>, HotError>;
+
+    /// Takes `n` tokens from the shared bucket `bucket`, refilled at `rate` tokens a
+    /// second up to `burst`. Returns zero when the tokens were taken; otherwise takes
+    /// nothing and returns how long until `n` tokens will be there. `n` above `burst`
+    /// can never be satisfied and is an error.
+    async fn take_tokens(
+        &self,
+        bucket: &str,
+        rate: f64,
+        burst: u64,
+        n: u64,
+    ) -> Result<Duration, HotError>;
 }

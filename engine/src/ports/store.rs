@@ -199,6 +199,14 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
     ) -> Result<(), StoreError>;
 
+    /// Whether an address is on a tenant's suppression list (the fallback when hot
+    /// state is unavailable).
+    async fn is_suppressed(
+        &self,
+        tenant: &TenantId,
+        email: &EmailAddress,
+    ) -> Result<bool, StoreError>;
+
     /// A tenant's suppression list with reasons.
     async fn suppressions(
         &self,

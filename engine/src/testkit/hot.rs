@@ -24,6 +24,10 @@ macro_rules! hot_state_contract {
                 suite::suppression_is_per_tenant(&super::$make().await).await
             }
             #[tokio::test]
+            async fn token_buckets_limit_and_refill() {
+                suite::token_buckets_limit_and_refill(&super::$make().await).await
+            }
+            #[tokio::test]
             async fn live_stats_round_trip() {
                 suite::live_stats_round_trip(&super::$make().await).await
             }
@@ -95,4 +99,33 @@ pub async fn live_stats_round_trip(hot: &impl HotState) {
     };
     hot.set_live_stats(&c, &s2).await.unwrap();
     assert_eq!(hot.live_stats(&c).await.unwrap(), Some(s2));
+}
+
+/// A bucket gives out its burst, then makes callers wait, then refills.
+pub async fn token_buckets_limit_and_refill(hot: &impl HotState) {
+    // 10 tokens a second, burst 5.
+    for _ in 0..5 {
+        assert_eq!(
+            hot.take_tokens("b1", 10.0, 5, 1).await.unwrap(),
+            Duration::ZERO
+        );
+    }
+    let wait = hot.take_tokens("b1", 10.0, 5, 1).await.unwrap();
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_millis(100),
+        "{wait:?}"
+    );
+    // A refused take takes nothing: after the wait, one token is there.
+    tokio::time::sleep(wait + Duration::from_millis(20)).await;
+    assert_eq!(
+        hot.take_tokens("b1", 10.0, 5, 1).await.unwrap(),
+        Duration::ZERO
+    );
+    // Buckets are independent.
+    assert_eq!(
+        hot.take_tokens("b2", 10.0, 5, 5).await.unwrap(),
+        Duration::ZERO
+    );
+    // More than the burst can never be granted.
+    assert!(hot.take_tokens("b3", 10.0, 5, 6).await.is_err());
 }

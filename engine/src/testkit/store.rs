@@ -224,6 +224,10 @@ pub async fn suppression_is_idempotent(store: &impl Store) {
         .suppress(&t, &addr("b@x.org"), "complaint")
         .await
         .unwrap();
+    assert!(store.is_suppressed(&t, &addr("a@x.org")).await.unwrap());
+    assert!(!store.is_suppressed(&t, &addr("c@x.org")).await.unwrap());
+    let other = TenantId::parse("other").unwrap();
+    assert!(!store.is_suppressed(&other, &addr("a@x.org")).await.unwrap());
     let mut list = store.suppressions(&t).await.unwrap();
     list.sort();
     assert_eq!(

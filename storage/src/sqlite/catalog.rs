@@ -107,6 +107,20 @@ pub(super) async fn suppress(
     Ok(())
 }
 
+pub(super) async fn is_suppressed(
+    pool: &SqlitePool,
+    tenant: &TenantId,
+    email: &EmailAddress,
+) -> Result<bool, StoreError> {
+    let row = sqlx::query("SELECT 1 FROM suppressions WHERE tenant = ? AND email = ?")
+        .bind(tenant.as_str())
+        .bind(email.as_str())
+        .fetch_optional(pool)
+        .await
+        .map_err(db_err)?;
+    Ok(row.is_some())
+}
+
 pub(super) async fn suppressions(
     pool: &SqlitePool,
     tenant: &TenantId,

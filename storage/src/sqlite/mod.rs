@@ -206,6 +206,14 @@ impl Store for SqliteStore {
         catalog::suppress(&self.pool, tenant, email, reason).await
     }
 
+    async fn is_suppressed(
+        &self,
+        tenant: &TenantId,
+        email: &EmailAddress,
+    ) -> Result<bool, StoreError> {
+        catalog::is_suppressed(&self.pool, tenant, email).await
+    }
+
     async fn suppressions(
         &self,
         tenant: &TenantId,
