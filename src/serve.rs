@@ -1,6 +1,6 @@
 //! `maily serve` and `maily migrate`.
 
-use crate::wiring::{build_ports, engine_settings, open_store};
+use crate::wiring::{build_ports, engine_settings, migrate_store};
 use anyhow::Context as _;
 use maily_config::Settings;
 use std::path::Path;
@@ -21,8 +21,8 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
 /// Applies the store's migrations.
 pub async fn migrate(config: Option<&Path>) -> anyhow::Result<()> {
     let settings = Settings::load(config).context("loading configuration")?;
-    open_store(&settings).await?;
-    println!("store {} is migrated", settings.store.path);
+    migrate_store(&settings).await?;
+    println!("the {:?} store is migrated", settings.store.kind);
     Ok(())
 }
 

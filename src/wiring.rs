@@ -10,9 +10,11 @@ use maily_actors::sender::SenderSettings;
 use maily_actors::supervisor::RestartPolicy;
 use maily_chain::LedgerChain;
 use maily_config::{HotKind, LogKind, Settings, StoreKind};
-use maily_engine::ports::{Chain, EventLog, Store};
+use maily_engine::ports::{Chain, EventLog, HotState, Store};
 use maily_engine::reward::RewardFormula;
 use maily_smtp::{SmtpClientParams, SmtpTransport, StaticRoutes};
+use maily_storage::postgres::{PostgresParams, PostgresStore};
+use maily_storage::redis_hot::{RedisHotState, RedisParams};
 use maily_storage::{MemoryHotState, SqliteParams, SqliteStore};
 use std::sync::Arc;
 
@@ -29,6 +31,61 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
             .with_context(|| format!("opening SQLite store {}", settings.store.path))?;
             Ok(Arc::new(store))
         }
+        StoreKind::Postgres => {
+            let pg = &settings.store.postgres;
+            let store = PostgresStore::connect(PostgresParams {
+                url: pg.url.clone(),
+                schema: (!pg.schema.is_empty()).then(|| pg.schema.clone()),
+                max_connections: pg.max_connections,
+                statement_timeout: pg.statement_timeout,
+                acquire_timeout: pg.acquire_timeout,
+                batch_rows: pg.batch_rows,
+            })
+            .await
+            .with_context(|| format!("connecting to Postgres at {}", redact(&pg.url)))?;
+            if pg.migrate_on_start {
+                store
+                    .migrate()
+                    .await
+                    .context("migrating the Postgres store")?;
+            }
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Applies the store's migrations whatever `migrate_on_start` says.
+pub async fn migrate_store(settings: &Settings) -> anyhow::Result<()> {
+    if settings.store.kind == StoreKind::Postgres {
+        let pg = &settings.store.postgres;
+        let store = PostgresStore::connect(PostgresParams {
+            url: pg.url.clone(),
+            schema: (!pg.schema.is_empty()).then(|| pg.schema.clone()),
+            max_connections: 1,
+            statement_timeout: pg.statement_timeout,
+            acquire_timeout: pg.acquire_timeout,
+            batch_rows: pg.batch_rows,
+        })
+        .await
+        .with_context(|| format!("connecting to Postgres at {}", redact(&pg.url)))?;
+        store
+            .migrate()
+            .await
+            .context("migrating the Postgres store")?;
+        return Ok(());
+    }
+    open_store(settings).await.map(|_| ())
+}
+
+/// A connection URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -56,8 +113,23 @@ pub async fn build_ports(settings: &Settings) -> anyhow::Result<Ports> {
             )
         }
     };
-    let hot = match settings.hot.kind {
+    let hot: Arc<dyn HotState> = match settings.hot.kind {
         HotKind::Memory => Arc::new(MemoryHotState::new()),
+        HotKind::Redis => {
+            let r = &settings.hot.redis;
+            Arc::new(
+                RedisHotState::connect(RedisParams {
+                    url: r.url.clone(),
+                    key_prefix: r.key_prefix.clone(),
+                    pool_size: r.pool_size,
+                    auto_pipeline: r.auto_pipeline,
+                    command_timeout: r.command_timeout,
+                    reconnect_max_delay: r.reconnect_max_delay,
+                })
+                .await
+                .with_context(|| format!("connecting to Redis at {}", redact(&r.url)))?,
+            )
+        }
     };
     let routes = StaticRoutes::from_entries(&settings.smtp.routes).context("smtp.routes")?;
     let transport = SmtpTransport::new(

@@ -6,15 +6,13 @@
 //! stored with the aggregates, so duplicate events (replays, retried produces) never
 //! skew the counts.
 
-use crate::common::{
-    Cursor, Outbox, Ports, commit_positions, decode_or_dead_letter, hot_down, hot_ok,
-};
+use crate::common::{Cursor, Outbox, Ports, commit_positions, dead_letter, hot_down, hot_ok};
 use crate::faults::{FaultPoint, Faults};
 use crate::worker::{Step, Worker};
 use anyhow::Context as _;
 use maily_engine::domain::event::status_from_mask;
 use maily_engine::ports::{AggregateBatch, Fence, MessageState, StoreError};
-use maily_engine::records::{EventRecord, StatsRecord, topics};
+use maily_engine::records::{self, EventRecord, StatsRecord, topics};
 use maily_engine::{CampaignId, CampaignStats, MessageId, TenantId, Timestamp};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -84,7 +82,13 @@ impl AnalyticsWorker {
         }
     }
 
-    async fn apply(&mut self, events: Vec<EventRecord>) -> anyhow::Result<()> {
+    /// What the store knows about the events' messages and campaigns that this
+    /// worker has not cached yet. Read before anything changes, so a store outage
+    /// leaves the worker exactly as it was.
+    async fn prior_state(
+        &self,
+        events: &[EventRecord],
+    ) -> Result<(HashMap<MessageId, u32>, HashMap<CampaignId, CampaignStats>), StoreError> {
         let unknown: Vec<MessageId> = events
             .iter()
             .map(|e| e.message_id)
@@ -95,21 +99,28 @@ impl AnalyticsWorker {
         let masks = if unknown.is_empty() {
             HashMap::new()
         } else {
-            self.ports
-                .store
-                .message_masks(&unknown)
-                .await
-                .context("loading message masks")?
+            self.ports.store.message_masks(&unknown).await?
         };
+        let mut stats = HashMap::new();
+        for e in events {
+            if !self.stats.contains_key(&e.campaign) && !stats.contains_key(&e.campaign) {
+                let stored = self.ports.store.campaign_stats(e.campaign).await?;
+                stats.insert(e.campaign, stored.unwrap_or_default());
+            }
+        }
+        Ok((masks, stats))
+    }
+
+    fn apply(
+        &mut self,
+        events: Vec<EventRecord>,
+        masks: HashMap<MessageId, u32>,
+        mut loaded: HashMap<CampaignId, CampaignStats>,
+    ) {
         for e in events {
             if let std::collections::hash_map::Entry::Vacant(slot) = self.stats.entry(e.campaign) {
-                let stored = self
-                    .ports
-                    .store
-                    .campaign_stats(e.campaign)
-                    .await
-                    .with_context(|| format!("loading stats of campaign {}", e.campaign))?;
-                slot.insert((e.tenant.clone(), stored.unwrap_or_default()));
+                let stored = loaded.remove(&e.campaign).unwrap_or_default();
+                slot.insert((e.tenant.clone(), stored));
             }
             let state = self
                 .messages
@@ -139,7 +150,6 @@ impl AnalyticsWorker {
             self.dirty_campaigns.insert(e.campaign);
             self.dirty_messages.insert(e.message_id);
         }
-        Ok(())
     }
 
     async fn flush(&mut self) -> anyhow::Result<()> {
@@ -161,11 +171,20 @@ impl AnalyticsWorker {
                 .collect(),
         };
         let started = Instant::now();
-        self.ports
-            .store
-            .commit_aggregates(&batch)
-            .await
-            .context("committing aggregates")?;
+        match self.ports.store.commit_aggregates(&batch).await {
+            Ok(()) => {}
+            Err(StoreError::RowsRejected {
+                row,
+                reason,
+                rejected,
+            }) => {
+                // The store committed everything but the named rows: retrying the
+                // same batch would only stall the partition.
+                warn!(partition = self.partition, %row, %reason, rejected, "rows rejected by the store, the rest of the flush committed");
+                metrics::counter!("maily_analytics_rejected_rows_total").increment(rejected as u64);
+            }
+            Err(e) => return Err(e).context("committing aggregates"),
+        }
         metrics::histogram!("maily_analytics_flush_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("maily_analytics_flush_rows").record(batch.messages.len() as f64);
@@ -309,20 +328,37 @@ impl Worker for AnalyticsWorker {
         let log = self.ports.log.clone();
         let cursor = self.cursor.as_mut().context("analytics not loaded")?;
         let records = cursor.fetch(log.as_ref(), max, wait).await?;
-        let mut events = Vec::with_capacity(records.len());
-        for record in &records {
-            if let Some(e) =
-                decode_or_dead_letter::<EventRecord>(log.as_ref(), topics::EVENTS, "event", record)
-                    .await?
-            {
-                events.push(e);
+        let decoded: Vec<_> = records
+            .iter()
+            .map(|r| records::decode::<EventRecord>("event", &r.payload))
+            .collect();
+        let events: Vec<EventRecord> = decoded
+            .iter()
+            .filter_map(|d| d.as_ref().ok().cloned())
+            .collect();
+        let (masks, loaded) = match self.prior_state(&events).await {
+            Ok(prior) => prior,
+            Err(StoreError::Unavailable(why)) => {
+                // Hold: nothing consumed, nothing changed; the same records are read
+                // again once the store answers.
+                warn!(partition = self.partition, %why, "store unavailable, analytics waiting");
+                metrics::counter!("maily_analytics_store_waits_total").increment(1);
+                return Ok(Step::Idle(Duration::from_millis(500)));
+            }
+            Err(e) => return Err(e).context("loading prior state"),
+        };
+        for (record, d) in records.iter().zip(&decoded) {
+            if let Err(e) = d {
+                dead_letter(log.as_ref(), topics::EVENTS, record, e).await?;
             }
         }
         if let Some(last) = records.last() {
-            cursor.next = last.offset + 1;
+            self.cursor.as_mut().context("analytics not loaded")?.next = last.offset + 1;
         }
         self.pending += records.len();
-        self.apply(events).await?;
+        // A distribution, so the highest fill over time is visible, not just the last.
+        metrics::histogram!("maily_analytics_buffered_events").record(self.pending as f64);
+        self.apply(events, masks, loaded);
         Ok(Step::Busy)
     }
 

@@ -429,6 +429,8 @@ mod tests {
         let s = Settings::load(Some(&path)).expect("production.toml is valid");
         assert_eq!(s.log.kind, LogKind::Kafka);
         assert_eq!(s.log.kafka.compression, "zstd");
+        assert_eq!(s.store.kind, StoreKind::Postgres);
+        assert_eq!(s.hot.kind, HotKind::Redis);
     }
 
     #[test]

@@ -19,8 +19,16 @@ use std::collections::{BTreeMap, HashMap};
 pub enum StoreError {
     #[error("conflict: {0}")]
     Conflict(String),
+    /// Nothing was written: `row` cannot be stored.
     #[error("row {row} rejected: {reason}")]
     InvalidRow { row: String, reason: String },
+    /// The write committed without `rejected` rows, the first of which is `row`.
+    #[error("row {row} rejected ({rejected} in all): {reason}; the rest was committed")]
+    RowsRejected {
+        row: String,
+        reason: String,
+        rejected: usize,
+    },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("store unavailable: {0}")]

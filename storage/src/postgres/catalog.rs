@@ -1,0 +1,140 @@
+//! Tenants, campaigns and suppression lists.
+
+use super::rows::{RowReader, db_err, is_kind, raw_text, row_err};
+use maily_engine::ports::StoreError;
+use maily_engine::template::Template;
+use maily_engine::{Campaign, CampaignId, EmailAddress, TenantId};
+use sqlx::PgPool;
+use sqlx::error::ErrorKind;
+
+pub(super) async fn upsert_tenant(
+    pool: &PgPool,
+    tenant: &TenantId,
+    name: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO tenants (id, name) VALUES ($1, $2)
+         ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, updated_at = now()",
+    )
+    .bind(tenant.as_str())
+    .bind(name)
+    .execute(pool)
+    .await
+    .map_err(|e| row_err(e, || format!("tenant {tenant}")))?;
+    Ok(())
+}
+
+pub(super) async fn insert_campaign(pool: &PgPool, c: &Campaign) -> Result<(), StoreError> {
+    let row = || format!("campaign {}", c.id);
+    let template = serde_json::to_value(&c.template).map_err(|e| StoreError::InvalidRow {
+        row: row(),
+        reason: format!("template does not serialise: {e}"),
+    })?;
+    sqlx::query(
+        "INSERT INTO campaigns (id, tenant, name, from_addr, from_name, template)
+         VALUES ($1::uuid, $2, $3, $4, $5, $6)",
+    )
+    .bind(c.id.to_string())
+    .bind(c.tenant.as_str())
+    .bind(&c.name)
+    .bind(c.from.as_str())
+    .bind(c.from_name.as_deref())
+    .bind(template)
+    .execute(pool)
+    .await
+    .map_err(|e| {
+        if is_kind(&e, ErrorKind::UniqueViolation) {
+            StoreError::Conflict(format!("campaign {} already exists", c.id))
+        } else if is_kind(&e, ErrorKind::ForeignKeyViolation) {
+            StoreError::InvalidRow {
+                row: row(),
+                reason: format!("tenant {} does not exist", c.tenant),
+            }
+        } else {
+            // e.g. a NUL character in a name or in the template, which Postgres text
+            // and JSONB cannot hold.
+            row_err(e, row)
+        }
+    })?;
+    Ok(())
+}
+
+pub(super) async fn campaign(
+    pool: &PgPool,
+    id: CampaignId,
+) -> Result<Option<Campaign>, StoreError> {
+    let row = sqlx::query(
+        "SELECT tenant, name, from_addr, from_name, template FROM campaigns WHERE id = $1::uuid",
+    )
+    .bind(id.to_string())
+    .fetch_optional(pool)
+    .await
+    .map_err(db_err)?;
+    let Some(row) = row else { return Ok(None) };
+    let r = RowReader::new(&row, "campaigns", id);
+    let template_json: serde_json::Value = r.get("template")?;
+    let template: Template = serde_json::from_value(template_json)
+        .map_err(|e| r.corrupt("template", format!("not a template: {e}")))?;
+    Ok(Some(Campaign {
+        id,
+        tenant: r.tenant("tenant")?,
+        name: r.get("name")?,
+        from: r.parse("from_addr")?,
+        from_name: r.get("from_name")?,
+        template,
+    }))
+}
+
+pub(super) async fn suppress(
+    pool: &PgPool,
+    tenant: &TenantId,
+    email: &EmailAddress,
+    reason: &str,
+) -> Result<(), StoreError> {
+    // The first reason is kept: it says why the address was suppressed to begin with.
+    sqlx::query(
+        "INSERT INTO suppressions (tenant, email, reason) VALUES ($1, $2, $3)
+         ON CONFLICT (tenant, email) DO NOTHING",
+    )
+    .bind(tenant.as_str())
+    .bind(email.as_str())
+    .bind(reason)
+    .execute(pool)
+    .await
+    .map_err(|e| row_err(e, || format!("suppression {tenant}/{email}")))?;
+    Ok(())
+}
+
+pub(super) async fn is_suppressed(
+    pool: &PgPool,
+    tenant: &TenantId,
+    email: &EmailAddress,
+) -> Result<bool, StoreError> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM suppressions WHERE tenant = $1 AND email = $2)",
+    )
+    .bind(tenant.as_str())
+    .bind(email.as_str())
+    .fetch_one(pool)
+    .await
+    .map_err(db_err)
+}
+
+pub(super) async fn suppressions(
+    pool: &PgPool,
+    tenant: &TenantId,
+) -> Result<Vec<(EmailAddress, String)>, StoreError> {
+    let rows =
+        sqlx::query("SELECT email, reason FROM suppressions WHERE tenant = $1 ORDER BY email")
+            .bind(tenant.as_str())
+            .fetch_all(pool)
+            .await
+            .map_err(db_err)?;
+    rows.iter()
+        .map(|row| {
+            let key = format!("{tenant}/{}", raw_text(row, "email"));
+            let r = RowReader::new(row, "suppressions", key);
+            Ok((r.parse("email")?, r.get("reason")?))
+        })
+        .collect()
+}
