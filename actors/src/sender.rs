@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use futures::StreamExt as _;
 use maily_engine::bounce::SmtpReply;
 use maily_engine::message::{Envelope, build};
-use maily_engine::ports::{Claim, DeliveryOutcome, Fence, OutboundMessage};
+use maily_engine::ports::{Claim, DeliveryOutcome, Fence, OutboundMessage, StoreError};
 use maily_engine::records::{EventRecord, InboundRecord, SendRecord, topics};
 use maily_engine::template::CompiledTemplate;
 use maily_engine::{Campaign, CampaignId, EventKind, Recipient, Timestamp};
@@ -211,8 +211,9 @@ impl Worker for SenderWorker {
                 let plan = plans.get(&rec.campaign).cloned().flatten();
                 let ports = ports.clone();
                 let settings = settings.clone();
+                let lease = self.guard.clone().zip(self.fence.clone());
                 async move {
-                    tokio::spawn(process(ports, settings, plan, rec))
+                    tokio::spawn(process(ports, settings, plan, rec, lease))
                         .await
                         .context("delivery task panicked")?
                 }
@@ -296,7 +297,20 @@ async fn process(
     settings: Arc<SenderSettings>,
     plan: Option<Arc<Plan>>,
     rec: SendRecord,
+    lease: Option<(Arc<LeaseGuard>, Fence)>,
 ) -> anyhow::Result<Vec<Output>> {
+    // Checked per message, not only per batch: a process frozen mid-batch must not
+    // start the rest of the batch on a lease that has expired meanwhile.
+    if let Some((guard, fence)) = &lease
+        && !guard.valid_at(Timestamp::now())
+    {
+        return Err(StoreError::Fenced {
+            resource: fence.resource.clone(),
+            owner: fence.owner.clone(),
+            epoch: fence.epoch,
+        })
+        .context("lease expired before delivery");
+    }
     let hot = &ports.hot;
     let suppressed = match hot.is_suppressed(&rec.tenant, &rec.recipient).await {
         Ok(s) => {
