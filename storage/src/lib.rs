@@ -16,6 +16,7 @@
 //! `maily_engine::hot_state_contract!`).
 
 pub mod memory_hot;
+mod migration;
 pub mod postgres;
 pub mod redis_hot;
 pub mod sqlite;

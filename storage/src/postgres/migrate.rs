@@ -12,8 +12,7 @@
 //! different schemas do not wait for each other.
 
 use super::rows::{db_err, is_transient};
-use crate::sqlite::migrate::Migration;
-use maily_engine::ports::StoreError;
+use crate::migration::{MigrateError, Migration, check_applied};
 use sqlx::{Executor, PgConnection, PgPool, Row};
 use std::collections::BTreeMap;
 use tracing::info;
@@ -28,47 +27,6 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
 /// First half of the advisory lock key ("maily" in ASCII, truncated to 31 bits);
 /// the second half is a hash of the schema name.
 const LOCK_CLASS: i32 = 0x6d61_696c;
-
-/// Why the schema could not be brought up to date.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum MigrateError {
-    #[error(
-        "migration {file} was changed after it was applied \
-         (applied checksum {applied}, embedded {embedded}); restore the file or add a new migration"
-    )]
-    Changed {
-        file: String,
-        applied: String,
-        embedded: String,
-    },
-    #[error(
-        "database has migration {version} ({name}) which this build does not know; \
-         it was written by a newer version"
-    )]
-    Unknown { version: i64, name: String },
-    #[error("migration {file} failed: {source}")]
-    Failed {
-        file: String,
-        #[source]
-        source: sqlx::Error,
-    },
-    #[error("reading applied migrations: {0}")]
-    Store(StoreError),
-}
-
-impl From<MigrateError> for StoreError {
-    fn from(e: MigrateError) -> Self {
-        match e {
-            MigrateError::Store(inner) => inner,
-            // Only connection, lock or resource trouble is worth retrying; bad SQL or
-            // an edited file needs a person.
-            MigrateError::Failed { ref source, .. } if is_transient(source) => {
-                StoreError::Unavailable(e.to_string())
-            }
-            other => StoreError::Corrupt(other.to_string()),
-        }
-    }
-}
 
 /// Takes the migration lock of the connection's current schema until the end of the
 /// running transaction.
@@ -137,33 +95,11 @@ async fn applied(conn: &mut PgConnection) -> Result<BTreeMap<i64, (String, Strin
         .collect()
 }
 
-fn check_applied(
-    applied: &BTreeMap<i64, (String, String)>,
-    migrations: &[Migration],
-) -> Result<(), MigrateError> {
-    for (version, (name, checksum)) in applied {
-        let Some(m) = migrations.iter().find(|m| m.version == *version) else {
-            return Err(MigrateError::Unknown {
-                version: *version,
-                name: name.clone(),
-            });
-        };
-        let embedded = m.checksum();
-        if *checksum != embedded {
-            return Err(MigrateError::Changed {
-                file: m.file_name(),
-                applied: checksum.clone(),
-                embedded,
-            });
-        }
-    }
-    Ok(())
-}
-
 async fn apply(pool: &PgPool, m: &Migration) -> Result<(), MigrateError> {
     let file = m.file_name();
-    let failed = |source| MigrateError::Failed {
+    let failed = |source: sqlx::Error| MigrateError::Failed {
         file: file.clone(),
+        transient: is_transient(&source),
         source,
     };
     let mut tx = pool.begin().await.map_err(failed)?;
@@ -204,6 +140,7 @@ async fn apply(pool: &PgPool, m: &Migration) -> Result<(), MigrateError> {
 mod tests {
     use super::*;
     use crate::postgres::testing;
+    use maily_engine::ports::StoreError;
 
     const FIRST: Migration = Migration {
         version: 1,

@@ -6,35 +6,11 @@
 //! changed since is refused: silently diverging schemas are worse than not starting.
 
 use super::rows::{db_err, is_transient};
+use crate::migration::{MigrateError, Migration, check_applied};
 use maily_engine::Timestamp;
-use maily_engine::merkle::keccak;
-use maily_engine::ports::StoreError;
 use sqlx::{Row, SqlitePool};
 use std::collections::BTreeMap;
 use tracing::info;
-
-/// One embedded schema change.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Migration {
-    /// Position in the sequence, the `NNNN` of the file name.
-    pub version: i64,
-    /// The file name after the version, without `.sql`.
-    pub name: &'static str,
-    /// The statements, run as one script inside the migration's transaction.
-    pub sql: &'static str,
-}
-
-impl Migration {
-    /// The file this migration was embedded from, as named in errors.
-    pub fn file_name(&self) -> String {
-        format!("{:04}_{}.sql", self.version, self.name)
-    }
-
-    /// keccak-256 of the SQL text, hex-encoded.
-    pub fn checksum(&self) -> String {
-        hex::encode(keccak(self.sql.as_bytes()))
-    }
-}
 
 /// The schema of the SQLite store, oldest first.
 pub(crate) const MIGRATIONS: &[Migration] = &[
@@ -49,47 +25,6 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/sqlite/0002_leases.sql"),
     },
 ];
-
-/// Why the schema could not be brought up to date.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum MigrateError {
-    #[error(
-        "migration {file} was changed after it was applied \
-         (applied checksum {applied}, embedded {embedded}); restore the file or add a new migration"
-    )]
-    Changed {
-        file: String,
-        applied: String,
-        embedded: String,
-    },
-    #[error(
-        "database has migration {version} ({name}) which this build does not know; \
-         it was written by a newer version"
-    )]
-    Unknown { version: i64, name: String },
-    #[error("migration {file} failed: {source}")]
-    Failed {
-        file: String,
-        #[source]
-        source: sqlx::Error,
-    },
-    #[error("reading applied migrations: {0}")]
-    Store(StoreError),
-}
-
-impl From<MigrateError> for StoreError {
-    fn from(e: MigrateError) -> Self {
-        match e {
-            MigrateError::Store(inner) => inner,
-            // Only lock or I/O trouble is worth retrying; bad SQL or an edited file
-            // needs a person.
-            MigrateError::Failed { ref source, .. } if is_transient(source) => {
-                StoreError::Unavailable(e.to_string())
-            }
-            other => StoreError::Corrupt(other.to_string()),
-        }
-    }
-}
 
 /// Applies every migration in `migrations` that `pool`'s database lacks.
 pub(crate) async fn run(pool: &SqlitePool, migrations: &[Migration]) -> Result<(), MigrateError> {
@@ -135,33 +70,11 @@ async fn applied(pool: &SqlitePool) -> Result<BTreeMap<i64, (String, String)>, M
         .collect()
 }
 
-fn check_applied(
-    applied: &BTreeMap<i64, (String, String)>,
-    migrations: &[Migration],
-) -> Result<(), MigrateError> {
-    for (version, (name, checksum)) in applied {
-        let Some(m) = migrations.iter().find(|m| m.version == *version) else {
-            return Err(MigrateError::Unknown {
-                version: *version,
-                name: name.clone(),
-            });
-        };
-        let embedded = m.checksum();
-        if *checksum != embedded {
-            return Err(MigrateError::Changed {
-                file: m.file_name(),
-                applied: checksum.clone(),
-                embedded,
-            });
-        }
-    }
-    Ok(())
-}
-
 async fn apply(pool: &SqlitePool, m: &Migration) -> Result<(), MigrateError> {
     let file = m.file_name();
-    let failed = |source| MigrateError::Failed {
+    let failed = |source: sqlx::Error| MigrateError::Failed {
         file: file.clone(),
+        transient: is_transient(&source),
         source,
     };
     // IMMEDIATE takes the write lock up front, so two processes opening the same file
@@ -206,6 +119,7 @@ async fn apply(pool: &SqlitePool, m: &Migration) -> Result<(), MigrateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use maily_engine::ports::StoreError;
     use sqlx::sqlite::SqlitePoolOptions;
 
     async fn memory_pool() -> SqlitePool {
