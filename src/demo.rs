@@ -153,12 +153,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     let tenant = TenantId::parse("demo").expect("valid tenant");
     ports.store.upsert_tenant(&tenant, "Demo tenant").await?;
     // Addresses that unsubscribed before: the sender skips them.
-    let mut suppressed = 0;
     for i in (0..args.recipients).filter(|i| i % 1499 == 7) {
         let a = EmailAddress::parse(&address(i)).expect("demo address");
         ports.store.suppress(&tenant, &a, "unsubscribed").await?;
         ports.hot.suppress(&tenant, &a).await?;
-        suppressed += 1;
     }
 
     let mut campaigns: Vec<Campaign> = Vec::new();
@@ -287,7 +285,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     }
     engine.shutdown().await;
     sink.shutdown().await;
-    let _ = suppressed;
     Ok(report)
 }
 
