@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 fn quick_retries(f: figment::Figment) -> figment::Figment {
-    f.merge(("sender.retry_tiers", vec!["50ms", "100ms"]))
+    f.merge(("sender.retry_tiers", vec!["300ms", "600ms"]))
         .merge(("sender.max_attempts", 3))
         .merge(("sender.idle_wait", "10ms"))
 }
@@ -30,7 +30,26 @@ fn temporary_failures_retry_through_delay_topics_then_deliver_or_expire() {
         let c = h.campaign("retries").await;
         let report = h.intake.enqueue(&c, (0..20).map(row)).await.unwrap();
         // person1 is greylisted once, then accepted.
-        h.sink.wait_for(18, Duration::from_secs(30)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let deferred = h
+                .ports
+                .store
+                .messages_with_status(c.id, "deferred")
+                .await
+                .unwrap();
+            if deferred
+                .iter()
+                .any(|m| m.recipient.as_str() == "person1@example.com")
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "person1 was never deferred"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         h.sink.clear_rejection("person1@example.com");
         h.wait_finished(&[(c.id, report.accepted)]).await;
 

@@ -233,6 +233,18 @@ impl Worker for SenderWorker {
             }
         }
         self.faults.check(FaultPoint::SenderBeforeCommit);
+        // Deliveries already under way when the process froze may have completed;
+        // their events would only duplicate what the new owner emits.
+        if let (Some(guard), Some(fence)) = (&self.guard, &self.fence)
+            && !guard.valid_at(Timestamp::now())
+        {
+            return Err(StoreError::Fenced {
+                resource: fence.resource.clone(),
+                owner: fence.owner.clone(),
+                epoch: fence.epoch,
+            })
+            .context("lease expired during the batch");
+        }
         let retry_topics: Vec<String> =
             (0..settings.retry_tiers.len()).map(topics::retry).collect();
         let mut order = vec![topics::EVENTS, topics::INBOUND];
