@@ -11,6 +11,7 @@
 //! move to live ones once its lease expires: within `lease_ttl + renew_interval`.
 
 use maily_engine::Timestamp;
+use maily_engine::ports::SendGuard;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -52,6 +53,12 @@ impl LeaseGuard {
     /// Whether the lease is still ours at `now` by our own clock.
     pub fn valid_at(&self, now: Timestamp) -> bool {
         now.0 < self.expires_at.load(Ordering::SeqCst)
+    }
+}
+
+impl SendGuard for LeaseGuard {
+    fn may_send(&self) -> bool {
+        self.valid_at(Timestamp::now())
     }
 }
 

@@ -416,6 +416,9 @@ async fn process(
         mail_from: campaign.from.clone(),
         rcpt_to: rec.recipient.clone(),
         data: data.into(),
+        guard: lease
+            .as_ref()
+            .map(|(g, _)| Arc::clone(g) as Arc<dyn maily_engine::ports::SendGuard>),
     };
     let started = Instant::now();
     let outcome = ports.transport.deliver(&message).await;

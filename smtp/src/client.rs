@@ -154,6 +154,15 @@ impl SmtpTransport {
                 .acquire_owned()
                 .await
                 .expect("route semaphores are never closed");
+            if let Some(guard) = &message.guard
+                && !guard.may_send()
+            {
+                // Checked after the wait for a connection slot, which can be long.
+                return DeliveryOutcome::Transient {
+                    reply: None,
+                    error: "the sender may no longer send this message".into(),
+                };
+            }
             let idle = lock(&pool.idle).pop();
             let (conn, reused) = match idle {
                 Some(conn) => (conn, true),

@@ -19,4 +19,4 @@ pub use store::{
     AggregateBatch, Fence, Lease, LedgerEntry, MessageState, Settlement, SettlementEntry, Store,
     StoreError, StoredOffset, StoredProof,
 };
-pub use transport::{DeliveryOutcome, OutboundMessage, Transport};
+pub use transport::{DeliveryOutcome, OutboundMessage, SendGuard, Transport};

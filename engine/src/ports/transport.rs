@@ -15,6 +15,16 @@ pub struct OutboundMessage {
     pub rcpt_to: EmailAddress,
     /// The RFC 5322 message, CRLF line ends, not dot-stuffed.
     pub data: Arc<[u8]>,
+    /// Asked just before the transaction starts (after any wait for a connection):
+    /// when it says no, the transport sends nothing and answers `Transient`.
+    pub guard: Option<Arc<dyn SendGuard>>,
+}
+
+/// Whether a message may still be sent, e.g. because the sender still holds the lease
+/// of its partition.
+pub trait SendGuard: Send + Sync + std::fmt::Debug {
+    /// True while sending is allowed.
+    fn may_send(&self) -> bool;
 }
 
 /// What became of one delivery attempt.

@@ -25,6 +25,7 @@ pub fn message(from: &str, to: &str, data: &[u8]) -> OutboundMessage {
         mail_from: address(from),
         rcpt_to: address(to),
         data: data.into(),
+        guard: None,
     }
 }
 

@@ -295,3 +295,39 @@ async fn idle_connections_are_closed_on_request() {
     transport.close_idle().await;
     assert_eq!(transport.idle_connections(), 0);
 }
+
+/// A guard that says whether sending is still allowed.
+#[derive(Debug)]
+struct Switch(std::sync::atomic::AtomicBool);
+
+impl maily_engine::ports::SendGuard for Switch {
+    fn may_send(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn a_guard_that_says_no_stops_the_transaction_before_it_starts() {
+    let sink = start_sink(SinkConfig::default()).await;
+    let transport = transport_to(sink.addr(), params());
+    let switch = Arc::new(Switch(std::sync::atomic::AtomicBool::new(true)));
+    let mut msg = message("shop@shop.example", "ann@example.com", &body(1));
+    msg.guard = Some(switch.clone());
+    assert!(matches!(
+        transport.deliver(&msg).await,
+        DeliveryOutcome::Delivered { .. }
+    ));
+
+    switch.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    match transport.deliver(&msg).await {
+        DeliveryOutcome::Transient { reply: None, error } => {
+            assert!(error.contains("may no longer send"), "{error}");
+        }
+        other => panic!("expected a refusal before sending, got {other:?}"),
+    }
+    assert_eq!(
+        sink.accepted(),
+        1,
+        "nothing was sent after the guard said no"
+    );
+}
