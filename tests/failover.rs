@@ -145,6 +145,22 @@ flush_interval = "{flush_interval}"
     path
 }
 
+/// Switches a written configuration to a Postgres store in a schema of its own.
+fn use_postgres(config: &Path) {
+    let url = std::env::var("MAILY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let toml = std::fs::read_to_string(config).expect("config readable");
+    let (before, after) = toml.split_once("[store]").expect("a [store] section");
+    let rest = after.split_once('\n').map_or("", |(_, r)| r);
+    let rest = rest.split_once('\n').map_or("", |(_, r)| r);
+    let store = format!(
+        "[store]\nkind = \"postgres\"\n[store.postgres]\nurl = \"{url}\"\nschema = \"{schema}\"\n\
+         statement_timeout = \"2s\"\nacquire_timeout = \"2s\"\n"
+    );
+    std::fs::write(config, format!("{before}{store}{rest}")).expect("config written");
+}
+
 /// Waits until `check` holds, failing with `what` and the processes' logs.
 async fn wait_until<F, Fut>(what: &str, limit: Duration, procs: &[&Serve], mut check: F)
 where
@@ -308,6 +324,9 @@ fn a_paused_process_that_lost_its_lease_cannot_write() {
         let sink = SmtpSink::start(SinkConfig::default()).await.unwrap();
         // A long flush interval: the zombie is all but sure to hold unflushed events.
         let config = write_config(dir.path(), sink.addr(), "2s");
+        // Postgres, not SQLite: a process frozen inside a SQLite write transaction
+        // locks the whole file for everyone, while Postgres ends its session.
+        use_postgres(&config);
         let settings = Settings::load(Some(&config)).unwrap();
         let a = Serve::spawn(&config, "a", dir.path());
         wait_until(

@@ -150,9 +150,12 @@ impl PostgresStore {
             options.get_port(),
             options.get_database().unwrap_or("")
         );
+        // A client that stops in the middle of a transaction (a paused process) must
+        // not hold its row locks, and so other processes' lease takeovers, forever:
+        // the server ends such a session after the statement timeout.
         let mut setup = format!(
-            "SET statement_timeout = {}",
-            params.statement_timeout.as_millis()
+            "SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}",
+            ms = params.statement_timeout.as_millis()
         );
         if let Some(name) = &params.schema {
             // The schema need not exist yet: search_path accepts missing schemas, and
