@@ -19,6 +19,7 @@ pub mod memory_hot;
 mod migration;
 pub mod postgres;
 pub mod redis_hot;
+mod row_reader;
 pub mod sqlite;
 
 pub use memory_hot::MemoryHotState;

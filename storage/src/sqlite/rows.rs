@@ -1,14 +1,12 @@
 //! Translation between engine values and SQLite rows, and of sqlx errors into
 //! [`StoreError`]s a caller can act on.
 
-use maily_engine::merkle::Hash32;
+use maily_engine::CampaignStats;
 use maily_engine::ports::StoreError;
-use maily_engine::{CampaignStats, TenantId};
+use sqlx::Row;
 use sqlx::error::ErrorKind;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite};
 use std::fmt::Display;
-use std::str::FromStr;
 
 // Primary result codes (the low byte of SQLite's extended codes) that mean the
 // database file itself is damaged rather than busy or unreachable.
@@ -123,101 +121,8 @@ pub(super) fn raw_text(row: &SqliteRow, column: &str) -> String {
         .unwrap_or_else(|_| "(unreadable key)".into())
 }
 
-/// Reads the columns of one row, naming its table and key in every error.
-pub(super) struct RowReader<'r> {
-    row: &'r SqliteRow,
-    table: &'static str,
-    key: String,
-}
-
-impl<'r> RowReader<'r> {
-    /// A reader for `row` of `table`, identified in errors by `key`.
-    pub(super) fn new(row: &'r SqliteRow, table: &'static str, key: impl Display) -> Self {
-        RowReader {
-            row,
-            table,
-            key: key.to_string(),
-        }
-    }
-
-    /// Names this row in a corruption error.
-    pub(super) fn corrupt(&self, column: &str, reason: impl Display) -> StoreError {
-        StoreError::Corrupt(format!(
-            "{} row {}: column {column}: {reason}",
-            self.table, self.key
-        ))
-    }
-
-    /// A column decoded as `T`.
-    pub(super) fn get<T>(&self, column: &str) -> Result<T, StoreError>
-    where
-        T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
-    {
-        self.row
-            .try_get::<T, _>(column)
-            .map_err(|e| self.corrupt(column, e))
-    }
-
-    /// A non-negative INTEGER column as u64.
-    pub(super) fn u64(&self, column: &str) -> Result<u64, StoreError> {
-        let v: i64 = self.get(column)?;
-        u64::try_from(v).map_err(|_| self.corrupt(column, format!("negative value {v}")))
-    }
-
-    /// An INTEGER column that must fit a u32.
-    pub(super) fn u32(&self, column: &str) -> Result<u32, StoreError> {
-        let v: i64 = self.get(column)?;
-        u32::try_from(v).map_err(|_| self.corrupt(column, format!("{v} is not a u32")))
-    }
-
-    /// A TEXT column parsed with `FromStr` (ids, addresses, decimal u128s).
-    pub(super) fn parse<T>(&self, column: &str) -> Result<T, StoreError>
-    where
-        T: FromStr,
-        T::Err: Display,
-    {
-        let text: String = self.get(column)?;
-        text.parse()
-            .map_err(|e: T::Err| self.corrupt(column, format!("{text:?}: {e}")))
-    }
-
-    /// A tenant slug column.
-    pub(super) fn tenant(&self, column: &str) -> Result<TenantId, StoreError> {
-        let text: String = self.get(column)?;
-        TenantId::parse(&text).map_err(|e| self.corrupt(column, e))
-    }
-
-    /// A 32-byte BLOB column.
-    pub(super) fn hash(&self, column: &str) -> Result<Hash32, StoreError> {
-        let bytes: Vec<u8> = self.get(column)?;
-        Hash32::try_from(bytes.as_slice())
-            .map_err(|_| self.corrupt(column, format!("{} bytes, expected 32", bytes.len())))
-    }
-
-    /// A BLOB column of concatenated 32-byte hashes.
-    pub(super) fn hashes(&self, column: &str) -> Result<Vec<Hash32>, StoreError> {
-        let bytes: Vec<u8> = self.get(column)?;
-        let chunks = bytes.chunks_exact(32);
-        if !chunks.remainder().is_empty() {
-            return Err(self.corrupt(
-                column,
-                format!("{} bytes, not a multiple of 32", bytes.len()),
-            ));
-        }
-        Ok(chunks
-            .map(|c| Hash32::try_from(c).expect("chunks are 32 bytes"))
-            .collect())
-    }
-
-    /// The 12 stats counters, read by their [`CampaignStats::FIELDS`] names.
-    pub(super) fn stats(&self) -> Result<CampaignStats, StoreError> {
-        let mut values = [0u64; 12];
-        for (v, column) in values.iter_mut().zip(CampaignStats::FIELDS) {
-            *v = self.u64(column)?;
-        }
-        Ok(CampaignStats::from_array(values))
-    }
-}
+/// Reads the columns of one SqliteRow, naming its table and key in every error.
+pub(super) type RowReader<'r> = crate::row_reader::RowReader<'r, SqliteRow>;
 
 #[cfg(test)]
 mod tests {
