@@ -147,7 +147,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     ));
     let settings = Settings::from_figment(fig)?;
     let ports = build_ports(&settings).await?;
-    let engine = maily_actors::start(ports.clone(), engine_settings(&settings)).await?;
+    let engine = maily_actors::start(ports.clone(), engine_settings(&settings)?).await?;
     let intake = Intake::new(ports.log.clone(), ports.store.clone());
 
     let tenant = TenantId::parse("demo").expect("valid tenant");

@@ -10,7 +10,7 @@ use tracing::info;
 pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     let settings = Settings::load(config).context("loading configuration")?;
     let ports = build_ports(&settings).await?;
-    let engine = maily_actors::start(ports, engine_settings(&settings)).await?;
+    let engine = maily_actors::start(ports, engine_settings(&settings)?).await?;
     info!(partitions = settings.engine.partitions, store = %settings.store.path, "maily serving");
     wait_for_signal().await?;
     info!("signal received, shutting down");

@@ -9,10 +9,22 @@ use maily_actors::ownership::OwnershipSettings;
 use maily_actors::sender::SenderSettings;
 use maily_actors::supervisor::RestartPolicy;
 use maily_chain::LedgerChain;
-use maily_config::{HotKind, LogKind, Settings, StoreKind};
-use maily_engine::ports::{Chain, EventLog, HotState, Store};
+use maily_actors::compose::{Composer, MessageSigner};
+use maily_config::{
+    HotKind, LimitSection, LimitsSection, LogKind, Settings, SmtpSection, StoreKind,
+};
+use maily_engine::bounce::rules::Rules;
+use maily_engine::ports::{Chain, EventLog, HotState, Resolver, Store};
 use maily_engine::reward::RewardFormula;
-use maily_smtp::{SmtpClientParams, SmtpTransport, StaticRoutes};
+use maily_engine::tracking::{TokenKey, TokenKeys, Tracking};
+use maily_engine::verp::VerpCodec;
+use maily_engine::{Domain, EmailAddress};
+use maily_smtp::tls::client_config;
+use maily_smtp::{
+    CertificateCheck, DkimKey, DkimSigner, Limit, MxOptions, MxResolver, Rate, RoutingResolver,
+    Scope, ScopeKind, SmtpClientParams, SmtpTransport, StaticRoutes, ThrottleTable, Throttles,
+    TlsMode,
+};
 use maily_storage::postgres::{PostgresParams, PostgresStore};
 use maily_storage::redis_hot::{RedisHotState, RedisParams};
 use maily_storage::{MemoryHotState, SqliteParams, SqliteStore};
@@ -131,17 +143,7 @@ pub async fn build_ports(settings: &Settings) -> anyhow::Result<Ports> {
             )
         }
     };
-    let routes = StaticRoutes::from_entries(&settings.smtp.routes).context("smtp.routes")?;
-    let transport = SmtpTransport::new(
-        Arc::new(routes),
-        SmtpClientParams {
-            helo_name: settings.smtp.helo_name.clone(),
-            max_connections_per_route: settings.smtp.max_connections_per_route,
-            max_messages_per_connection: settings.smtp.max_messages_per_connection,
-            connect_timeout: settings.smtp.connect_timeout,
-            command_timeout: settings.smtp.command_timeout,
-        },
-    );
+    let transport = build_transport(&settings.smtp)?;
     let mut chains: Vec<Arc<dyn Chain>> = Vec::new();
     for name in &settings.anchor.chains {
         match name.as_str() {
@@ -158,22 +160,194 @@ pub async fn build_ports(settings: &Settings) -> anyhow::Result<Ports> {
     })
 }
 
+/// The SMTP transport: routes, TLS, source-IP pools and limits from `[smtp]`.
+pub fn build_transport(smtp: &SmtpSection) -> anyhow::Result<SmtpTransport> {
+    let routes = StaticRoutes::from_entries(&smtp.routes).context("smtp.routes")?;
+    let resolver: Arc<dyn Resolver> = match smtp.resolver.as_str() {
+        "dns" => {
+            let mx = MxResolver::from_system_conf(&MxOptions {
+                port: smtp.mx_port,
+                ..MxOptions::default()
+            })
+            .context("smtp.resolver = \"dns\": reading the system's DNS configuration")?;
+            let routing = RoutingResolver::new(routes, mx);
+            if !routing.consults_fallback() {
+                bail!(
+                    "smtp.resolver = \"dns\" but smtp.routes has a \"*\" smart host, so DNS would never be asked; remove one of them"
+                );
+            }
+            Arc::new(routing)
+        }
+        _ => Arc::new(routes),
+    };
+    let tls: TlsMode = smtp.tls.parse().map_err(|e: String| anyhow::anyhow!("smtp.tls: {e}"))?;
+    let check = match smtp.tls_verify.as_str() {
+        "none" => CertificateCheck::None,
+        "webpki" => CertificateCheck::WebPki,
+        path => CertificateCheck::CaFile(path.into()),
+    };
+    let tls_config = client_config(&check).context("smtp.tls_verify")?;
+    let transport = SmtpTransport::new(
+        resolver,
+        SmtpClientParams {
+            helo_name: smtp.helo_name.clone(),
+            max_connections_per_route: smtp.max_connections_per_route,
+            max_messages_per_connection: smtp.max_messages_per_connection,
+            connect_timeout: smtp.connect_timeout,
+            command_timeout: smtp.command_timeout,
+            tls,
+            source_pools: smtp.source_pools.clone(),
+            tenant_pools: smtp.tenant_pools.clone(),
+            default_pool: (!smtp.default_pool.is_empty()).then(|| smtp.default_pool.clone()),
+        },
+    )
+    .with_tls_config(tls_config)
+    .with_throttles(Arc::new(Throttles::new(throttle_table(&smtp.limits)?)));
+    Ok(transport)
+}
+
+/// `[smtp.limits]` as the transport's table; errors name the entry.
+pub fn throttle_table(limits: &LimitsSection) -> anyhow::Result<ThrottleTable> {
+    fn limit(key: &str, l: &LimitSection) -> anyhow::Result<Limit> {
+        let rate = l
+            .rate
+            .as_deref()
+            .map(str::parse::<Rate>)
+            .transpose()
+            .with_context(|| format!("smtp.limits.{key}.rate"))?;
+        Ok(Limit {
+            max_connections: l.max_connections,
+            max_messages_per_connection: l.max_messages_per_connection,
+            rate,
+            burst: l.burst,
+        })
+    }
+    let mut table = ThrottleTable::default();
+    for (kind, key, l) in [
+        (ScopeKind::Domain, "domain", &limits.domain),
+        (ScopeKind::Tenant, "tenant", &limits.tenant),
+        (ScopeKind::Pool, "pool", &limits.pool),
+    ] {
+        if *l != LimitSection::default() {
+            table.defaults.insert(kind, limit(key, l)?);
+        }
+    }
+    for (name, l) in &limits.domains {
+        let key = format!("domains.{name:?}");
+        table.scopes.insert(Scope::domain(name), limit(&key, l)?);
+    }
+    for (name, l) in &limits.tenants {
+        let key = format!("tenants.{name}");
+        table.scopes.insert(Scope::Tenant(name.clone()), limit(&key, l)?);
+    }
+    for (name, l) in &limits.pools {
+        let key = format!("pools.{name}");
+        table.scopes.insert(Scope::Pool(name.clone()), limit(&key, l)?);
+    }
+    Ok(table)
+}
+
+/// DKIM signing through the SMTP crate's signer.
+struct Dkim(DkimSigner);
+
+impl MessageSigner for Dkim {
+    fn sign(&self, from_domain: &str, message: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
+        Ok(self.0.sign(from_domain, message)?)
+    }
+}
+
+/// The sender's composition: VERP, tracking and DKIM from their sections.
+pub fn composer(s: &Settings) -> anyhow::Result<Composer> {
+    let verp = if s.verp.domain.is_empty() {
+        None
+    } else {
+        let domain = Domain::parse(&s.verp.domain).context("verp.domain")?;
+        let codec = VerpCodec::new(&s.verp.prefix, domain, s.verp.secret.0.as_bytes())
+            .context("verp")?;
+        Some(Arc::new(codec))
+    };
+    let tracking = if s.tracking.base_url.is_empty() {
+        None
+    } else {
+        let t = &s.tracking;
+        let current = TokenKey::from_hex(t.key_id, &t.secret.0).context("tracking.secret")?;
+        let previous = t
+            .previous
+            .iter()
+            .map(|k| TokenKey::from_hex(k.id, &k.secret.0))
+            .collect::<Result<Vec<_>, _>>()
+            .context("tracking.previous")?;
+        let keys = TokenKeys::new(current, previous).context("tracking keys")?;
+        let tracking = Tracking::new(&t.base_url, keys)
+            .context("tracking.base_url")?
+            .with_opens(t.opens)
+            .with_clicks(t.clicks);
+        Some(Arc::new(tracking))
+    };
+    let unsubscribe_mailto = if s.tracking.unsubscribe_mailto.is_empty() {
+        None
+    } else {
+        Some(
+            EmailAddress::parse(&s.tracking.unsubscribe_mailto)
+                .context("tracking.unsubscribe_mailto")?,
+        )
+    };
+    let signer: Option<Arc<dyn MessageSigner>> = if s.dkim.keys.is_empty() {
+        None
+    } else {
+        let mut signer = DkimSigner::new();
+        for k in &s.dkim.keys {
+            let key = DkimKey::from_file(&k.domain, &k.selector, &k.key_file)
+                .with_context(|| format!("dkim.keys: domain {}", k.domain))?;
+            if k.domain == "*" {
+                signer.set_fallback(key);
+            } else {
+                signer
+                    .add_key(key)
+                    .with_context(|| format!("dkim.keys: domain {}", k.domain))?;
+            }
+        }
+        Some(Arc::new(Dkim(signer)))
+    };
+    Ok(Composer {
+        verp,
+        tracking,
+        unsubscribe_mailto,
+        signer,
+    })
+}
+
+/// The bounce rules: the configured file, or the shipped ones.
+pub fn bounce_rules(s: &Settings) -> anyhow::Result<Arc<Rules>> {
+    if s.bounce.rules_file.is_empty() {
+        return Ok(Arc::new(Rules::defaults().clone()));
+    }
+    let path = &s.bounce.rules_file;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("bounce.rules_file: reading {path}"))?;
+    let rules = Rules::from_toml(&text).with_context(|| format!("bounce.rules_file {path}"))?;
+    Ok(Arc::new(rules))
+}
+
 /// The actors' settings.
-pub fn engine_settings(s: &Settings) -> EngineSettings {
+pub fn engine_settings(s: &Settings) -> anyhow::Result<EngineSettings> {
     let f = s.reward.formula;
-    EngineSettings {
+    Ok(EngineSettings {
         partitions: s.engine.partitions,
         sender: SenderSettings {
             batch_size: s.sender.batch_size,
             concurrency: s.sender.concurrency,
             idle_wait: s.sender.idle_wait,
             retry_tiers: s.sender.retry_tiers.iter().map(|d| d.0).collect(),
+            retry_jitter: s.sender.retry_jitter,
             max_attempts: s.sender.max_attempts,
             max_age: s.sender.max_age,
             idempotency_ttl: s.sender.idempotency_ttl,
             in_flight_timeout: s.sender.in_flight_timeout,
+            composer: composer(s)?,
         },
         bounce_batch_size: s.bounce.batch_size,
+        bounce_rules: bounce_rules(s)?,
         analytics: AnalyticsSettings {
             flush_size: s.analytics.flush_size,
             flush_interval: s.analytics.flush_interval,
@@ -197,7 +371,7 @@ pub fn engine_settings(s: &Settings) -> EngineSettings {
             lease_ttl: s.ownership.lease_ttl,
             renew_interval: s.ownership.renew_interval,
         },
-    }
+    })
 }
 
 /// The configured member id, or `<hostname>-<pid>`.

@@ -1,13 +1,15 @@
 //! The bounce actor: classifies failure replies and reports from the inbound topic,
-//! suppresses hard bounces and emits bounce events.
+//! suppresses hard bounces and complaints, and emits bounce and complaint events.
 
 use crate::common::{Cursor, Outbox, Ports, decode_or_dead_letter, save_positions};
 use crate::worker::{Step, Worker};
 use anyhow::Context as _;
-use maily_engine::bounce::classify_reply;
+use maily_engine::bounce::SmtpReply;
+use maily_engine::bounce::rules::Rules;
 use maily_engine::ports::Fence;
-use maily_engine::records::{EventRecord, InboundRecord, topics};
-use maily_engine::{BounceClass, EventKind, Timestamp};
+use maily_engine::records::{EventRecord, InboundRecord, ReportKind, topics};
+use maily_engine::{BounceClass, EmailAddress, EventKind, TenantId, Timestamp};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::info;
 
@@ -21,6 +23,7 @@ pub struct BounceWorker {
     idle_wait: Duration,
     cursor: Option<Cursor>,
     fence: Option<Fence>,
+    rules: Arc<Rules>,
 }
 
 impl BounceWorker {
@@ -31,6 +34,7 @@ impl BounceWorker {
         batch_size: usize,
         idle_wait: Duration,
         fence: Option<Fence>,
+        rules: Arc<Rules>,
     ) -> Self {
         BounceWorker {
             ports,
@@ -39,7 +43,58 @@ impl BounceWorker {
             idle_wait,
             cursor: None,
             fence,
+            rules,
         }
+    }
+}
+
+impl BounceWorker {
+    /// Classifies a failure reply; a hard bounce suppresses the address.
+    async fn bounce(
+        &self,
+        tenant: &TenantId,
+        recipient: &EmailAddress,
+        reply: &SmtpReply,
+        source: &'static str,
+    ) -> anyhow::Result<EventKind> {
+        let verdict = self.rules.classify(reply);
+        let class = match verdict.class {
+            BounceClass::Hard => "hard",
+            BounceClass::Soft => "soft",
+        };
+        metrics::counter!("maily_bounces_total", "reason" => verdict.reason.as_str(), "class" => class, "source" => source)
+            .increment(1);
+        if verdict.class == BounceClass::Hard {
+            let why = format!("hard bounce: {}", verdict.reason);
+            self.suppress(tenant, recipient, &why).await?;
+        }
+        Ok(EventKind::Bounced {
+            class: verdict.class,
+            reason: verdict.reason,
+            status: reply.enhanced.map(|e| e.to_string()),
+            reply: reply.to_string(),
+        })
+    }
+
+    /// Suppresses an address for good: the store first (the record), then the cache.
+    async fn suppress(
+        &self,
+        tenant: &TenantId,
+        recipient: &EmailAddress,
+        why: &str,
+    ) -> anyhow::Result<()> {
+        self.ports
+            .store
+            .suppress(tenant, recipient, why)
+            .await
+            .context("storing suppression")?;
+        self.ports
+            .hot
+            .suppress(tenant, recipient)
+            .await
+            .context("caching suppression")?;
+        info!(tenant = %tenant, recipient = %recipient, why, "address suppressed");
+        Ok(())
     }
 }
 
@@ -60,7 +115,9 @@ impl Worker for BounceWorker {
 
     async fn step(&mut self) -> anyhow::Result<Step> {
         let log = self.ports.log.clone();
-        let cursor = self.cursor.as_mut().context("bounce worker not loaded")?;
+        // Worked on a copy: classification borrows the worker; on an error the actor is
+        // rebuilt from the stored position anyway.
+        let mut cursor = self.cursor.clone().context("bounce worker not loaded")?;
         let records = cursor
             .fetch(log.as_ref(), self.batch_size, self.idle_wait)
             .await?;
@@ -80,7 +137,7 @@ impl Worker for BounceWorker {
             else {
                 continue;
             };
-            match inbound {
+            let event = match inbound {
                 InboundRecord::SyncReply {
                     message_id,
                     tenant,
@@ -88,41 +145,55 @@ impl Worker for BounceWorker {
                     recipient,
                     reply,
                 } => {
-                    let verdict = classify_reply(&reply);
-                    metrics::counter!("maily_bounces_total", "reason" => verdict.reason.as_str(), "class" => match verdict.class { BounceClass::Hard => "hard", BounceClass::Soft => "soft" }).increment(1);
-                    if verdict.class == BounceClass::Hard {
-                        let why = format!("hard bounce: {}", verdict.reason);
-                        self.ports
-                            .store
-                            .suppress(&tenant, &recipient, &why)
-                            .await
-                            .context("storing suppression")?;
-                        self.ports
-                            .hot
-                            .suppress(&tenant, &recipient)
-                            .await
-                            .context("caching suppression")?;
-                        info!(tenant = %tenant, recipient = %recipient, reason = %verdict.reason, "suppressed after hard bounce");
-                    }
-                    let event = EventRecord {
-                        message_id,
-                        tenant,
-                        campaign,
-                        recipient,
-                        at: Timestamp::now(),
-                        kind: EventKind::Bounced {
-                            class: verdict.class,
-                            reason: verdict.reason,
-                            status: reply.enhanced.map(|e| e.to_string()),
-                            reply: reply.to_string(),
-                        },
-                    };
-                    outbox.push(topics::EVENTS, &campaign, &event);
+                    let kind = self.bounce(&tenant, &recipient, &reply, "sync").await?;
+                    Some((message_id, tenant, campaign, recipient, kind))
                 }
+                InboundRecord::Report {
+                    message_id,
+                    tenant,
+                    campaign,
+                    recipient,
+                    report,
+                } => {
+                    metrics::counter!("maily_reports_total", "kind" => match &report.kind {
+                        ReportKind::Bounce => "bounce",
+                        ReportKind::Delay => "delay",
+                        ReportKind::Complaint { .. } => "complaint",
+                    }, "attributed_by" => report.attributed_by.clone())
+                    .increment(1);
+                    match &report.kind {
+                        ReportKind::Bounce => {
+                            let reply = report.reply.clone().unwrap_or_else(|| {
+                                SmtpReply::new(550, "5.0.0 bounce report without a status")
+                            });
+                            let kind = self.bounce(&tenant, &recipient, &reply, "report").await?;
+                            Some((message_id, tenant, campaign, recipient, kind))
+                        }
+                        // A relay still trying tells nothing to act on yet.
+                        ReportKind::Delay => None,
+                        ReportKind::Complaint { feedback_type } => {
+                            let why = format!("complaint: {feedback_type}");
+                            self.suppress(&tenant, &recipient, &why).await?;
+                            Some((message_id, tenant, campaign, recipient, EventKind::Complained))
+                        }
+                    }
+                }
+            };
+            if let Some((message_id, tenant, campaign, recipient, kind)) = event {
+                let event = EventRecord {
+                    message_id,
+                    tenant,
+                    campaign,
+                    recipient,
+                    at: Timestamp::now(),
+                    kind,
+                };
+                outbox.push(topics::EVENTS, &campaign, &event);
             }
         }
         outbox.send(log.as_ref(), &[topics::EVENTS]).await?;
-        save_positions(&self.ports, GROUP, &[&*cursor], self.fence.as_ref()).await?;
+        save_positions(&self.ports, GROUP, &[&cursor], self.fence.as_ref()).await?;
+        self.cursor = Some(cursor);
         Ok(Step::Busy)
     }
 

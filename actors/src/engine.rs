@@ -12,6 +12,7 @@ use crate::supervisor::{Factory, RestartCounter, RestartPolicy, supervise};
 use crate::worker::{Command, Shutdown, Worker, WorkerActor};
 use actix::{Actor, Addr};
 use anyhow::{Context as _, anyhow};
+use maily_engine::bounce::rules::Rules;
 use maily_engine::Timestamp;
 use maily_engine::ports::AnchorReceipt;
 use maily_engine::ports::Lease;
@@ -33,6 +34,8 @@ pub struct EngineSettings {
     pub partitions: u32,
     pub sender: SenderSettings,
     pub bounce_batch_size: usize,
+    /// Reply-text rules for classifying bounces.
+    pub bounce_rules: Arc<Rules>,
     pub analytics: AnalyticsSettings,
     pub reward_formula: RewardFormula,
     pub epoch_interval: Duration,
@@ -182,14 +185,22 @@ impl Inner {
                 Some(g.clone()),
             )
         });
-        let (ports, batch, idle, fe) = (
+        let (ports, batch, idle, fe, rules) = (
             self.ports.clone(),
             self.settings.bounce_batch_size,
             self.settings.sender.idle_wait,
             fence.clone(),
+            Arc::clone(&self.settings.bounce_rules),
         );
         let bounce = self.sup.spawn(format!("bounce/{p}"), move || {
-            BounceWorker::new(ports.clone(), p, batch, idle, Some(fe.clone()))
+            BounceWorker::new(
+                ports.clone(),
+                p,
+                batch,
+                idle,
+                Some(fe.clone()),
+                Arc::clone(&rules),
+            )
         });
         let (ports, a, f, fe) = (
             self.ports.clone(),

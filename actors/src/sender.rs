@@ -7,6 +7,7 @@
 //! (one hot-state write); a claim found in flight is waited for, and taken over only
 //! once older than `in_flight_timeout`.
 
+use crate::compose::Composer;
 use crate::common::{
     Cursor, Outbox, Ports, decode_or_dead_letter, hot_down, hot_ok, save_positions,
 };
@@ -16,7 +17,6 @@ use crate::worker::{Step, Worker};
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use maily_engine::bounce::SmtpReply;
-use maily_engine::message::{Envelope, build};
 use maily_engine::ports::{Claim, DeliveryOutcome, Fence, OutboundMessage, StoreError};
 use maily_engine::records::{EventRecord, InboundRecord, SendRecord, topics};
 use maily_engine::template::CompiledTemplate;
@@ -36,13 +36,19 @@ pub struct SenderSettings {
     pub concurrency: usize,
     /// How long a fetch waits for new records when idle.
     pub idle_wait: Duration,
-    /// Delay of each retry tier; attempt n waits in tier min(n-1, last).
+    /// Delay of each retry tier; attempt n waits in tier min(n-1, last). The tiers
+    /// grow exponentially in the defaults; each delay is stretched by a jitter.
     pub retry_tiers: Vec<Duration>,
+    /// Up to this fraction of a tier's delay is added to each retry, so messages
+    /// deferred together do not all come back in the same instant.
+    pub retry_jitter: f64,
     pub max_attempts: u32,
     /// A message older than this is expired instead of retried.
     pub max_age: Duration,
     pub idempotency_ttl: Duration,
     pub in_flight_timeout: Duration,
+    /// Return path, links and signature.
+    pub composer: Composer,
 }
 
 /// A campaign ready to render.
@@ -364,17 +370,25 @@ async fn process(
         }
     };
     let campaign = &plan.campaign;
-    let data = build(
-        &Envelope {
-            message_id: rec.message_id,
-            campaign: campaign.id,
-            from: &campaign.from,
-            from_name: campaign.from_name.as_deref(),
-            to: &rec.recipient,
-            date: Timestamp::now(),
-        },
+    let composed = match settings.composer.compose(
+        &rec.tenant,
+        campaign,
+        rec.message_id,
+        &rec.recipient,
         &rendered,
-    );
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            // A broken key or codec is the operator's to fix; the message is refused
+            // with the reason rather than retried forever.
+            return Ok(vec![event(
+                &rec,
+                EventKind::Rejected {
+                    reason: format!("composing the message failed: {e:#}"),
+                },
+            )]);
+        }
+    };
 
     let key = format!("send:{}", rec.message_id);
     let ttl = settings.idempotency_ttl;
@@ -413,9 +427,10 @@ async fn process(
 
     let message = OutboundMessage {
         message_id: rec.message_id,
-        mail_from: campaign.from.clone(),
+        tenant: rec.tenant.clone(),
+        mail_from: composed.mail_from,
         rcpt_to: rec.recipient.clone(),
-        data: data.into(),
+        data: composed.data.into(),
         guard: lease
             .as_ref()
             .map(|(g, _)| Arc::clone(g) as Arc<dyn maily_engine::ports::SendGuard>),
@@ -445,7 +460,8 @@ async fn process(
             metrics::counter!("maily_deliveries_total", "result" => "deferred", "domain" => domain)
                 .increment(1);
             let text = reply.map(|r| r.to_string()).unwrap_or(error);
-            Ok(defer(&settings, rec, text))
+            let jitter = jitter_unit(&rec);
+            Ok(defer(&settings, rec, text, Timestamp::now(), jitter))
         }
     }
 }
@@ -466,9 +482,36 @@ async fn complete(
     Ok(())
 }
 
+/// A number in [0, 1) that is fixed for a message and attempt but spread evenly over
+/// messages: the retry jitter, deterministic so a replayed batch schedules the same.
+fn jitter_unit(rec: &SendRecord) -> f64 {
+    use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+    let hash = BuildHasherDefault::<DefaultHasher>::default()
+        .hash_one((rec.message_id.as_bytes(), rec.attempt));
+    (hash >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The wait before retry `attempt` (1 for the first failure): the attempt's tier
+/// delay stretched by `jitter` (in [0, 1)) times the configured fraction.
+fn retry_delay(settings: &SenderSettings, attempt: u32, jitter: f64) -> Option<(usize, Duration)> {
+    let last = settings.retry_tiers.len().checked_sub(1)?;
+    let tier = (attempt.max(1) as usize - 1).min(last);
+    let base = settings.retry_tiers[tier];
+    let stretch = settings.retry_jitter.clamp(0.0, 1.0) * jitter.clamp(0.0, 1.0);
+    Some((tier, base.mul_f64(1.0 + stretch)))
+}
+
 /// A temporary failure: retry through the delay tiers, or expire.
-fn defer(settings: &SenderSettings, rec: SendRecord, reply: String) -> Vec<Output> {
-    let now = Timestamp::now();
+///
+/// A tier's topic is read in order and waits at the first record not yet due, so the
+/// jitter also bounds how long a record can wait behind an earlier one of its tier.
+fn defer(
+    settings: &SenderSettings,
+    rec: SendRecord,
+    reply: String,
+    now: Timestamp,
+    jitter: f64,
+) -> Vec<Output> {
     let mut out = vec![
         event(&rec, EventKind::Injected),
         event(
@@ -479,9 +522,8 @@ fn defer(settings: &SenderSettings, rec: SendRecord, reply: String) -> Vec<Outpu
             },
         ),
     ];
-    let tier = (rec.attempt.max(1) as usize - 1).min(settings.retry_tiers.len().saturating_sub(1));
-    let delay = settings.retry_tiers.get(tier).copied();
-    let too_old = delay.is_none_or(|d| now.plus(d).since(rec.accepted_at) > settings.max_age);
+    let delay = retry_delay(settings, rec.attempt, jitter);
+    let too_old = delay.is_none_or(|(_, d)| now.plus(d).since(rec.accepted_at) > settings.max_age);
     if rec.attempt >= settings.max_attempts || too_old {
         out.push(event(
             &rec,
@@ -489,7 +531,7 @@ fn defer(settings: &SenderSettings, rec: SendRecord, reply: String) -> Vec<Outpu
                 attempts: rec.attempt,
             },
         ));
-    } else if let Some(delay) = delay {
+    } else if let Some((tier, delay)) = delay {
         let retry = SendRecord {
             attempt: rec.attempt + 1,
             not_before: Some(now.plus(delay)),
@@ -498,4 +540,96 @@ fn defer(settings: &SenderSettings, rec: SendRecord, reply: String) -> Vec<Outpu
         out.push(Output::Retry(tier, retry));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use maily_engine::{EmailAddress, MessageId, TenantId};
+
+    fn settings() -> SenderSettings {
+        SenderSettings {
+            batch_size: 1,
+            concurrency: 1,
+            idle_wait: Duration::ZERO,
+            retry_tiers: vec![
+                Duration::from_secs(60),
+                Duration::from_secs(240),
+                Duration::from_secs(960),
+            ],
+            retry_jitter: 0.1,
+            max_attempts: 6,
+            max_age: Duration::from_secs(3600),
+            idempotency_ttl: Duration::from_secs(60),
+            in_flight_timeout: Duration::from_secs(60),
+            composer: Composer::default(),
+        }
+    }
+
+    fn record(attempt: u32, accepted_at: Timestamp) -> SendRecord {
+        SendRecord {
+            message_id: MessageId::new(),
+            tenant: TenantId::parse("acme").unwrap(),
+            campaign: CampaignId::new(),
+            recipient: EmailAddress::parse("a@b.test").unwrap(),
+            vars: Default::default(),
+            attempt,
+            accepted_at,
+            not_before: None,
+        }
+    }
+
+    /// What `defer` decided: the retry's tier and due time, or expiry.
+    fn decision(out: &[Output]) -> Result<(usize, u32, Timestamp), u32> {
+        for o in out {
+            match o {
+                Output::Retry(tier, r) => return Ok((*tier, r.attempt, r.not_before.unwrap())),
+                Output::Event(EventRecord {
+                    kind: EventKind::Expired { attempts },
+                    ..
+                }) => return Err(*attempts),
+                _ => {}
+            }
+        }
+        panic!("neither retried nor expired")
+    }
+
+    #[test]
+    fn backoff_grows_through_the_tiers_with_bounded_jitter() {
+        let s = settings();
+        let t0 = Timestamp(1_000_000);
+        // attempt -> (tier, delay) at the extremes of the jitter.
+        let cases = [(1, 0, 60_000), (2, 1, 240_000), (3, 2, 960_000), (5, 2, 960_000)];
+        for (attempt, tier, delay_ms) in cases {
+            let out = defer(&s, record(attempt, t0), "451".into(), t0, 0.0);
+            assert_eq!(decision(&out), Ok((tier, attempt + 1, Timestamp(t0.0 + delay_ms))));
+            let out = defer(&s, record(attempt, t0), "451".into(), t0, 0.5);
+            let stretched = delay_ms + delay_ms / 20;
+            assert_eq!(decision(&out), Ok((tier, attempt + 1, Timestamp(t0.0 + stretched))));
+        }
+        // The jitter of a message is fixed per attempt, spread over messages, in [0, 1).
+        let rec = record(1, t0);
+        assert_eq!(jitter_unit(&rec), jitter_unit(&rec.clone()));
+        let units: Vec<f64> = (0..200).map(|_| jitter_unit(&record(1, t0))).collect();
+        assert!(units.iter().all(|u| (0.0..1.0).contains(u)));
+        assert!(units.iter().any(|u| *u < 0.3) && units.iter().any(|u| *u > 0.7));
+    }
+
+    #[test]
+    fn a_message_expires_at_max_attempts_or_when_the_retry_would_pass_max_age() {
+        let s = settings();
+        let t0 = Timestamp(5_000_000);
+        let out = defer(&s, record(6, t0), "451".into(), t0, 0.0);
+        assert_eq!(decision(&out), Err(6));
+        // Accepted 50 minutes ago: a 16-minute wait would pass the hour.
+        let accepted = Timestamp(t0.0 - 50 * 60_000);
+        assert_eq!(decision(&defer(&s, record(3, accepted), "451".into(), t0, 0.0)), Err(3));
+        // ...but a one-minute wait would not.
+        assert!(decision(&defer(&s, record(1, accepted), "451".into(), t0, 0.0)).is_ok());
+        // Every deferral reports the reply.
+        let out = defer(&s, record(1, t0), "451 4.7.1 try later".into(), t0, 0.0);
+        assert!(out.iter().any(|o| matches!(o, Output::Event(EventRecord {
+            kind: EventKind::Deferred { attempt: 1, reply }, ..
+        }) if reply == "451 4.7.1 try later")));
+    }
 }

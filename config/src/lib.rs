@@ -34,6 +34,10 @@ pub struct Settings {
     pub store: StoreSection,
     pub hot: HotSection,
     pub smtp: SmtpSection,
+    pub dkim: DkimSection,
+    pub verp: VerpSection,
+    pub tracking: TrackingSection,
+    pub inbound: InboundSection,
     pub sender: SenderSection,
     pub bounce: BounceSection,
     pub analytics: AnalyticsSection,
@@ -172,7 +176,130 @@ pub struct SmtpSection {
     pub connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
+    /// "off", "opportunistic" or "required".
+    pub tls: String,
+    /// "none", "webpki" or the path of a CA PEM file.
+    pub tls_verify: String,
+    /// "static" or "dns".
+    pub resolver: String,
+    pub mx_port: u16,
+    /// Source-IP pool of tenants not in `tenant_pools`; empty for none.
+    pub default_pool: String,
     pub routes: BTreeMap<String, String>,
+    pub source_pools: BTreeMap<String, Vec<std::net::IpAddr>>,
+    pub tenant_pools: BTreeMap<String, String>,
+    pub limits: LimitsSection,
+}
+
+/// `[smtp.limits]`: defaults per kind of scope and limits of named scopes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Applies to each domain without limits of its own.
+    #[serde(default)]
+    pub domain: LimitSection,
+    #[serde(default)]
+    pub tenant: LimitSection,
+    #[serde(default)]
+    pub pool: LimitSection,
+    #[serde(default)]
+    pub domains: BTreeMap<String, LimitSection>,
+    #[serde(default)]
+    pub tenants: BTreeMap<String, LimitSection>,
+    #[serde(default)]
+    pub pools: BTreeMap<String, LimitSection>,
+}
+
+/// One scope's limits; an absent key is unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSection {
+    pub max_connections: Option<usize>,
+    pub max_messages_per_connection: Option<usize>,
+    /// "<messages>/<s|m|h>", e.g. "50/s".
+    pub rate: Option<String>,
+    pub burst: Option<u32>,
+}
+
+/// A secret value: never shown by `Debug`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
+    }
+}
+
+/// `[dkim]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimSection {
+    pub keys: Vec<DkimKeySection>,
+}
+
+/// One `[[dkim.keys]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimKeySection {
+    /// The sending (From) domain the key signs for; "*" for every other domain.
+    pub domain: String,
+    pub selector: String,
+    /// A PEM file: Ed25519 (PKCS#8) or RSA of at least 2048 bits.
+    pub key_file: String,
+}
+
+/// `[verp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerpSection {
+    /// The domain of return paths; empty sends with the campaign's From as return path.
+    pub domain: String,
+    pub prefix: String,
+    /// HMAC key (at least 16 bytes) that signs return paths.
+    pub secret: Secret,
+}
+
+/// `[tracking]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingSection {
+    /// The tracking listener's public URL; empty turns tracking and the https
+    /// unsubscribe link off.
+    pub base_url: String,
+    pub opens: bool,
+    pub clicks: bool,
+    pub key_id: u8,
+    /// Hex HMAC key of at least 16 bytes.
+    pub secret: Secret,
+    /// Keys still accepted for tokens already sent.
+    pub previous: Vec<PreviousKey>,
+    /// An address that unsubscribes whoever writes to it; empty for none.
+    pub unsubscribe_mailto: String,
+}
+
+/// A retired tracking key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousKey {
+    pub id: u8,
+    pub secret: Secret,
+}
+
+/// `[inbound]`: the SMTP listener for bounces and complaints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundSection {
+    pub enabled: bool,
+    pub bind: std::net::SocketAddr,
+    pub hostname: String,
+    /// Feedback-loop addresses complaints arrive at.
+    pub complaint_addresses: Vec<String>,
+    pub max_message_size: usize,
+    /// PEM certificate and key to offer STARTTLS; empty for none.
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 /// A duration written like `30s` or `2h 5m`.
@@ -189,6 +316,7 @@ pub struct SenderSection {
     #[serde(with = "humantime_serde")]
     pub idle_wait: Duration,
     pub retry_tiers: Vec<HumanDuration>,
+    pub retry_jitter: f64,
     pub max_attempts: u32,
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
@@ -203,6 +331,8 @@ pub struct SenderSection {
 #[serde(deny_unknown_fields)]
 pub struct BounceSection {
     pub batch_size: usize,
+    /// A TOML file of reply-text rules; empty uses the shipped rules.
+    pub rules_file: String,
 }
 
 /// `[analytics]`
@@ -318,6 +448,64 @@ impl Settings {
         )?;
         positive("store.postgres.batch_rows", self.store.postgres.batch_rows)?;
         positive("hot.redis.pool_size", self.hot.redis.pool_size)?;
+        let one_of = |key: &'static str, value: &str, allowed: &[&str]| {
+            if allowed.contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::BadValue {
+                    key,
+                    reason: format!("{value:?} is not one of {allowed:?}"),
+                })
+            }
+        };
+        one_of("smtp.tls", &self.smtp.tls, &["off", "opportunistic", "required"])?;
+        one_of("smtp.resolver", &self.smtp.resolver, &["static", "dns"])?;
+        for (tenant, pool) in &self.smtp.tenant_pools {
+            if !self.smtp.source_pools.contains_key(pool) {
+                return Err(ConfigError::BadValue {
+                    key: "smtp.tenant_pools",
+                    reason: format!("tenant {tenant} uses pool {pool:?}, which smtp.source_pools lacks"),
+                });
+            }
+        }
+        if !self.smtp.default_pool.is_empty()
+            && !self.smtp.source_pools.contains_key(&self.smtp.default_pool)
+        {
+            return Err(ConfigError::BadValue {
+                key: "smtp.default_pool",
+                reason: format!("{:?} is not in smtp.source_pools", self.smtp.default_pool),
+            });
+        }
+        if let Some((name, _)) = self.smtp.source_pools.iter().find(|(_, a)| a.is_empty()) {
+            return Err(ConfigError::BadValue {
+                key: "smtp.source_pools",
+                reason: format!("pool {name:?} has no addresses"),
+            });
+        }
+        if !self.verp.domain.is_empty() && self.verp.secret.0.len() < 16 {
+            return Err(ConfigError::BadValue {
+                key: "verp.secret",
+                reason: "return paths are signed: set a secret of at least 16 characters (MAILY__VERP__SECRET)".into(),
+            });
+        }
+        if !self.tracking.base_url.is_empty() && self.tracking.secret.0.len() < 32 {
+            return Err(ConfigError::BadValue {
+                key: "tracking.secret",
+                reason: "tracking tokens are signed: set a hex key of at least 16 bytes (MAILY__TRACKING__SECRET)".into(),
+            });
+        }
+        if self.inbound.tls_cert.is_empty() != self.inbound.tls_key.is_empty() {
+            return Err(ConfigError::BadValue {
+                key: "inbound.tls_cert",
+                reason: "set both inbound.tls_cert and inbound.tls_key, or neither".into(),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.sender.retry_jitter) {
+            return Err(ConfigError::BadValue {
+                key: "sender.retry_jitter",
+                reason: format!("{} is not a fraction from 0 to 1", self.sender.retry_jitter),
+            });
+        }
         if self.sender.retry_tiers.is_empty() {
             return Err(ConfigError::BadValue {
                 key: "sender.retry_tiers",
@@ -372,7 +560,7 @@ mod tests {
         figment::Jail::expect_with(|_| {
             let s = Settings::load(None).expect("defaults are valid");
             assert_eq!(s.engine.partitions, 8);
-            assert_eq!(s.sender.retry_tiers[0].0, Duration::from_secs(30));
+            assert_eq!(s.sender.retry_tiers[0].0, Duration::from_secs(60));
             Ok(())
         });
     }

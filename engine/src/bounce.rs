@@ -1,12 +1,28 @@
 //! SMTP replies and their classification into bounce reasons.
 //!
 //! The reason vocabulary follows Sisimai's, so synchronous replies and asynchronous
-//! reports speak the same language. Classification uses the RFC 3463 enhanced status
-//! code first and the reply text second.
+//! reports speak the same language. Classification is layered ([`rules`]):
+//!
+//! 1. an ordered list of [`Rules`] on the reply text (optionally constrained by reply
+//!    code and enhanced status prefix), loaded from TOML; the shipped defaults live in
+//!    `config/bounce-rules.toml` and are embedded ([`DEFAULT_RULES_TOML`]);
+//! 2. the RFC 3463 enhanced status code ([`reason_from_status`]);
+//! 3. the basic reply code ([`reason_from_code`]).
+//!
+//! [`classify_reply`] uses the embedded defaults; [`Rules::classify`] uses any rule set.
+//! Each reason also falls into a coarse [`Category`] for reporting.
 
 use crate::domain::event::BounceClass;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::str::FromStr;
+
+pub mod rules;
+
+pub use rules::{
+    Basis, CodeMatch, DEFAULT_RULES_TOML, Decision, Pattern, Rule, RuleProblem, Rules, RulesError,
+    StatusMatch,
+};
 
 /// An RFC 3463 enhanced status code such as `5.1.1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -171,6 +187,43 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in declaration order.
+    pub const ALL: [Reason; 30] = {
+        use Reason::*;
+        [
+            UserUnknown,
+            MailboxFull,
+            HostUnknown,
+            HasMoved,
+            Blocked,
+            Rejected,
+            Filtered,
+            Expired,
+            SpamDetected,
+            VirusDetected,
+            PolicyViolation,
+            SecurityError,
+            Suspend,
+            MesgTooBig,
+            ExceedLimit,
+            NoRelaying,
+            NotAccept,
+            NetworkError,
+            SystemError,
+            SystemFull,
+            TooManyConn,
+            Speeding,
+            SyntaxError,
+            ContentError,
+            MailerError,
+            AuthFailure,
+            FailedStartTls,
+            RequirePtr,
+            NotCompliantRfc,
+            Undefined,
+        ]
+    };
+
     /// The reason's name as Sisimai spells it.
     pub fn as_str(&self) -> &'static str {
         use Reason::*;
@@ -215,9 +268,86 @@ impl Reason {
             Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved | Reason::NotAccept
         )
     }
+
+    /// The coarse category the reason falls into.
+    pub fn category(&self) -> Category {
+        use Reason::*;
+        match self {
+            UserUnknown | HasMoved | Suspend => Category::BadMailbox,
+            MailboxFull => Category::Quota,
+            Blocked | SpamDetected | VirusDetected | Filtered => Category::SpamBlock,
+            PolicyViolation | Rejected | SecurityError | AuthFailure | RequirePtr
+            | NotCompliantRfc | NoRelaying | Speeding | TooManyConn => Category::Policy,
+            HostUnknown | NotAccept => Category::Dns,
+            FailedStartTls => Category::Tls,
+            Expired | MesgTooBig | ExceedLimit | NetworkError | SystemError | SystemFull
+            | SyntaxError | ContentError | MailerError | Undefined => Category::Other,
+        }
+    }
 }
 
 impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not one of Sisimai's reasons.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a bounce reason (expected one of Sisimai's, e.g. userunknown, mailboxfull, blocked)"
+)]
+pub struct UnknownReason(pub String);
+
+impl FromStr for Reason {
+    type Err = UnknownReason;
+
+    /// Parses a reason as Sisimai spells it, ignoring ASCII case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Reason::ALL
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| UnknownReason(s.to_string()))
+    }
+}
+
+/// A coarse grouping of reasons for dashboards and alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Category {
+    /// The mailbox does not exist, moved or is disabled.
+    BadMailbox,
+    /// The mailbox is full.
+    Quota,
+    /// Block lists, reputation, spam and virus filters.
+    SpamBlock,
+    /// The receiver's policy: authentication, reverse DNS, rates, relaying, sender rejected.
+    Policy,
+    /// The destination domain does not exist or accepts no mail.
+    Dns,
+    /// TLS was required or failed.
+    Tls,
+    /// Everything else: size, network, system and unexplained failures.
+    Other,
+}
+
+impl Category {
+    /// The category's name: `bad-mailbox`, `quota`, `spam-block`, `policy`, `dns`,
+    /// `tls` or `other`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Category::BadMailbox => "bad-mailbox",
+            Category::Quota => "quota",
+            Category::SpamBlock => "spam-block",
+            Category::Policy => "policy",
+            Category::Dns => "dns",
+            Category::Tls => "tls",
+            Category::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for Category {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -230,23 +360,27 @@ pub struct Classification {
     pub class: BounceClass,
 }
 
-/// Classifies a negative SMTP reply received during delivery.
+impl Classification {
+    /// The coarse category of the reason.
+    pub fn category(&self) -> Category {
+        self.reason.category()
+    }
+}
+
+/// Classifies a negative SMTP reply received during delivery with the shipped rules
+/// ([`Rules::defaults`]).
 pub fn classify_reply(reply: &SmtpReply) -> Classification {
-    let reason = reason_from_text(&reply.text)
-        .or_else(|| reply.enhanced.and_then(reason_from_status))
-        .unwrap_or(match reply.code {
-            550 | 551 | 553 => Reason::Rejected,
-            552 => Reason::MailboxFull,
-            554 => Reason::Rejected,
-            421 => Reason::TooManyConn,
-            _ => Reason::Undefined,
-        });
-    let class = if reply.is_permanent() && reason.is_hard() {
-        BounceClass::Hard
-    } else {
-        BounceClass::Soft
-    };
-    Classification { reason, class }
+    Rules::defaults().classify(reply)
+}
+
+/// The reason the basic reply code alone implies, the last resort of classification.
+pub fn reason_from_code(code: u16) -> Reason {
+    match code {
+        550 | 551 | 553 | 554 => Reason::Rejected,
+        552 => Reason::MailboxFull,
+        421 => Reason::TooManyConn,
+        _ => Reason::Undefined,
+    }
 }
 
 /// The reason an enhanced status code alone implies (RFC 3463 and its registry).
@@ -279,86 +413,6 @@ pub fn reason_from_status(s: EnhancedStatus) -> Option<Reason> {
         (7, _) => SecurityError,
         _ => return None,
     })
-}
-
-/// Reply-text patterns checked before the status code; the first match wins.
-const TEXT_RULES: &[(&[&str], Reason)] = &[
-    // Before the user rules: "domain does not exist" is about the host.
-    (
-        &[
-            "host not found",
-            "domain not found",
-            "domain does not exist",
-            "no mx",
-            "unrouteable",
-            "host unknown",
-        ],
-        Reason::HostUnknown,
-    ),
-    (
-        &[
-            "user unknown",
-            "unknown user",
-            "no such user",
-            "does not exist",
-            "mailbox unavailable",
-            "recipient not found",
-            "invalid recipient",
-            "no mailbox here",
-            "address rejected",
-            "unknown recipient",
-        ],
-        Reason::UserUnknown,
-    ),
-    (
-        &[
-            "mailbox full",
-            "mailbox is full",
-            "quota",
-            "over quota",
-            "insufficient storage",
-        ],
-        Reason::MailboxFull,
-    ),
-    (&["spam", "junk mail"], Reason::SpamDetected),
-    (&["virus", "malware"], Reason::VirusDetected),
-    (
-        &[
-            "blacklist",
-            "blocklist",
-            "listed at",
-            "listed on",
-            "blocked",
-            "reputation",
-        ],
-        Reason::Blocked,
-    ),
-    (
-        &[
-            "relay access denied",
-            "relaying denied",
-            "not permitted to relay",
-        ],
-        Reason::NoRelaying,
-    ),
-    (&["too many connections"], Reason::TooManyConn),
-    (
-        &["rate limit", "too many messages", "try again later"],
-        Reason::Speeding,
-    ),
-    (
-        &["message size", "too large", "too big"],
-        Reason::MesgTooBig,
-    ),
-    (&["disabled", "suspended", "inactive"], Reason::Suspend),
-];
-
-fn reason_from_text(text: &str) -> Option<Reason> {
-    let lower = text.to_ascii_lowercase();
-    TEXT_RULES
-        .iter()
-        .find(|(needles, _)| needles.iter().any(|n| lower.contains(n)))
-        .map(|(_, r)| *r)
 }
 
 #[cfg(test)]
@@ -408,6 +462,33 @@ mod tests {
                 let _ = EnhancedStatus::parse(l);
             }
         }
+    }
+
+    #[test]
+    fn reasons_parse_back_and_fall_into_categories() {
+        let names: std::collections::BTreeSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), Reason::ALL.len());
+        for r in Reason::ALL {
+            assert_eq!(r.as_str().parse::<Reason>(), Ok(r));
+            assert_eq!(
+                serde_json::to_string(&r).unwrap(),
+                format!("\"{}\"", r.as_str())
+            );
+        }
+        assert_eq!("UserUnknown".parse::<Reason>(), Ok(Reason::UserUnknown));
+        assert!("nope".parse::<Reason>().is_err());
+        assert_eq!(Reason::UserUnknown.category(), Category::BadMailbox);
+        assert_eq!(Reason::MailboxFull.category(), Category::Quota);
+        assert_eq!(Reason::Blocked.category(), Category::SpamBlock);
+        assert_eq!(Reason::AuthFailure.category(), Category::Policy);
+        assert_eq!(Reason::HostUnknown.category(), Category::Dns);
+        assert_eq!(Reason::FailedStartTls.category(), Category::Tls);
+        assert_eq!(Reason::Undefined.category(), Category::Other);
+        assert_eq!(Category::SpamBlock.to_string(), "spam-block");
+        assert_eq!(
+            serde_json::to_string(&Category::BadMailbox).unwrap(),
+            "\"bad-mailbox\""
+        );
     }
 
     #[test]

@@ -11,9 +11,12 @@ pub mod message;
 pub mod partition;
 pub mod ports;
 pub mod records;
+pub mod report;
 pub mod reward;
 pub mod template;
 pub mod time;
+pub mod tracking;
+pub mod verp;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

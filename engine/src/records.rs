@@ -63,15 +63,56 @@ pub enum InboundRecord {
         recipient: EmailAddress,
         reply: SmtpReply,
     },
+    /// A report (DSN or ARF complaint) the inbound listener received and attributed
+    /// to one message.
+    Report {
+        message_id: MessageId,
+        tenant: TenantId,
+        campaign: CampaignId,
+        recipient: EmailAddress,
+        report: ReceivedReport,
+    },
 }
 
 impl InboundRecord {
     /// The campaign the record belongs to.
     pub fn campaign(&self) -> CampaignId {
         match self {
-            InboundRecord::SyncReply { campaign, .. } => *campaign,
+            InboundRecord::SyncReply { campaign, .. } | InboundRecord::Report { campaign, .. } => {
+                *campaign
+            }
         }
     }
+}
+
+/// What an asynchronous report says about one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceivedReport {
+    pub kind: ReportKind,
+    /// The failure reply (from the Diagnostic-Code, or made from the Status) of a bounce
+    /// or delay.
+    #[serde(default)]
+    pub reply: Option<SmtpReply>,
+    /// The server that refused the message, when the report names it.
+    #[serde(default)]
+    pub remote_mta: Option<String>,
+    /// The server that wrote the report.
+    #[serde(default)]
+    pub reporting_mta: Option<String>,
+    /// How the report was tied to the message: "verp", "return-path" or "headers".
+    pub attributed_by: String,
+}
+
+/// The kinds of asynchronous report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ReportKind {
+    /// A DSN with `Action: failed`: the message bounced after it was accepted.
+    Bounce,
+    /// A DSN with `Action: delayed`: a relay is still trying.
+    Delay,
+    /// An ARF report: the recipient (or their provider) complained.
+    Complaint { feedback_type: String },
 }
 
 /// One event about one message.

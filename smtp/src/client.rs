@@ -1,12 +1,16 @@
 //! The SMTP transport: a connection pool per route, one transaction per message.
 
-use crate::connection::{Connection, SessionError, Step, TxResult, peer_name};
+use crate::connection::{ConnectOptions, Connection, SessionError, Step, TxResult, peer_name};
+use crate::limits::{Scope, Throttles};
+use crate::tls::{CertificateCheck, TlsMode, client_config};
 use async_trait::async_trait;
 use maily_engine::bounce::SmtpReply;
 use maily_engine::ports::{
     DeliveryOutcome, OutboundMessage, ResolveError, Resolver, Route, Transport,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -26,6 +30,15 @@ pub struct SmtpClientParams {
     pub connect_timeout: Duration,
     /// Time allowed for each write and for each reply.
     pub command_timeout: Duration,
+    /// When to use STARTTLS; certificates are checked as set with
+    /// [`SmtpTransport::with_tls_config`] (by default not at all).
+    pub tls: TlsMode,
+    /// Source-IP pools: name -> local addresses, used in turn for new connections.
+    pub source_pools: BTreeMap<String, Vec<IpAddr>>,
+    /// The pool each listed tenant sends from.
+    pub tenant_pools: BTreeMap<String, String>,
+    /// The pool of every other tenant; `None` lets the system pick the address.
+    pub default_pool: Option<String>,
 }
 
 impl Default for SmtpClientParams {
@@ -38,11 +51,25 @@ impl Default for SmtpClientParams {
             // Shorter than RFC 5321's minutes-long timeouts: a stalled server should
             // not hold a delivery slot for long in a high-volume sender.
             command_timeout: Duration::from_secs(60),
+            tls: TlsMode::Opportunistic,
+            source_pools: BTreeMap::new(),
+            tenant_pools: BTreeMap::new(),
+            default_pool: None,
         }
     }
 }
 
-/// The connections of one route.
+/// A source-IP pool's addresses and its round-robin position.
+#[derive(Debug)]
+struct SourcePool {
+    addresses: Vec<IpAddr>,
+    next: AtomicUsize,
+}
+
+/// Connections are pooled per route and source-IP pool.
+type PoolKey = (Route, Option<String>);
+
+/// The connections of one route from one source-IP pool.
 ///
 /// A permit is held for each transaction, and a new connection is only opened by a
 /// permit holder that found no idle one, so a route never has more live connections
@@ -50,6 +77,7 @@ impl Default for SmtpClientParams {
 struct RoutePool {
     route: Route,
     peer: String,
+    source: Option<Arc<SourcePool>>,
     permits: Arc<Semaphore>,
     /// Last in, first out, so traffic concentrates on few warm connections.
     idle: Mutex<Vec<Connection>>,
@@ -62,7 +90,10 @@ struct RoutePool {
 pub struct SmtpTransport {
     resolver: Arc<dyn Resolver>,
     params: SmtpClientParams,
-    pools: Mutex<HashMap<Route, Arc<RoutePool>>>,
+    connect: ConnectOptions,
+    throttles: Arc<Throttles>,
+    sources: HashMap<String, Arc<SourcePool>>,
+    pools: Mutex<HashMap<PoolKey, Arc<RoutePool>>>,
 }
 
 impl SmtpTransport {
@@ -70,11 +101,61 @@ impl SmtpTransport {
     pub fn new(resolver: Arc<dyn Resolver>, mut params: SmtpClientParams) -> Self {
         params.max_connections_per_route = params.max_connections_per_route.max(1);
         params.max_messages_per_connection = params.max_messages_per_connection.max(1);
+        let connect = ConnectOptions {
+            helo_name: params.helo_name.clone(),
+            connect_timeout: params.connect_timeout,
+            command_timeout: params.command_timeout,
+            local: None,
+            tls: params.tls,
+            tls_config: client_config(&CertificateCheck::None)
+                .expect("a TLS client without certificate checks always builds"),
+        };
+        let sources = params
+            .source_pools
+            .iter()
+            .map(|(name, addresses)| {
+                let pool = SourcePool {
+                    addresses: addresses.clone(),
+                    next: AtomicUsize::new(0),
+                };
+                (name.clone(), Arc::new(pool))
+            })
+            .collect();
         SmtpTransport {
             resolver,
             params,
+            connect,
+            throttles: Arc::new(Throttles::default()),
+            sources,
             pools: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Checks server certificates with `config` (see [`crate::tls::client_config`]).
+    pub fn with_tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.connect.tls_config = config;
+        self
+    }
+
+    /// Enforces `throttles`; keep a clone of the `Arc` to change limits at run time.
+    pub fn with_throttles(mut self, throttles: Arc<Throttles>) -> Self {
+        self.throttles = throttles;
+        self
+    }
+
+    /// The limits in force, to change them at run time.
+    pub fn throttles(&self) -> &Arc<Throttles> {
+        &self.throttles
+    }
+
+    /// The source-IP pool `tenant` sends from.
+    fn source_pool(&self, tenant: &str) -> Option<&str> {
+        self.params
+            .tenant_pools
+            .get(tenant)
+            .or(self.params.default_pool.as_ref())
+            .map(String::as_str)
+            .filter(|name| self.sources.contains_key(*name))
     }
 
     /// The parameters in effect.
@@ -104,29 +185,46 @@ impl SmtpTransport {
         while quits.join_next().await.is_some() {}
     }
 
-    fn pool(&self, route: &Route) -> Arc<RoutePool> {
+    fn pool(&self, route: &Route, source: Option<&str>) -> Arc<RoutePool> {
+        let key = (route.clone(), source.map(str::to_string));
         let mut pools = lock(&self.pools);
-        if let Some(pool) = pools.get(route) {
+        if let Some(pool) = pools.get(&key) {
             return Arc::clone(pool);
         }
         let pool = Arc::new(RoutePool {
             route: route.clone(),
             peer: peer_name(route),
+            source: source.and_then(|name| self.sources.get(name)).cloned(),
             permits: Arc::new(Semaphore::new(self.params.max_connections_per_route)),
             idle: Mutex::new(Vec::new()),
         });
-        pools.insert(route.clone(), Arc::clone(&pool));
+        pools.insert(key, Arc::clone(&pool));
         pool
     }
 
-    async fn open(&self, route: &Route) -> Result<Connection, SessionError> {
-        let p = &self.params;
-        let conn =
-            Connection::open(route, &p.helo_name, p.connect_timeout, p.command_timeout).await?;
-        metrics::counter!("maily_smtp_connections_opened_total").increment(1);
+    async fn open(&self, pool: &RoutePool) -> Result<Connection, SessionError> {
+        let mut options = self.connect.clone();
+        options.local = pool.source.as_ref().and_then(|source| {
+            let i = source.next.fetch_add(1, Ordering::Relaxed);
+            source.addresses.get(i % source.addresses.len().max(1)).copied()
+        });
+        let conn = match Connection::open(&pool.route, &options).await {
+            Err(SessionError::Handshake { peer, source }) if options.tls == TlsMode::Opportunistic => {
+                // Opportunistic TLS never costs a delivery: try again in plain text.
+                warn!(%peer, error = %source, "TLS handshake failed, delivering without TLS");
+                metrics::counter!("maily_smtp_tls_fallbacks_total").increment(1);
+                options.tls = TlsMode::Off;
+                Connection::open(&pool.route, &options).await?
+            }
+            result => result?,
+        };
+        let tls = if conn.is_tls() { "yes" } else { "no" };
+        metrics::counter!("maily_smtp_connections_opened_total", "tls" => tls).increment(1);
         let caps = conn.capabilities();
         debug!(
             peer = conn.peer(),
+            local = ?options.local,
+            tls = conn.is_tls(),
             pipelining = caps.pipelining,
             enhanced_status_codes = caps.enhanced_status_codes,
             "smtp connection opened"
@@ -146,10 +244,22 @@ impl SmtpTransport {
                 };
             }
         };
+        let source = self.source_pool(message.tenant.as_str());
+        let mut scopes = vec![
+            Scope::domain(domain),
+            Scope::Tenant(message.tenant.as_str().to_string()),
+        ];
+        scopes.extend(source.map(|name| Scope::Pool(name.to_string())));
+        let admission = self.throttles.admit(&scopes).await;
+        let per_connection = admission
+            .max_messages_per_connection
+            .map_or(self.params.max_messages_per_connection, |n| {
+                n.clamp(1, self.params.max_messages_per_connection)
+            });
         let mut errors = Vec::new();
         let mut last_refusal = None;
         for route in &routes {
-            let pool = self.pool(route);
+            let pool = self.pool(route, source);
             let permit = Arc::clone(&pool.permits)
                 .acquire_owned()
                 .await
@@ -166,7 +276,7 @@ impl SmtpTransport {
             let idle = lock(&pool.idle).pop();
             let (conn, reused) = match idle {
                 Some(conn) => (conn, true),
-                None => match self.open(route).await {
+                None => match self.open(&pool).await {
                     Ok(conn) => (conn, false),
                     Err(e) => {
                         warn!(peer = %pool.peer, error = %e, "smtp connection failed");
@@ -176,7 +286,9 @@ impl SmtpTransport {
                     }
                 },
             };
-            return self.transact(message, &pool, permit, conn, reused).await;
+            return self
+                .transact(message, &pool, permit, conn, reused, per_connection)
+                .await;
         }
         DeliveryOutcome::Transient {
             reply: last_refusal,
@@ -191,6 +303,7 @@ impl SmtpTransport {
         permit: OwnedSemaphorePermit,
         mut conn: Connection,
         mut reused: bool,
+        per_connection: usize,
     ) -> DeliveryOutcome {
         loop {
             let result = conn.transact(message).await;
@@ -209,7 +322,7 @@ impl SmtpTransport {
             if stale {
                 debug!(peer = %pool.peer, "pooled smtp connection was closed by the server, retrying");
                 drop(conn);
-                conn = match self.open(&pool.route).await {
+                conn = match self.open(pool).await {
                     Ok(conn) => conn,
                     Err(e) => {
                         warn!(peer = %pool.peer, error = %e, "smtp connection failed");
@@ -230,7 +343,7 @@ impl SmtpTransport {
                         code = reply.code,
                         "message delivered"
                     );
-                    self.release(pool, conn, permit);
+                    self.release(pool, conn, permit, per_connection);
                     DeliveryOutcome::Delivered { reply }
                 }
                 Ok(TxResult::Rejected { step, reply }) => {
@@ -243,7 +356,7 @@ impl SmtpTransport {
                     );
                     // 421: the server is closing the connection anyway.
                     if reply.code != 421 && conn.reset().await {
-                        self.release(pool, conn, permit);
+                        self.release(pool, conn, permit, per_connection);
                     }
                     rejection(&pool.peer, step, reply)
                 }
@@ -263,8 +376,14 @@ impl SmtpTransport {
         }
     }
 
-    fn release(&self, pool: &RoutePool, conn: Connection, permit: OwnedSemaphorePermit) {
-        if conn.transactions() >= self.params.max_messages_per_connection {
+    fn release(
+        &self,
+        pool: &RoutePool,
+        conn: Connection,
+        permit: OwnedSemaphorePermit,
+        per_connection: usize,
+    ) {
+        if conn.transactions() >= per_connection {
             // QUIT off the delivery path. The permit goes along, so the route stays
             // within its connection limit until the socket is really closed.
             tokio::spawn(async move {

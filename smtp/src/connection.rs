@@ -5,14 +5,18 @@
 
 use crate::dot::dot_stuff;
 use crate::line::{Line, read_line, trim_eol};
+use crate::stream::Stream;
+use crate::tls::TlsMode;
 use maily_engine::bounce::SmtpReply;
 use maily_engine::ports::{OutboundMessage, Route};
+use rustls::pki_types::ServerName;
 use std::fmt;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 
 /// RFC 5321 allows 512 bytes per reply line; leave room for chatty servers.
@@ -29,6 +33,7 @@ pub(crate) enum Step {
     Greeting,
     Ehlo,
     Helo,
+    StartTls,
     Mail,
     Rcpt,
     Data,
@@ -43,6 +48,7 @@ impl fmt::Display for Step {
             Step::Greeting => "greeting",
             Step::Ehlo => "EHLO",
             Step::Helo => "HELO",
+            Step::StartTls => "STARTTLS",
             Step::Mail => "MAIL FROM",
             Step::Rcpt => "RCPT TO",
             Step::Data => "DATA",
@@ -86,6 +92,10 @@ pub(crate) enum SessionError {
         step: Step,
         reply: SmtpReply,
     },
+    #[error("TLS with {peer} is required but {reason}")]
+    TlsRequired { peer: String, reason: String },
+    #[error("TLS handshake with {peer} failed: {source}")]
+    Handshake { peer: String, source: io::Error },
     #[error("{peer} answered {step} with an unexpected reply: {reply}")]
     Unexpected {
         peer: String,
@@ -127,6 +137,7 @@ pub(crate) struct Capabilities {
     pub size: Option<u64>,
     pub eight_bit_mime: bool,
     pub enhanced_status_codes: bool,
+    pub starttls: bool,
 }
 
 impl Capabilities {
@@ -142,6 +153,7 @@ impl Capabilities {
                 "SIZE" => caps.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
                 "8BITMIME" => caps.eight_bit_mime = true,
                 "ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
+                "STARTTLS" => caps.starttls = true,
                 _ => {}
             }
         }
@@ -165,11 +177,23 @@ enum ReadFail {
     Malformed(String),
 }
 
+/// How to open a connection.
+#[derive(Clone)]
+pub(crate) struct ConnectOptions {
+    pub helo_name: String,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    /// The local address to send from (a source-IP pool member); any when `None`.
+    pub local: Option<IpAddr>,
+    pub tls: TlsMode,
+    pub tls_config: Arc<rustls::ClientConfig>,
+}
+
 /// An open, greeted SMTP connection.
 pub(crate) struct Connection {
     peer: String,
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    /// Reads are buffered; writes go straight through to the stream.
+    io: BufReader<Stream>,
     /// Each write is built here and sent with one `write_all`, so a pipelined group
     /// leaves in one segment.
     wbuf: Vec<u8>,
@@ -178,6 +202,36 @@ pub(crate) struct Connection {
     caps: Capabilities,
     transactions: usize,
     command_timeout: Duration,
+}
+
+/// Opens the TCP connection, from `local` when given: every address of the host in
+/// the same family is tried in turn.
+async fn connect(route: &Route, local: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(local) = local else {
+        return TcpStream::connect((route.host.as_str(), route.port)).await;
+    };
+    let mut last = None;
+    for addr in tokio::net::lookup_host((route.host.as_str(), route.port)).await? {
+        if addr.is_ipv4() != local.is_ipv4() {
+            continue;
+        }
+        let socket = if local.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(local, 0))?;
+        match socket.connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            format!("{} has no address of the family of source address {local}", route.host),
+        )
+    }))
 }
 
 /// `host:port`, with brackets around an IPv6 host.
@@ -190,20 +244,12 @@ pub(crate) fn peer_name(route: &Route) -> String {
 }
 
 impl Connection {
-    /// Connects, reads the greeting and says EHLO (HELO if EHLO is refused).
-    pub(crate) async fn open(
-        route: &Route,
-        helo_name: &str,
-        connect_timeout: Duration,
-        command_timeout: Duration,
-    ) -> Result<Self, SessionError> {
+    /// Connects, reads the greeting, says EHLO (HELO if EHLO is refused) and, as the
+    /// TLS mode asks, upgrades with STARTTLS and says EHLO again.
+    pub(crate) async fn open(route: &Route, options: &ConnectOptions) -> Result<Self, SessionError> {
         let peer = peer_name(route);
-        let stream = match timeout(
-            connect_timeout,
-            TcpStream::connect((route.host.as_str(), route.port)),
-        )
-        .await
-        {
+        let connect_timeout = options.connect_timeout;
+        let stream = match timeout(connect_timeout, connect(route, options.local)).await {
             Err(_) => {
                 return Err(SessionError::ConnectTimeout {
                     peer,
@@ -217,11 +263,10 @@ impl Connection {
         if let Err(source) = stream.set_nodelay(true) {
             return Err(SessionError::Connect { peer, source });
         }
-        let (read, write) = stream.into_split();
+        let command_timeout = options.command_timeout;
         let mut conn = Connection {
             peer,
-            reader: BufReader::new(read),
-            writer: write,
+            io: BufReader::new(Stream::Plain(stream)),
             wbuf: Vec::with_capacity(4096),
             line: Vec::with_capacity(256),
             lines: Vec::new(),
@@ -233,8 +278,78 @@ impl Connection {
         if greeting.code != 220 {
             return Err(conn.refused(Step::Greeting, greeting));
         }
-        conn.hello(helo_name).await?;
+        conn.hello(&options.helo_name).await?;
+        match options.tls {
+            TlsMode::Off => {}
+            TlsMode::Opportunistic if !conn.caps.starttls => {}
+            TlsMode::Required if !conn.caps.starttls => {
+                let peer = conn.peer.clone();
+                conn.quit().await;
+                return Err(SessionError::TlsRequired {
+                    peer,
+                    reason: "the server does not offer STARTTLS".into(),
+                });
+            }
+            TlsMode::Opportunistic | TlsMode::Required => {
+                conn.start_tls(route, options).await?;
+            }
+        }
         Ok(conn)
+    }
+
+    /// RFC 3207: STARTTLS, the handshake, then EHLO again (capabilities may differ).
+    async fn start_tls(&mut self, route: &Route, options: &ConnectOptions) -> Result<(), SessionError> {
+        self.command(format_args!("STARTTLS"));
+        self.flush(Step::StartTls).await?;
+        let reply = self.read_reply(Step::StartTls).await?;
+        if reply.code != 220 {
+            return Err(self.refused(Step::StartTls, reply));
+        }
+        if !self.io.buffer().is_empty() {
+            // Plain-text bytes after 220 would be read as if they came over TLS.
+            return Err(SessionError::Malformed {
+                peer: self.peer.clone(),
+                step: Step::StartTls,
+                detail: "data sent after the 220 reply to STARTTLS".into(),
+            });
+        }
+        let stream = std::mem::replace(&mut self.io, BufReader::new(Stream::Detached));
+        let tcp = stream
+            .into_inner()
+            .into_tcp()
+            .expect("STARTTLS is only sent on a plain connection");
+        let name = match route.host.parse::<IpAddr>() {
+            Ok(ip) => ServerName::IpAddress(ip.into()),
+            Err(_) => ServerName::try_from(route.host.clone()).map_err(|e| SessionError::Handshake {
+                peer: self.peer.clone(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, e),
+            })?,
+        };
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&options.tls_config));
+        let tls = match timeout(self.command_timeout, connector.connect(name, tcp)).await {
+            Err(_) => {
+                return Err(SessionError::Timeout {
+                    peer: self.peer.clone(),
+                    step: Step::StartTls,
+                    after: self.command_timeout,
+                });
+            }
+            Ok(Err(source)) => {
+                return Err(SessionError::Handshake {
+                    peer: self.peer.clone(),
+                    source,
+                });
+            }
+            Ok(Ok(tls)) => tls,
+        };
+        self.io = BufReader::new(Stream::Client(Box::new(tls)));
+        self.caps = Capabilities::default();
+        self.hello(&options.helo_name).await
+    }
+
+    /// Whether the session runs over TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.io.get_ref().is_tls()
     }
 
     async fn hello(&mut self, helo_name: &str) -> Result<(), SessionError> {
@@ -405,7 +520,11 @@ impl Connection {
     }
 
     async fn flush(&mut self, step: Step) -> Result<(), SessionError> {
-        let result = timeout(self.command_timeout, self.writer.write_all(&self.wbuf)).await;
+        let result = timeout(
+            self.command_timeout,
+            self.io.get_mut().write_all(&self.wbuf),
+        )
+        .await;
         self.wbuf.clear();
         if self.wbuf.capacity() > KEEP_WRITE_BUFFER {
             self.wbuf.shrink_to(4096);
@@ -454,7 +573,7 @@ impl Connection {
         self.lines.clear();
         loop {
             self.line.clear();
-            match read_line(&mut self.reader, &mut self.line, MAX_REPLY_LINE)
+            match read_line(&mut self.io, &mut self.line, MAX_REPLY_LINE)
                 .await
                 .map_err(ReadFail::Io)?
             {
@@ -509,6 +628,7 @@ mod tests {
                 size: Some(1_000_000),
                 eight_bit_mime: true,
                 enhanced_status_codes: true,
+                starttls: false,
             }
         );
         // The greeting line is not a keyword, even if it looks like one.

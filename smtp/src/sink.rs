@@ -1,17 +1,21 @@
-//! The built-in SMTP sink: a small ESMTP server that accepts everything it is sent,
-//! or rejects chosen recipients, and counts (optionally keeps) what it accepted.
+//! The built-in SMTP server: a small ESMTP server that accepts everything it is sent,
+//! or rejects chosen recipients (optionally with a script of replies per recipient),
+//! and counts (optionally keeps) what it accepted.
 //!
-//! It exists for the demo and the tests. It stores nothing on disk, speaks no TLS and
-//! no AUTH, and holds at most `max_message_size` bytes per connection in memory.
+//! The demo and the tests deliver into it as a sink; with a [`MessageHandler`] it is
+//! the inbound listener that receives bounce reports and complaints. It stores nothing
+//! on disk, offers STARTTLS when given a certificate, speaks no AUTH, and holds at
+//! most `max_message_size` bytes per connection in memory.
 
 mod session;
 
-use std::collections::HashMap;
+use async_trait::async_trait;
+use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -37,7 +41,7 @@ impl SinkReply {
 }
 
 /// How a sink is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SinkConfig {
     /// Where to listen; port 0 picks a free port (see [`SinkHandle::addr`]).
     pub bind: SocketAddr,
@@ -49,6 +53,44 @@ pub struct SinkConfig {
     pub hostname: String,
     /// Larger messages get 552 and are not kept; bounds memory per connection.
     pub max_message_size: usize,
+    /// Offer STARTTLS with this configuration (see [`crate::tls::server_config`]).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Decides on recipients and takes each message instead of the built-in counting
+    /// (the inbound listener).
+    pub handler: Option<Arc<dyn MessageHandler>>,
+}
+
+/// What a [`MessageHandler`] says about a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// 250: the message is taken care of.
+    Accept,
+    /// The reply to give instead, 4xx or 5xx.
+    Refuse(SinkReply),
+}
+
+/// Takes the messages a server receives; implemented by the inbound listener.
+#[async_trait]
+pub trait MessageHandler: Send + Sync + 'static {
+    /// Whether `address` may receive mail here; the error is the RCPT reply.
+    fn check_recipient(&self, address: &str) -> Result<(), SinkReply>;
+
+    /// Handles one received message; answered only once this returns, so a message
+    /// is only acknowledged once it is safe.
+    async fn message(&self, message: ReceivedMessage) -> Verdict;
+}
+impl std::fmt::Debug for SinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkConfig")
+            .field("bind", &self.bind)
+            .field("capture", &self.capture)
+            .field("rejections", &self.rejections.len())
+            .field("hostname", &self.hostname)
+            .field("max_message_size", &self.max_message_size)
+            .field("tls", &self.tls.is_some())
+            .field("handler", &self.handler.is_some())
+            .finish()
+    }
 }
 
 impl Default for SinkConfig {
@@ -59,6 +101,8 @@ impl Default for SinkConfig {
             rejections: HashMap::new(),
             hostname: "sink.maily.invalid".into(),
             max_message_size: 10 * 1024 * 1024,
+            tls: None,
+            handler: None,
         }
     }
 }
@@ -72,6 +116,12 @@ pub struct ReceivedMessage {
     pub rcpt_to: Vec<String>,
     /// The message with dot-stuffing undone, ending in CRLF.
     pub data: Vec<u8>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Whether it came over TLS.
+    pub tls: bool,
+    /// When the end of data arrived.
+    pub at: Instant,
 }
 
 /// State shared by the accept loop, the sessions and the handle.
@@ -79,7 +129,16 @@ struct Shared {
     hostname: String,
     capture: bool,
     max_message_size: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handler: Option<Arc<dyn MessageHandler>>,
     rejections: RwLock<HashMap<String, SinkReply>>,
+    /// Replies given in turn to a recipient's RCPTs before its rejection or 250.
+    scripts: Mutex<HashMap<String, VecDeque<SinkReply>>>,
+    /// Client addresses, one per connection, in order of arrival.
+    peers: Mutex<Vec<IpAddr>>,
+    tls_sessions: AtomicU64,
+    open_transactions: AtomicUsize,
+    max_open_transactions: AtomicUsize,
     received: Mutex<Vec<ReceivedMessage>>,
     connections: AtomicU64,
     rejected_recipients: AtomicU64,
@@ -90,6 +149,16 @@ struct Shared {
 
 impl Shared {
     fn rejection_for(&self, address: &str) -> Option<SinkReply> {
+        {
+            let mut scripts = self.scripts.lock().unwrap_or_else(PoisonError::into_inner);
+            if !scripts.is_empty()
+                && let Some(reply) = scripts
+                    .get_mut(&address.to_ascii_lowercase())
+                    .and_then(VecDeque::pop_front)
+            {
+                return Some(reply);
+            }
+        }
         let rejections = self
             .rejections
             .read()
@@ -101,21 +170,31 @@ impl Shared {
     }
 
     /// Counts an accepted message, keeps it when capturing, and returns its queue id.
-    fn accept(&self, mail_from: String, rcpt_to: Vec<String>, data: Vec<u8>) -> u64 {
-        let id = self.queue_ids.fetch_add(1, Ordering::Relaxed) + 1;
+    fn accept(&self, message: ReceivedMessage) -> u64 {
         if self.capture {
             self.received
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(ReceivedMessage {
-                    mail_from,
-                    rcpt_to,
-                    data,
-                });
+                .push(message);
         }
         // After the push, so a waiter woken by the count finds the message.
+        self.count_accepted()
+    }
+
+    /// Counts an accepted message and returns its queue id.
+    fn count_accepted(&self) -> u64 {
+        let id = self.queue_ids.fetch_add(1, Ordering::Relaxed) + 1;
         self.accepted.send_modify(|n| *n += 1);
         id
+    }
+
+    fn transaction_started(&self) {
+        let open = self.open_transactions.fetch_add(1, Ordering::AcqRel) + 1;
+        self.max_open_transactions.fetch_max(open, Ordering::AcqRel);
+    }
+
+    fn transaction_ended(&self) {
+        self.open_transactions.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -138,7 +217,14 @@ impl SmtpSink {
             hostname: config.hostname,
             capture: config.capture,
             max_message_size: config.max_message_size,
+            tls: config.tls,
+            handler: config.handler,
             rejections: RwLock::new(rejections),
+            scripts: Mutex::new(HashMap::new()),
+            peers: Mutex::new(Vec::new()),
+            tls_sessions: AtomicU64::new(0),
+            open_transactions: AtomicUsize::new(0),
+            max_open_transactions: AtomicUsize::new(0),
             received: Mutex::new(Vec::new()),
             connections: AtomicU64::new(0),
             rejected_recipients: AtomicU64::new(0),
@@ -179,6 +265,48 @@ impl SinkHandle {
     /// Messages accepted so far.
     pub fn accepted(&self) -> u64 {
         *self.shared.accepted.borrow()
+    }
+
+    /// Client addresses, one per connection accepted so far.
+    pub fn peers(&self) -> Vec<IpAddr> {
+        self.shared
+            .peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sessions upgraded with STARTTLS so far.
+    pub fn tls_sessions(&self) -> u64 {
+        self.shared.tls_sessions.load(Ordering::Relaxed)
+    }
+
+    /// Mail transactions (MAIL to end of data or RSET) open right now.
+    pub fn open_transactions(&self) -> usize {
+        self.shared.open_transactions.load(Ordering::Acquire)
+    }
+
+    /// The most mail transactions that were open at once since the last reset.
+    pub fn max_open_transactions(&self) -> usize {
+        self.shared.max_open_transactions.load(Ordering::Acquire)
+    }
+
+    /// Starts a new high-water mark for [`Self::max_open_transactions`].
+    pub fn reset_max_open_transactions(&self) {
+        let open = self.open_transactions();
+        self.shared
+            .max_open_transactions
+            .store(open, Ordering::Release);
+    }
+
+    /// Answers the next RCPTs for `address` with `replies` in turn, then as before
+    /// (a configured rejection, or 250).
+    pub fn script(&self, address: &str, replies: impl IntoIterator<Item = SinkReply>) {
+        self.shared
+            .scripts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(address.to_ascii_lowercase(), replies.into_iter().collect());
     }
 
     /// Recipients answered with a configured rejection so far.
@@ -258,6 +386,7 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     shared.connections.fetch_add(1, Ordering::Relaxed);
+                    shared.peers.lock().unwrap_or_else(PoisonError::into_inner).push(peer.ip());
                     sessions.spawn(session::run(stream, peer, Arc::clone(&shared)));
                 }
                 Err(e) => {

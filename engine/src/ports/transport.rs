@@ -1,7 +1,10 @@
 //! The transport port: hand one message to the destination's server.
 
 use crate::bounce::SmtpReply;
-use crate::domain::{address::EmailAddress, ids::MessageId};
+use crate::domain::{
+    address::EmailAddress,
+    ids::{MessageId, TenantId},
+};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -9,6 +12,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct OutboundMessage {
     pub message_id: MessageId,
+    /// Whose mail it is; tenant limits and source-IP pools apply by it.
+    pub tenant: TenantId,
     /// Envelope sender (MAIL FROM), the return path for bounces.
     pub mail_from: EmailAddress,
     /// Envelope recipient (RCPT TO).

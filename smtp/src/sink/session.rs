@@ -2,9 +2,10 @@
 //! them, flushing replies whenever the client's input is drained (RFC 2920 server
 //! behaviour, so pipelining clients get their replies in one segment).
 
-use super::Shared;
+use super::{ReceivedMessage, Shared, Verdict};
 use crate::dot::Unstuffer;
 use crate::line::{Line, read_line, trim_eol};
+use crate::stream::Stream;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +13,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::timeout;
 use tracing::debug;
 
@@ -29,18 +29,19 @@ const KEEP_DATA_BUFFER: usize = 1 << 20;
 pub(super) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     // Replies are batched by hand; Nagle would only add latency.
     let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
     let mut session = Session {
         shared,
-        reader: BufReader::new(read),
-        writer: write,
+        peer,
+        io: BufReader::new(Stream::Plain(stream)),
         out: Vec::with_capacity(512),
         line: Vec::with_capacity(256),
         data: Vec::new(),
         greeted: false,
         envelope: None,
     };
-    match session.serve().await {
+    let result = session.serve().await;
+    session.end_transaction();
+    match result {
         Ok(()) => debug!(%peer, "smtp sink session closed"),
         Err(e) => debug!(%peer, error = %e, "smtp sink session ended"),
     }
@@ -57,13 +58,16 @@ enum Flow {
     Continue,
     /// 354 was queued: flush it and read the message data.
     Data,
+    /// 220 was queued for STARTTLS: flush it and run the handshake.
+    StartTls,
     Quit,
 }
 
 struct Session {
     shared: Arc<Shared>,
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    peer: SocketAddr,
+    /// Reads are buffered; writes go straight through.
+    io: BufReader<Stream>,
     /// Replies not yet written.
     out: Vec<u8>,
     line: Vec<u8>,
@@ -81,7 +85,7 @@ impl Session {
             self.line.clear();
             let read = timeout(
                 IDLE_TIMEOUT,
-                read_line(&mut self.reader, &mut self.line, MAX_COMMAND_LINE),
+                read_line(&mut self.io, &mut self.line, MAX_COMMAND_LINE),
             )
             .await;
             let flow = match read {
@@ -105,14 +109,55 @@ impl Session {
                     self.flush().await?;
                     self.receive_data().await?;
                 }
+                Flow::StartTls => {
+                    self.flush().await?;
+                    self.start_tls().await?;
+                }
                 Flow::Quit => {
                     self.flush().await?;
                     return Ok(());
                 }
             }
-            if self.reader.buffer().is_empty() {
+            if self.io.buffer().is_empty() {
                 self.flush().await?;
             }
+        }
+    }
+
+    /// RFC 3207 server side: the handshake, then a fresh, ungreeted session.
+    async fn start_tls(&mut self) -> io::Result<()> {
+        let Some(config) = self.shared.tls.clone() else {
+            return Err(io::Error::other("STARTTLS without a TLS configuration"));
+        };
+        if !self.io.buffer().is_empty() {
+            // Plain-text commands pipelined after STARTTLS must not survive the upgrade.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "client sent data after STARTTLS",
+            ));
+        }
+        let stream = std::mem::replace(&mut self.io, BufReader::new(Stream::Detached));
+        let tcp = stream
+            .into_inner()
+            .into_tcp()
+            .ok_or_else(|| io::Error::other("STARTTLS on an encrypted session"))?;
+        let tls = timeout(
+            IDLE_TIMEOUT,
+            tokio_rustls::TlsAcceptor::from(config).accept(tcp),
+        )
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        self.io = BufReader::new(Stream::Server(Box::new(tls)));
+        self.shared.tls_sessions.fetch_add(1, Ordering::Relaxed);
+        self.greeted = false;
+        self.envelope = None;
+        Ok(())
+    }
+
+    /// Ends the open transaction, if any, in the concurrency count.
+    fn end_transaction(&mut self) {
+        if self.envelope.take().is_some() {
+            self.shared.transaction_ended();
         }
     }
 
@@ -127,8 +172,16 @@ impl Session {
             "RCPT" => self.rcpt(args),
             "DATA" => return self.data_command(),
             "RSET" => {
-                self.envelope = None;
+                self.end_transaction();
                 self.reply(250, "2.0.0 ok");
+            }
+            "STARTTLS" if self.shared.tls.is_some() => {
+                if self.io.get_ref().is_tls() {
+                    self.reply(503, "5.5.1 TLS already active");
+                } else {
+                    self.reply(220, "2.0.0 ready to start TLS");
+                    return Flow::StartTls;
+                }
             }
             "NOOP" => self.reply(250, "2.0.0 ok"),
             "QUIT" => {
@@ -150,15 +203,19 @@ impl Session {
             return;
         }
         self.greeted = true;
-        self.envelope = None;
+        self.end_transaction();
         let host = &self.shared.hostname;
         if extended {
             let _ = write!(
                 self.out,
                 "250-{host} greets {client}\r\n250-PIPELINING\r\n250-8BITMIME\r\n\
-                 250-SIZE {}\r\n250 ENHANCEDSTATUSCODES\r\n",
+                 250-SIZE {}\r\n",
                 self.shared.max_message_size
             );
+            if self.shared.tls.is_some() && !self.io.get_ref().is_tls() {
+                self.out.extend_from_slice(b"250-STARTTLS\r\n");
+            }
+            self.out.extend_from_slice(b"250 ENHANCEDSTATUSCODES\r\n");
         } else {
             let _ = write!(self.out, "250 {host} greets {client}\r\n");
         }
@@ -181,6 +238,7 @@ impl Session {
             mail_from: path.to_string(),
             rcpt_to: Vec::new(),
         });
+        self.shared.transaction_started();
         self.reply(250, "2.1.0 sender ok");
     }
 
@@ -195,7 +253,14 @@ impl Session {
         if envelope.rcpt_to.len() >= MAX_RECIPIENTS {
             return self.reply(452, "4.5.3 too many recipients");
         }
-        match self.shared.rejection_for(path) {
+        let verdict = match self.shared.rejection_for(path) {
+            Some(reply) => Some(reply),
+            None => match &self.shared.handler {
+                Some(handler) => handler.check_recipient(path).err(),
+                None => None,
+            },
+        };
+        match verdict {
             Some(rejection) if rejection.code >= 400 => {
                 self.shared
                     .rejected_recipients
@@ -233,7 +298,7 @@ impl Session {
         let mut decoder = Unstuffer::new(self.shared.max_message_size);
         self.data.clear();
         while !decoder.is_done() {
-            let input = match timeout(IDLE_TIMEOUT, self.reader.fill_buf()).await {
+            let input = match timeout(IDLE_TIMEOUT, self.io.fill_buf()).await {
                 Ok(input) => input?,
                 Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "data timed out")),
             };
@@ -241,7 +306,7 @@ impl Session {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
             let used = decoder.feed(input, &mut self.data);
-            self.reader.consume(used);
+            self.io.consume(used);
         }
         // RFC 5321 section 4.1.1.4: the transaction ends with the data, whatever the reply.
         let envelope = self
@@ -249,16 +314,42 @@ impl Session {
             .take()
             .expect("data is only read inside a transaction");
         if decoder.overflowed() {
+            self.shared.transaction_ended();
             self.reply(552, "5.3.4 message exceeds fixed maximum message size");
+        } else if let Some(handler) = self.shared.handler.clone() {
+            let message = ReceivedMessage {
+                mail_from: envelope.mail_from,
+                rcpt_to: envelope.rcpt_to,
+                data: std::mem::take(&mut self.data),
+                peer: self.peer,
+                tls: self.io.get_ref().is_tls(),
+                at: std::time::Instant::now(),
+            };
+            let verdict = handler.message(message).await;
+            self.shared.transaction_ended();
+            match verdict {
+                Verdict::Accept => {
+                    let id = self.shared.count_accepted();
+                    self.reply(250, &format!("2.0.0 ok: queued as {id:08X}"));
+                }
+                Verdict::Refuse(reply) => self.reply(reply.code, &reply.text),
+            }
         } else {
             let data = if self.shared.capture {
                 std::mem::take(&mut self.data)
             } else {
                 Vec::new()
             };
-            let id = self
-                .shared
-                .accept(envelope.mail_from, envelope.rcpt_to, data);
+            let message = ReceivedMessage {
+                mail_from: envelope.mail_from,
+                rcpt_to: envelope.rcpt_to,
+                data,
+                peer: self.peer,
+                tls: self.io.get_ref().is_tls(),
+                at: std::time::Instant::now(),
+            };
+            self.shared.transaction_ended();
+            let id = self.shared.accept(message);
             self.reply(250, &format!("2.0.0 ok: queued as {id:08X}"));
         }
         if self.data.capacity() > KEEP_DATA_BUFFER {
@@ -275,7 +366,7 @@ impl Session {
 
     async fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
-            self.writer.write_all(&self.out).await?;
+            self.io.get_mut().write_all(&self.out).await?;
             self.out.clear();
         }
         Ok(())

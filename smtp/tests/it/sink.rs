@@ -52,14 +52,21 @@ async fn answers_a_pipelined_transaction_in_order() {
     assert_eq!(c.code().await, 221);
     assert!(c.closed().await);
 
-    assert_eq!(
-        sink.received(),
-        vec![ReceivedMessage {
-            mail_from: "a@x.org".into(),
-            rcpt_to: vec!["b@y.org".into()],
-            data: b"Subject: x\r\n\r\n.dot\r\n".to_vec(),
-        }]
-    );
+    let received = sink.received();
+    assert_eq!(received.len(), 1);
+    let ReceivedMessage {
+        mail_from,
+        rcpt_to,
+        data,
+        peer,
+        tls,
+        ..
+    } = &received[0];
+    assert_eq!(mail_from, "a@x.org");
+    assert_eq!(rcpt_to, &["b@y.org".to_string()]);
+    assert_eq!(data, b"Subject: x\r\n\r\n.dot\r\n");
+    assert!(peer.ip().is_loopback());
+    assert!(!tls);
     assert_eq!(sink.accepted(), 1);
     assert_eq!(sink.rejected_recipients(), 1);
     assert_eq!(sink.connections(), 1);

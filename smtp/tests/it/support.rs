@@ -22,6 +22,7 @@ pub fn address(s: &str) -> EmailAddress {
 pub fn message(from: &str, to: &str, data: &[u8]) -> OutboundMessage {
     OutboundMessage {
         message_id: MessageId::new(),
+        tenant: maily_engine::TenantId::parse("test").expect("valid tenant"),
         mail_from: address(from),
         rcpt_to: address(to),
         data: data.into(),
