@@ -10,10 +10,21 @@ use tracing::info;
 pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     let settings = Settings::load(config).context("loading configuration")?;
     let ports = build_ports(&settings).await?;
-    let engine = maily_actors::start(ports, engine_settings(&settings)?).await?;
+    let engine_settings = engine_settings(&settings)?;
+    let verp = engine_settings.sender.composer.verp.clone();
+    let engine = maily_actors::start(ports.clone(), engine_settings).await?;
+    let inbound = if settings.inbound.enabled {
+        Some(crate::inbound::start(&settings.inbound, &ports, verp).await?)
+    } else {
+        None
+    };
     info!(partitions = settings.engine.partitions, store = %settings.store.path, "maily serving");
     wait_for_signal().await?;
     info!("signal received, shutting down");
+    // Stop taking reports first: a report acknowledged later could not be published.
+    if let Some(listener) = inbound {
+        listener.shutdown().await;
+    }
     engine.shutdown().await;
     Ok(())
 }

@@ -39,7 +39,7 @@
 //! limit, an encoded return path is a [`VerpAddress`], not an `EmailAddress`.
 
 use crate::domain::{
-    address::{Domain, EmailAddress},
+    address::{AddressError, Domain, EmailAddress},
     ids::{CampaignId, MessageId, TenantId},
 };
 use hmac::{Hmac, Mac};
@@ -117,8 +117,8 @@ impl VerpAddress {
 
     /// The address as an [`EmailAddress`], which succeeds only while the local part
     /// fits RFC 5321's 64 octets.
-    pub fn to_email_address(&self) -> Result<EmailAddress, crate::domain::address::AddressError> {
-        EmailAddress::parse(&self.full)
+    pub fn to_email_address(&self) -> Result<EmailAddress, AddressError> {
+        EmailAddress::parse_return_path(&self.full)
     }
 
     /// The address as an owned string.

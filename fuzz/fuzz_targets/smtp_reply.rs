@@ -16,7 +16,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = classify_reply(&reply);
         let _ = reply.to_string();
     }
-    for line in &lines {
+    // Classification is regex work; a few lines per input keep the fuzzer fast.
+    for line in lines.iter().take(8) {
         if let Some(status) = EnhancedStatus::parse(line) {
             assert_eq!(EnhancedStatus::parse(&status.to_string()), Some(status));
         }

@@ -7,11 +7,12 @@
 
 use maily_engine::domain::{
     address::EmailAddress,
-    ids::{CampaignId, MessageId},
+    ids::{CampaignId, MessageId, TenantId},
 };
-use maily_engine::message::{Envelope, build};
+use maily_engine::message::{Envelope, MessageLinks, build_with};
 use maily_engine::template::Rendered;
 use maily_engine::time::Timestamp;
+use maily_engine::tracking::{TokenKey, TokenKeys, Tracking};
 use maily_smtp::{DkimAlgorithm, DkimKey, DkimSigner};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -24,8 +25,10 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A campaign message as the sender builds it (multipart text + HTML, non-ASCII in the
-/// display name, subject and both bodies, long lines), plus the List-Unsubscribe pair.
+/// A campaign message as the sender builds it: multipart text + HTML with non-ASCII in
+/// the display name, subject and both bodies, long quoted-printable lines, tracked
+/// links, a folded `List-Unsubscribe` (https and mailto), `List-Unsubscribe-Post` and
+/// `Feedback-ID`.
 fn campaign_message() -> Vec<u8> {
     let from = EmailAddress::parse("news@shop.example").unwrap();
     let to = EmailAddress::parse("zoe@example.com").unwrap();
@@ -36,11 +39,15 @@ fn campaign_message() -> Vec<u8> {
     );
     let html = format!(
         "<html><body><p>Bonjour Zoë,</p><p>Les soldes d'été commencent&nbsp;: \
-         <b>-30&nbsp;%</b> sur le rayon «&nbsp;café&nbsp;».</p><p>{}</p>\
+         <b>-30&nbsp;%</b> sur le rayon «&nbsp;<a href=\"https://shop.example/caf%C3%A9?x=1&amp;y=2\">café</a>&nbsp;».</p><p>{}</p>\
          <p>Grüße aus Köln — 東京でも。</p></body></html>\n",
         "Texte de remplissage accentué, répété. ".repeat(6)
     );
-    let message = build(
+    let tenant = TenantId::parse("acme").unwrap();
+    let keys = TokenKeys::new(TokenKey::new(1, [7u8; 32]).unwrap(), vec![]).unwrap();
+    let tracking = Tracking::new("https://t.shop.example", keys).unwrap();
+    let mailto = EmailAddress::parse("unsubscribe@shop.example").unwrap();
+    let message = build_with(
         &Envelope {
             message_id: MessageId::new(),
             campaign: CampaignId::new(),
@@ -54,17 +61,27 @@ fn campaign_message() -> Vec<u8> {
             text: Some(text),
             html: Some(html),
         },
+        Some(&MessageLinks {
+            tenant: &tenant,
+            tracking: Some(&tracking),
+            unsubscribe_mailto: Some(&mailto),
+        }),
     );
-    let mut out =
-        b"List-Unsubscribe: <https://shop.example/u/abc>, <mailto:u+abc@shop.example>\r\n\
-          List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
-            .to_vec();
-    out.extend_from_slice(&message);
-    assert!(
-        String::from_utf8_lossy(&out).contains("multipart/alternative"),
-        "the fixture must be multipart"
-    );
-    out
+    let text = String::from_utf8_lossy(&message);
+    for expected in [
+        "multipart/alternative",
+        "List-Unsubscribe: <https://",
+        ">,\r\n <mailto:",
+        "List-Unsubscribe-Post: ",
+        "Feedback-ID: ",
+        "https://t.shop.example/",
+    ] {
+        assert!(
+            text.contains(expected),
+            "the fixture lacks {expected:?}:\n{text}"
+        );
+    }
+    message
 }
 
 /// What dkimpy said about a message.
@@ -192,6 +209,7 @@ fn check_key(file: &str, selector: &str, algorithm: DkimAlgorithm, a: &str) {
         [
             "content-type",
             "date",
+            "feedback-id",
             "from",
             "list-unsubscribe",
             "list-unsubscribe-post",

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod postfix;
+
 use figment::Figment;
 use maily::wiring::{build_ports, engine_settings};
 use maily_actors::{EngineHandle, EngineSettings, Ports};

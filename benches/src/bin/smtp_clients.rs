@@ -9,6 +9,11 @@
 //!   with its pool of at most C connections, C tasks calling `send_raw`;
 //! - `mail-send`: C clients from `SmtpClientBuilder::connect_plain`, each sending one
 //!   message after another over its connection;
+//! - `mail-send-nodelay`: the same with `TCP_NODELAY` set on each client's socket.
+//!   Neither lettre nor mail-send sets it, and both write the end-of-data `.` apart
+//!   from the data, so Nagle's algorithm holds it back until the server's delayed ACK
+//!   (about 40 ms on Linux) on every message. mail-send's socket is public, so this is
+//!   the fix a user can apply; lettre's pooled transport has no such hook;
 //! - `maily`: Maily's `SmtpTransport` with a smart-host route, C connections per route,
 //!   no limit of messages per connection, driven by 2C concurrent `deliver` calls;
 //! - `smtp-source`: Postfix's own load generator as the reference ceiling, `-d` so each
@@ -31,7 +36,7 @@
 //! ```text
 //! cargo build --release -p maily-benches --bin smtp_clients
 //! target/release/smtp_clients [--messages 20000] [--size 4096] [--concurrency 32] \
-//!     [--runs 3] [--clients lettre,mail-send,maily,smtp-source] [--json]
+//!     [--runs 3] [--clients lettre,mail-send,mail-send-nodelay,maily,smtp-source] [--json]
 //! ```
 
 use anyhow::{Context, Result, bail, ensure};
@@ -103,14 +108,16 @@ struct Args {
 enum ClientKind {
     Lettre,
     MailSend,
+    MailSendNodelay,
     Maily,
     SmtpSource,
 }
 
 impl ClientKind {
-    const ALL: [ClientKind; 4] = [
+    const ALL: [ClientKind; 5] = [
         ClientKind::Lettre,
         ClientKind::MailSend,
+        ClientKind::MailSendNodelay,
         ClientKind::Maily,
         ClientKind::SmtpSource,
     ];
@@ -119,6 +126,7 @@ impl ClientKind {
         match self {
             ClientKind::Lettre => "lettre",
             ClientKind::MailSend => "mail-send",
+            ClientKind::MailSendNodelay => "mail-send-nodelay",
             ClientKind::Maily => "maily",
             ClientKind::SmtpSource => "smtp-source",
         }
@@ -132,7 +140,7 @@ impl ClientKind {
     fn round_trips_per_message(self) -> u32 {
         match self {
             ClientKind::Lettre => 5,
-            ClientKind::MailSend | ClientKind::SmtpSource => 4,
+            ClientKind::MailSend | ClientKind::MailSendNodelay | ClientKind::SmtpSource => 4,
             ClientKind::Maily => 2,
         }
     }
@@ -254,7 +262,7 @@ fn main() -> Result<()> {
     if args.warmup > 0 {
         for &client in &clients {
             let run = bench.run(client, &workload, args.warmup)?;
-            eprintln!("warm-up   {:<12} {:>8.0} msg/s", client, run.rate());
+            eprintln!("warm-up   {:<18} {:>8.0} msg/s", client, run.rate());
         }
     }
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); clients.len()];
@@ -264,7 +272,7 @@ fn main() -> Result<()> {
             let at = (k + round) % clients.len();
             let run = bench.run(clients[at], &workload, args.messages)?;
             eprintln!(
-                "round {}/{} {:<12} {:>8.0} msg/s  {:>6.1} µs CPU/msg",
+                "round {}/{} {:<18} {:>8.0} msg/s  {:>6.1} µs CPU/msg",
                 round + 1,
                 args.runs,
                 clients[at],
@@ -294,7 +302,8 @@ impl Bench {
         let port = sink.port;
         let (wall, cpu) = match client {
             ClientKind::Lettre => self.runtime.block_on(send_lettre(w, port, n)),
-            ClientKind::MailSend => self.runtime.block_on(send_mail_send(w, port, n)),
+            ClientKind::MailSend => self.runtime.block_on(send_mail_send(w, port, n, false)),
+            ClientKind::MailSendNodelay => self.runtime.block_on(send_mail_send(w, port, n, true)),
             ClientKind::Maily => self.runtime.block_on(send_maily(w, port, n)),
             ClientKind::SmtpSource => send_smtp_source(&self.source_tool, w, port, n),
         }
@@ -405,8 +414,14 @@ async fn send_lettre(w: &Workload, port: u16, n: usize) -> Result<(Duration, Dur
     Ok(times)
 }
 
-/// mail-send: C clients, each sending one message after another over its connection.
-async fn send_mail_send(w: &Workload, port: u16, n: usize) -> Result<(Duration, Duration)> {
+/// mail-send: C clients, each sending one message after another over its connection;
+/// with `nodelay`, their sockets have `TCP_NODELAY` set.
+async fn send_mail_send(
+    w: &Workload,
+    port: u16,
+    n: usize,
+    nodelay: bool,
+) -> Result<(Duration, Duration)> {
     let watch = Stopwatch::start(libc::RUSAGE_SELF)?;
     let builder = mail_send::SmtpClientBuilder::new("127.0.0.1".to_string(), port)
         .map_err(anyhow::Error::msg)
@@ -424,6 +439,12 @@ async fn send_mail_send(w: &Workload, port: u16, n: usize) -> Result<(Duration, 
                 .connect_plain()
                 .await
                 .context("mail-send: connect")?;
+            if nodelay {
+                client
+                    .stream
+                    .set_nodelay(true)
+                    .context("mail-send: setting TCP_NODELAY")?;
+            }
             while let Some(i) = claim(&next, n) {
                 let message = mail_send::smtp::message::Message::new(
                     from.as_str(),
@@ -796,7 +817,7 @@ fn print_table(args: &Args, w: &Workload, summaries: &[Summary]) {
         cores()
     );
     println!(
-        "{:<12} {:>9} {:>8} {:>10} {:>12} {:>12} {:>9} {:>8}",
+        "{:<18} {:>9} {:>8} {:>10} {:>12} {:>12} {:>9} {:>8}",
         "client",
         "msg/s",
         "wall s",
@@ -809,7 +830,7 @@ fn print_table(args: &Args, w: &Workload, summaries: &[Summary]) {
     for s in summaries {
         let vs = ratio(summaries, s).map_or("-".to_string(), |r| format!("{r:.2}x"));
         println!(
-            "{:<12} {:>9.0} {:>8.2} {:>10} {:>12.1} {:>12.1} {:>9.0} {:>8}",
+            "{:<18} {:>9.0} {:>8.2} {:>10} {:>12.1} {:>12.1} {:>9.0} {:>8}",
             s.client.name(),
             s.rate,
             s.wall_s,

@@ -97,6 +97,18 @@ pub struct EmailAddress {
 impl EmailAddress {
     /// Parses a dot-atom address. Quoted local parts and non-ASCII (SMTPUTF8) are refused.
     pub fn parse(input: &str) -> Result<Self, AddressError> {
+        Self::parse_with(input, 64)
+    }
+
+    /// Parses a return path we generate ourselves (VERP): like [`EmailAddress::parse`]
+    /// but the local part may pass RFC 5321's 64 octets, as servers accept in practice
+    /// (RFC 5321 4.5.3.1 asks them to avoid such limits); the whole address still fits
+    /// in 254.
+    pub fn parse_return_path(input: &str) -> Result<Self, AddressError> {
+        Self::parse_with(input, 253)
+    }
+
+    fn parse_with(input: &str, max_local: usize) -> Result<Self, AddressError> {
         let s = input.trim();
         if s.is_empty() {
             return Err(AddressError::Empty);
@@ -109,7 +121,7 @@ impl EmailAddress {
         if local.is_empty() {
             return Err(AddressError::EmptyLocalPart);
         }
-        if local.len() > 64 {
+        if local.len() > max_local {
             return Err(AddressError::LocalPartTooLong);
         }
         if let Some(c) = local.chars().find(|c| !is_atext(*c) && *c != '.') {

@@ -7,7 +7,7 @@
 //! `rfc822`, a status followed by a comment is accepted, and a missing or unreadable
 //! Status falls back to the enhanced code in the Diagnostic-Code.
 
-use super::{Headers, MAX_RECIPIENTS, ReportError, bare_address, field_blocks};
+use super::{Headers, MAX_DIAGNOSTIC_LEN, MAX_RECIPIENTS, ReportError, bare_address, field_blocks};
 use crate::bounce::{Classification, EnhancedStatus, SmtpReply, classify_reply};
 use crate::domain::address::{AddressError, EmailAddress};
 use crate::domain::event::BounceClass;
@@ -73,7 +73,7 @@ impl Action {
 pub struct Diagnostic {
     /// The diagnostic type, lower-cased (`smtp`, `x-postfix`, `x-unix`...), if given.
     pub kind: Option<String>,
-    /// The text after the type, unfolded.
+    /// The text after the type, unfolded, cut to [`MAX_DIAGNOSTIC_LEN`] bytes.
     pub text: String,
     /// The SMTP reply when the text starts with a reply code; multi-line replies are
     /// joined with their repeated codes removed.
@@ -167,6 +167,11 @@ pub(super) fn parse(text: &str) -> Result<Dsn, ReportError> {
             }
             if draft.iter().any(|(n, _)| *n == lname) {
                 drafts.push(std::mem::take(&mut draft));
+                if drafts.len() > MAX_RECIPIENTS {
+                    return Err(ReportError::TooManyRecipients {
+                        limit: MAX_RECIPIENTS,
+                    });
+                }
             }
             draft.push((lname, value.to_string()));
         }
@@ -293,11 +298,24 @@ fn parse_diagnostic(value: &str) -> Diagnostic {
         }
         _ => (None, value.trim()),
     };
+    let text = truncate(text, MAX_DIAGNOSTIC_LEN);
     Diagnostic {
         kind,
         text: text.to_string(),
         reply: reply_from_text(text),
     }
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// `550-5.2.2 The account ... 550 5.2.2 more` -> code 550, 5.2.2, the text without
@@ -375,6 +393,10 @@ mod tests {
         assert_eq!(d.kind, None);
         assert_eq!(d.reply.unwrap().text, "no type; just text");
         assert_eq!(reply_from_text("5501 x"), None);
+        let long = format!("smtp; 550 {}", "é".repeat(MAX_DIAGNOSTIC_LEN));
+        let d = parse_diagnostic(&long);
+        assert!(d.text.len() <= MAX_DIAGNOSTIC_LEN && d.text.len() > MAX_DIAGNOSTIC_LEN - 4);
+        assert!(d.reply.unwrap().text.len() < MAX_DIAGNOSTIC_LEN);
         assert_eq!(reply_from_text("999 x"), None);
     }
 
@@ -392,6 +414,25 @@ mod tests {
         assert_eq!(dsn.recipients[0].status.to_string(), "5.1.1");
         assert_eq!(dsn.recipients[1].final_recipient, "b@example.net");
         assert_eq!(dsn.recipients[1].action, Action::Delayed);
+    }
+
+    #[test]
+    fn recipients_are_capped() {
+        let one = "Final-Recipient: rfc822; a@b.c\nAction: failed\nStatus: 5.1.1\n";
+        let in_one_block = one.repeat(MAX_RECIPIENTS + 1);
+        let in_blocks = format!("{one}\n").repeat(MAX_RECIPIENTS + 1);
+        for text in [in_one_block, in_blocks] {
+            assert_eq!(
+                parse(&text),
+                Err(ReportError::TooManyRecipients {
+                    limit: MAX_RECIPIENTS
+                })
+            );
+        }
+        assert_eq!(
+            parse(&one.repeat(MAX_RECIPIENTS)).unwrap().recipients.len(),
+            MAX_RECIPIENTS
+        );
     }
 
     #[test]

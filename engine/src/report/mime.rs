@@ -148,7 +148,7 @@ impl ContentType {
         }
     }
 
-    /// The default inside multipart/digest is message/rfc822; everywhere else text/plain.
+    /// Parses a Content-Type value; an unreadable one is taken as text/plain.
     pub fn parse(value: &str) -> Self {
         let mut pieces = split_params(value).into_iter();
         let mime = pieces

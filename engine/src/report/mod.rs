@@ -10,11 +10,13 @@
 //! ([`Report::original_message_id`], [`Report::original_campaign`]).
 //!
 //! Parsing is pure and defensive: it never panics, input is capped at [`MAX_INPUT`],
-//! MIME nesting at [`MAX_DEPTH`], parts per multipart at [`MAX_PARTS`] and recipients at
-//! [`MAX_RECIPIENTS`], and every step is linear in the input (each nesting level reads
-//! its bytes once). The MIME reader is written here rather than taken from a crate
-//! because reports need only headers, multipart splitting and two transfer encodings,
-//! and owning those few hundred lines keeps the limits above under our control.
+//! MIME nesting at [`MAX_DEPTH`], parts per multipart at [`MAX_PARTS`], recipients at
+//! [`MAX_RECIPIENTS`] and diagnostic texts at [`MAX_DIAGNOSTIC_LEN`], and every step is
+//! linear in the input (each nesting level reads its bytes once). The MIME reader is
+//! written here rather than taken from a crate (`mail-parser` would do, but brings a
+//! large charset and header-decoding surface): reports need only header fields,
+//! multipart splitting and two transfer encodings, and owning those few hundred lines
+//! keeps the limits above under our control.
 
 mod arf;
 mod dsn;
@@ -38,6 +40,10 @@ pub const MAX_INPUT: usize = 10 * 1024 * 1024;
 pub const MAX_DEPTH: usize = 8;
 /// Most per-recipient blocks read from one delivery-status part.
 pub const MAX_RECIPIENTS: usize = 1000;
+/// Longest Diagnostic-Code text kept (bytes). Real ones are a few hundred bytes (an
+/// SMTP reply line is at most 512 octets); the cap keeps a hostile report from handing
+/// megabytes of text to storage and to the reply classifier.
+pub const MAX_DIAGNOSTIC_LEN: usize = 2048;
 
 /// Content types of the part carrying the returned original message (or its headers).
 const ORIGINAL_TYPES: &[&str] = &[
