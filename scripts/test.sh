@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 
 scripts/services.sh
 scripts/kafka.sh start
+# Real peers for the delivery tests: Postfix's smtp-sink, and dkimpy as the
+# independent DKIM verifier.
+scripts/postfix-tools.sh >/dev/null
+scripts/python-tools.sh
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest" >&2

@@ -33,7 +33,10 @@ impl MessageHandler for ReportHandler {
                 info!(peer = %message.peer, error = %e, "inbound message refused");
                 metrics::counter!("maily_inbound_reports_total", "result" => "malformed")
                     .increment(1);
-                Verdict::Refuse(SinkReply::new(554, format!("5.6.0 not a usable report: {e}")))
+                Verdict::Refuse(SinkReply::new(
+                    554,
+                    format!("5.6.0 not a usable report: {e}"),
+                ))
             }
             Err(e @ InboundError::Unavailable(_)) => {
                 warn!(peer = %message.peer, error = %e, "inbound report deferred");

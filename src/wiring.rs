@@ -3,13 +3,13 @@
 use anyhow::{Context as _, bail};
 use maily_actors::Ports;
 use maily_actors::analytics::AnalyticsSettings;
+use maily_actors::compose::{Composer, MessageSigner};
 use maily_actors::engine::EngineSettings;
 use maily_actors::log::{KafkaLog, KafkaParams, MemoryLog};
 use maily_actors::ownership::OwnershipSettings;
 use maily_actors::sender::SenderSettings;
 use maily_actors::supervisor::RestartPolicy;
 use maily_chain::LedgerChain;
-use maily_actors::compose::{Composer, MessageSigner};
 use maily_config::{
     HotKind, LimitSection, LimitsSection, LogKind, Settings, SmtpSection, StoreKind,
 };
@@ -180,7 +180,10 @@ pub fn build_transport(smtp: &SmtpSection) -> anyhow::Result<SmtpTransport> {
         }
         _ => Arc::new(routes),
     };
-    let tls: TlsMode = smtp.tls.parse().map_err(|e: String| anyhow::anyhow!("smtp.tls: {e}"))?;
+    let tls: TlsMode = smtp
+        .tls
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("smtp.tls: {e}"))?;
     let check = match smtp.tls_verify.as_str() {
         "none" => CertificateCheck::None,
         "webpki" => CertificateCheck::WebPki,
@@ -238,11 +241,15 @@ pub fn throttle_table(limits: &LimitsSection) -> anyhow::Result<ThrottleTable> {
     }
     for (name, l) in &limits.tenants {
         let key = format!("tenants.{name}");
-        table.scopes.insert(Scope::Tenant(name.clone()), limit(&key, l)?);
+        table
+            .scopes
+            .insert(Scope::Tenant(name.clone()), limit(&key, l)?);
     }
     for (name, l) in &limits.pools {
         let key = format!("pools.{name}");
-        table.scopes.insert(Scope::Pool(name.clone()), limit(&key, l)?);
+        table
+            .scopes
+            .insert(Scope::Pool(name.clone()), limit(&key, l)?);
     }
     Ok(table)
 }
@@ -262,8 +269,8 @@ pub fn composer(s: &Settings) -> anyhow::Result<Composer> {
         None
     } else {
         let domain = Domain::parse(&s.verp.domain).context("verp.domain")?;
-        let codec = VerpCodec::new(&s.verp.prefix, domain, s.verp.secret.0.as_bytes())
-            .context("verp")?;
+        let codec =
+            VerpCodec::new(&s.verp.prefix, domain, s.verp.secret.0.as_bytes()).context("verp")?;
         Some(Arc::new(codec))
     };
     let tracking = if s.tracking.base_url.is_empty() {

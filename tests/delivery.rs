@@ -72,7 +72,10 @@ fn a_campaign_over_several_domains_ends_with_exact_counts() {
         let s = h.stats(c.id).await;
         assert_eq!(s.delivered, 8, "ok.test and flaky.test: {s:?}");
         assert_eq!(s.bounced(), 5, "hard.test and data.test: {s:?}");
-        assert_eq!(s.bounced_hard, 3, "550 5.1.1 at RCPT is a hard bounce: {s:?}");
+        assert_eq!(
+            s.bounced_hard, 3,
+            "550 5.1.1 at RCPT is a hard bounce: {s:?}"
+        );
         assert_eq!(s.expired, 4, "soft.test, mail4.test and hangup.test: {s:?}");
         // Stats count messages, each kind once: the 4 expired and the 2 flaky.test
         // messages were deferred.
@@ -81,7 +84,13 @@ fn a_campaign_over_several_domains_ends_with_exact_counts() {
         // What the peers saw.
         let dumps = ok.messages();
         assert_eq!(dumps.len(), 6);
-        for (sink, name) in [(&hard, "hard"), (&data, "data"), (&soft, "soft"), (&mail4, "mail4"), (&hangup, "hangup")] {
+        for (sink, name) in [
+            (&hard, "hard"),
+            (&data, "data"),
+            (&soft, "soft"),
+            (&mail4, "mail4"),
+            (&hangup, "hangup"),
+        ] {
             assert!(sink.messages().is_empty(), "{name}.test accepted nothing");
         }
         let flaky = per_recipient(&h.sink.received());
@@ -103,7 +112,9 @@ fn a_campaign_over_several_domains_ends_with_exact_counts() {
                     .map(|v| v.trim().trim_matches(['<', '>']).to_string())
                     .unwrap_or_else(|| panic!("{name} missing in {dump}"))
             };
-            let tag = codec.decode(&field("X-Mail-Args:")).expect("a VERP return path");
+            let tag = codec
+                .decode(&field("X-Mail-Args:"))
+                .expect("a VERP return path");
             assert_eq!(tag.recipient.as_str(), field("X-Rcpt-Args:"));
             assert_eq!(tag.campaign, c.id);
             assert_eq!(tag.tenant, h.tenant);
@@ -115,7 +126,13 @@ fn a_campaign_over_several_domains_ends_with_exact_counts() {
             assert!(h.ports.store.is_suppressed(&h.tenant, &addr).await.unwrap());
         }
         let soft_addr = EmailAddress::parse("person0@soft.test").unwrap();
-        assert!(!h.ports.store.is_suppressed(&h.tenant, &soft_addr).await.unwrap());
+        assert!(
+            !h.ports
+                .store
+                .is_suppressed(&h.tenant, &soft_addr)
+                .await
+                .unwrap()
+        );
         let expired = h
             .ports
             .store
@@ -127,7 +144,10 @@ fn a_campaign_over_several_domains_ends_with_exact_counts() {
             .find(|m| m.recipient.as_str() == "person0@mail4.test")
             .and_then(|m| m.detail.clone())
             .unwrap_or_default();
-        assert!(mail4_detail.contains("450") || mail4_detail.contains("4.3.0"), "{mail4_detail}");
+        assert!(
+            mail4_detail.contains("450") || mail4_detail.contains("4.3.0"),
+            "{mail4_detail}"
+        );
         h.engine.shutdown().await;
     });
 }

@@ -174,7 +174,13 @@ impl Worker for BounceWorker {
                         ReportKind::Complaint { feedback_type } => {
                             let why = format!("complaint: {feedback_type}");
                             self.suppress(&tenant, &recipient, &why).await?;
-                            Some((message_id, tenant, campaign, recipient, EventKind::Complained))
+                            Some((
+                                message_id,
+                                tenant,
+                                campaign,
+                                recipient,
+                                EventKind::Complained,
+                            ))
                         }
                     }
                 }

@@ -7,10 +7,10 @@
 //! (one hot-state write); a claim found in flight is waited for, and taken over only
 //! once older than `in_flight_timeout`.
 
-use crate::compose::Composer;
 use crate::common::{
     Cursor, Outbox, Ports, decode_or_dead_letter, hot_down, hot_ok, save_positions,
 };
+use crate::compose::Composer;
 use crate::faults::{FaultPoint, Faults};
 use crate::ownership::LeaseGuard;
 use crate::worker::{Step, Worker};
@@ -599,13 +599,24 @@ mod tests {
         let s = settings();
         let t0 = Timestamp(1_000_000);
         // attempt -> (tier, delay) at the extremes of the jitter.
-        let cases = [(1, 0, 60_000), (2, 1, 240_000), (3, 2, 960_000), (5, 2, 960_000)];
+        let cases = [
+            (1, 0, 60_000),
+            (2, 1, 240_000),
+            (3, 2, 960_000),
+            (5, 2, 960_000),
+        ];
         for (attempt, tier, delay_ms) in cases {
             let out = defer(&s, record(attempt, t0), "451".into(), t0, 0.0);
-            assert_eq!(decision(&out), Ok((tier, attempt + 1, Timestamp(t0.0 + delay_ms))));
+            assert_eq!(
+                decision(&out),
+                Ok((tier, attempt + 1, Timestamp(t0.0 + delay_ms)))
+            );
             let out = defer(&s, record(attempt, t0), "451".into(), t0, 0.5);
             let stretched = delay_ms + delay_ms / 20;
-            assert_eq!(decision(&out), Ok((tier, attempt + 1, Timestamp(t0.0 + stretched))));
+            assert_eq!(
+                decision(&out),
+                Ok((tier, attempt + 1, Timestamp(t0.0 + stretched)))
+            );
         }
         // The jitter of a message is fixed per attempt, spread over messages, in [0, 1).
         let rec = record(1, t0);
@@ -623,7 +634,10 @@ mod tests {
         assert_eq!(decision(&out), Err(6));
         // Accepted 50 minutes ago: a 16-minute wait would pass the hour.
         let accepted = Timestamp(t0.0 - 50 * 60_000);
-        assert_eq!(decision(&defer(&s, record(3, accepted), "451".into(), t0, 0.0)), Err(3));
+        assert_eq!(
+            decision(&defer(&s, record(3, accepted), "451".into(), t0, 0.0)),
+            Err(3)
+        );
         // ...but a one-minute wait would not.
         assert!(decision(&defer(&s, record(1, accepted), "451".into(), t0, 0.0)).is_ok());
         // Every deferral reports the reply.

@@ -228,7 +228,11 @@ pub struct Secret(pub String);
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"<redacted>\""
+        })
     }
 }
 
@@ -458,13 +462,19 @@ impl Settings {
                 })
             }
         };
-        one_of("smtp.tls", &self.smtp.tls, &["off", "opportunistic", "required"])?;
+        one_of(
+            "smtp.tls",
+            &self.smtp.tls,
+            &["off", "opportunistic", "required"],
+        )?;
         one_of("smtp.resolver", &self.smtp.resolver, &["static", "dns"])?;
         for (tenant, pool) in &self.smtp.tenant_pools {
             if !self.smtp.source_pools.contains_key(pool) {
                 return Err(ConfigError::BadValue {
                     key: "smtp.tenant_pools",
-                    reason: format!("tenant {tenant} uses pool {pool:?}, which smtp.source_pools lacks"),
+                    reason: format!(
+                        "tenant {tenant} uses pool {pool:?}, which smtp.source_pools lacks"
+                    ),
                 });
             }
         }

@@ -206,10 +206,15 @@ impl SmtpTransport {
         let mut options = self.connect.clone();
         options.local = pool.source.as_ref().and_then(|source| {
             let i = source.next.fetch_add(1, Ordering::Relaxed);
-            source.addresses.get(i % source.addresses.len().max(1)).copied()
+            source
+                .addresses
+                .get(i % source.addresses.len().max(1))
+                .copied()
         });
         let conn = match Connection::open(&pool.route, &options).await {
-            Err(SessionError::Handshake { peer, source }) if options.tls == TlsMode::Opportunistic => {
+            Err(SessionError::Handshake { peer, source })
+                if options.tls == TlsMode::Opportunistic =>
+            {
                 // Opportunistic TLS never costs a delivery: try again in plain text.
                 warn!(%peer, error = %source, "TLS handshake failed, delivering without TLS");
                 metrics::counter!("maily_smtp_tls_fallbacks_total").increment(1);

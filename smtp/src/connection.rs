@@ -229,7 +229,10 @@ async fn connect(route: &Route, local: Option<IpAddr>) -> io::Result<TcpStream> 
     Err(last.unwrap_or_else(|| {
         io::Error::new(
             io::ErrorKind::AddrNotAvailable,
-            format!("{} has no address of the family of source address {local}", route.host),
+            format!(
+                "{} has no address of the family of source address {local}",
+                route.host
+            ),
         )
     }))
 }
@@ -246,7 +249,10 @@ pub(crate) fn peer_name(route: &Route) -> String {
 impl Connection {
     /// Connects, reads the greeting, says EHLO (HELO if EHLO is refused) and, as the
     /// TLS mode asks, upgrades with STARTTLS and says EHLO again.
-    pub(crate) async fn open(route: &Route, options: &ConnectOptions) -> Result<Self, SessionError> {
+    pub(crate) async fn open(
+        route: &Route,
+        options: &ConnectOptions,
+    ) -> Result<Self, SessionError> {
         let peer = peer_name(route);
         let connect_timeout = options.connect_timeout;
         let stream = match timeout(connect_timeout, connect(route, options.local)).await {
@@ -298,7 +304,11 @@ impl Connection {
     }
 
     /// RFC 3207: STARTTLS, the handshake, then EHLO again (capabilities may differ).
-    async fn start_tls(&mut self, route: &Route, options: &ConnectOptions) -> Result<(), SessionError> {
+    async fn start_tls(
+        &mut self,
+        route: &Route,
+        options: &ConnectOptions,
+    ) -> Result<(), SessionError> {
         self.command(format_args!("STARTTLS"));
         self.flush(Step::StartTls).await?;
         let reply = self.read_reply(Step::StartTls).await?;
@@ -320,10 +330,12 @@ impl Connection {
             .expect("STARTTLS is only sent on a plain connection");
         let name = match route.host.parse::<IpAddr>() {
             Ok(ip) => ServerName::IpAddress(ip.into()),
-            Err(_) => ServerName::try_from(route.host.clone()).map_err(|e| SessionError::Handshake {
-                peer: self.peer.clone(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, e),
-            })?,
+            Err(_) => {
+                ServerName::try_from(route.host.clone()).map_err(|e| SessionError::Handshake {
+                    peer: self.peer.clone(),
+                    source: io::Error::new(io::ErrorKind::InvalidInput, e),
+                })?
+            }
         };
         let connector = tokio_rustls::TlsConnector::from(Arc::clone(&options.tls_config));
         let tls = match timeout(self.command_timeout, connector.connect(name, tcp)).await {

@@ -32,11 +32,11 @@ pub mod tls;
 
 pub use client::{SmtpClientParams, SmtpTransport};
 pub use dkim::{DkimAlgorithm, DkimError, DkimKey, DkimSigner};
-pub use limits::{Limit, Rate, Scope, ScopeKind, ThrottleTable, Throttles};
-pub use tls::{CertificateCheck, TlsMode};
 pub use dot::{UnstuffError, Unstuffer, dot_stuff, dot_unstuff};
+pub use limits::{Limit, Rate, Scope, ScopeKind, ThrottleTable, Throttles};
 pub use mx::{MxError, MxOptions, MxResolver, MxSetupError, RoutingResolver};
 pub use routes::{RouteErrorReason, RouteParseError, StaticRoutes, parse_target};
 pub use sink::{
     MessageHandler, ReceivedMessage, SinkConfig, SinkHandle, SinkReply, SmtpSink, Verdict,
 };
+pub use tls::{CertificateCheck, TlsMode};

@@ -82,7 +82,9 @@ impl Rate {
 
 /// Why a rate could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad rate {input:?}: expected <messages>/<unit> with unit s, m or h (e.g. \"50/s\", \"3000/m\")")]
+#[error(
+    "bad rate {input:?}: expected <messages>/<unit> with unit s, m or h (e.g. \"50/s\", \"3000/m\")"
+)]
 pub struct RateParseError {
     pub input: String,
 }
@@ -391,7 +393,10 @@ mod tests {
                 per: Duration::from_secs(1)
             }
         );
-        assert_eq!("3000/m".parse::<Rate>().unwrap().interval(), Duration::from_millis(20));
+        assert_eq!(
+            "3000/m".parse::<Rate>().unwrap().interval(),
+            Duration::from_millis(20)
+        );
         assert_eq!("10/h".parse::<Rate>().unwrap().to_string(), "10/h");
         for bad in ["", "5", "0/s", "x/s", "5/d", "-1/s"] {
             let err = bad.parse::<Rate>().unwrap_err();
@@ -402,15 +407,23 @@ mod tests {
     #[test]
     fn named_scopes_replace_the_default_of_their_kind() {
         let mut table = ThrottleTable::default();
-        table.defaults.insert(ScopeKind::Domain, limit(Some(4), None));
+        table
+            .defaults
+            .insert(ScopeKind::Domain, limit(Some(4), None));
         table
             .scopes
             .insert(Scope::domain("Slow.Example."), limit(None, Some("1/s")));
-        assert_eq!(table.limit_for(&Scope::domain("other.org")).max_connections, Some(4));
+        assert_eq!(
+            table.limit_for(&Scope::domain("other.org")).max_connections,
+            Some(4)
+        );
         let slow = table.limit_for(&Scope::domain("slow.example"));
         assert_eq!(slow.max_connections, None);
         assert!(slow.rate.is_some());
-        assert_eq!(table.limit_for(&Scope::Tenant("t".into())), Limit::default());
+        assert_eq!(
+            table.limit_for(&Scope::Tenant("t".into())),
+            Limit::default()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -473,7 +486,10 @@ mod tests {
         held.pop();
         held.pop();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(!waiter.is_finished(), "one still open: the limit of 1 is reached");
+        assert!(
+            !waiter.is_finished(),
+            "one still open: the limit of 1 is reached"
+        );
         held.pop();
         tokio::time::timeout(Duration::from_millis(10), waiter)
             .await

@@ -75,8 +75,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// The client configuration for `check`.
 pub fn client_config(check: &CertificateCheck) -> Result<Arc<ClientConfig>, TlsError> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?;
+    let builder =
+        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let config = match check {
         CertificateCheck::None => builder
             .dangerous()
@@ -91,12 +91,10 @@ pub fn client_config(check: &CertificateCheck) -> Result<Arc<ClientConfig>, TlsE
         CertificateCheck::CaFile(path) => {
             let mut roots = RootCertStore::empty();
             for cert in read_certs(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| TlsError::BadCertificate {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?;
+                roots.add(cert).map_err(|e| TlsError::BadCertificate {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }

@@ -77,9 +77,10 @@ impl Harness {
             ));
         let settings = Settings::from_figment(tune(fig)).expect("valid settings");
         let ports = build_ports(&settings).await.expect("ports");
-        let engine = maily_actors::start(ports.clone(), engine_settings(&settings).expect("settings"))
-            .await
-            .expect("engine starts");
+        let engine =
+            maily_actors::start(ports.clone(), engine_settings(&settings).expect("settings"))
+                .await
+                .expect("engine starts");
         let settings = engine_settings(&settings).expect("settings");
         let tenant = TenantId::parse("acme").expect("tenant");
         ports

@@ -52,7 +52,10 @@ impl PostfixSink {
             .expect("smtp-sink starts");
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "smtp-sink never listened on {addr}");
+            assert!(
+                Instant::now() < deadline,
+                "smtp-sink never listened on {addr}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         PostfixSink { child, addr, dir }

@@ -97,7 +97,11 @@ async fn a_domain_concurrency_limit_holds_at_the_sink_and_a_change_takes_effect(
         "limited domain had {} transactions open at once",
         slow.max_open_transactions()
     );
-    assert!(slow.connections() <= 3, "{} connections", slow.connections());
+    assert!(
+        slow.connections() <= 3,
+        "{} connections",
+        slow.connections()
+    );
     assert!(
         fast.max_open_transactions() > 3,
         "the other domain is not held to the limit (it had {})",
@@ -228,8 +232,8 @@ async fn connections_leave_from_the_tenants_source_pool() {
         default_pool: Some("cold".into()),
         ..params()
     };
-    let routes = StaticRoutes::from_entries([("*", format!("127.0.0.1:{}", sink.addr().port()))])
-        .unwrap();
+    let routes =
+        StaticRoutes::from_entries([("*", format!("127.0.0.1:{}", sink.addr().port()))]).unwrap();
     let transport = Arc::new(SmtpTransport::new(Arc::new(routes), params));
     // Tenant "test" sends from the warm pool; another tenant from the default pool.
     let mut messages: Vec<_> = (0..40).map(|i| to_domain("any.test", i)).collect();

@@ -8,7 +8,9 @@ use maily_smtp::{SinkConfig, SinkHandle, SmtpClientParams, SmtpTransport, TlsMod
 use std::path::PathBuf;
 
 fn data_file(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/tls")
+        .join(name)
 }
 
 async fn tls_sink() -> SinkHandle {
@@ -38,9 +40,16 @@ async fn opportunistic_tls_encrypts_when_offered() {
     for i in 0..3 {
         let msg = message("a@shop.example", &format!("u{i}@x.test"), BODY);
         let outcome = t.deliver(&msg).await;
-        assert!(matches!(outcome, DeliveryOutcome::Delivered { .. }), "{outcome:?}");
+        assert!(
+            matches!(outcome, DeliveryOutcome::Delivered { .. }),
+            "{outcome:?}"
+        );
     }
-    assert_eq!(sink.tls_sessions(), 1, "one connection, upgraded once, reused");
+    assert_eq!(
+        sink.tls_sessions(),
+        1,
+        "one connection, upgraded once, reused"
+    );
     let received = sink.received();
     assert!(received.iter().all(|m| m.tls));
     assert_eq!(received[0].data, BODY);
@@ -54,8 +63,13 @@ async fn opportunistic_tls_sends_in_plain_text_without_starttls() {
     })
     .await;
     let t = transport(&sink, TlsMode::Opportunistic, None);
-    let outcome = t.deliver(&message("a@shop.example", "u@x.test", BODY)).await;
-    assert!(matches!(outcome, DeliveryOutcome::Delivered { .. }), "{outcome:?}");
+    let outcome = t
+        .deliver(&message("a@shop.example", "u@x.test", BODY))
+        .await;
+    assert!(
+        matches!(outcome, DeliveryOutcome::Delivered { .. }),
+        "{outcome:?}"
+    );
     assert!(!sink.received()[0].tls);
 }
 
@@ -63,10 +77,15 @@ async fn opportunistic_tls_sends_in_plain_text_without_starttls() {
 async fn required_tls_refuses_a_server_without_starttls() {
     let sink = start_sink(SinkConfig::default()).await;
     let t = transport(&sink, TlsMode::Required, None);
-    let outcome = t.deliver(&message("a@shop.example", "u@x.test", BODY)).await;
+    let outcome = t
+        .deliver(&message("a@shop.example", "u@x.test", BODY))
+        .await;
     match outcome {
         DeliveryOutcome::Transient { error, .. } => {
-            assert!(error.contains("TLS") && error.contains("does not offer STARTTLS"), "{error}");
+            assert!(
+                error.contains("TLS") && error.contains("does not offer STARTTLS"),
+                "{error}"
+            );
         }
         other => panic!("expected a transient failure, got {other:?}"),
     }
@@ -82,8 +101,13 @@ async fn required_tls_with_the_right_ca_verifies_and_delivers() {
         TlsMode::Required,
         Some(CertificateCheck::CaFile(data_file("ca.pem"))),
     );
-    let outcome = t.deliver(&message("a@shop.example", "u@x.test", BODY)).await;
-    assert!(matches!(outcome, DeliveryOutcome::Delivered { .. }), "{outcome:?}");
+    let outcome = t
+        .deliver(&message("a@shop.example", "u@x.test", BODY))
+        .await;
+    assert!(
+        matches!(outcome, DeliveryOutcome::Delivered { .. }),
+        "{outcome:?}"
+    );
     assert!(sink.received()[0].tls);
 }
 
@@ -95,7 +119,9 @@ async fn required_tls_with_an_unknown_issuer_fails_and_sends_nothing() {
         TlsMode::Required,
         Some(CertificateCheck::CaFile(data_file("other-ca.pem"))),
     );
-    let outcome = t.deliver(&message("a@shop.example", "u@x.test", BODY)).await;
+    let outcome = t
+        .deliver(&message("a@shop.example", "u@x.test", BODY))
+        .await;
     match outcome {
         DeliveryOutcome::Transient { error, .. } => {
             assert!(error.contains("TLS handshake"), "{error}");
@@ -113,8 +139,13 @@ async fn opportunistic_tls_falls_back_to_plain_text_when_the_handshake_fails() {
         TlsMode::Opportunistic,
         Some(CertificateCheck::CaFile(data_file("other-ca.pem"))),
     );
-    let outcome = t.deliver(&message("a@shop.example", "u@x.test", BODY)).await;
-    assert!(matches!(outcome, DeliveryOutcome::Delivered { .. }), "{outcome:?}");
+    let outcome = t
+        .deliver(&message("a@shop.example", "u@x.test", BODY))
+        .await;
+    assert!(
+        matches!(outcome, DeliveryOutcome::Delivered { .. }),
+        "{outcome:?}"
+    );
     assert!(!sink.received()[0].tls, "delivered in plain text");
 }
 
