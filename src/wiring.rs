@@ -306,13 +306,19 @@ pub fn composer(s: &Settings) -> anyhow::Result<Composer> {
         for k in &s.dkim.keys {
             let key = DkimKey::from_file(&k.domain, &k.selector, &k.key_file)
                 .with_context(|| format!("dkim.keys: domain {}", k.domain))?;
-            if k.domain == "*" {
-                signer.set_fallback(key);
-            } else {
-                signer
-                    .add_key(key)
+            tracing::info!(
+                name = %key.dns_name(),
+                record = %key.dns_record(),
+                "DKIM key loaded; publish this TXT record"
+            );
+            if k.fallback {
+                let again = DkimKey::from_file(&k.domain, &k.selector, &k.key_file)
                     .with_context(|| format!("dkim.keys: domain {}", k.domain))?;
+                signer.set_fallback(again);
             }
+            signer
+                .add_key(key)
+                .with_context(|| format!("dkim.keys: domain {}", k.domain))?;
         }
         Some(Arc::new(Dkim(signer)))
     };

@@ -8,6 +8,7 @@ mod common;
 
 use common::postfix::PostfixSink;
 use common::{Harness, per_recipient, row, run};
+use figment::providers::{Format as _, Toml};
 use maily_api::intake::Row;
 use maily_engine::verp::VerpCodec;
 use maily_engine::{Domain, EmailAddress};
@@ -148,6 +149,92 @@ fn a_campaign_over_several_domains_ends_with_exact_counts() {
             mail4_detail.contains("450") || mail4_detail.contains("4.3.0"),
             "{mail4_detail}"
         );
+        h.engine.shutdown().await;
+    });
+}
+
+/// Verifies `message` with dkimpy, answering the key lookup with `record`.
+fn dkimpy_verifies(message: &[u8], name: &str, record: &str) -> bool {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/smtp/tests/data/dkim/verify.py"
+    );
+    let mut child = Command::new("python3")
+        .arg(script)
+        .env("DKIM_NAME", name)
+        .env("DKIM_TXT", record)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs: run scripts/python-tools.sh");
+    child.stdin.take().unwrap().write_all(message).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(3),
+        "dkimpy is missing: run scripts/python-tools.sh"
+    );
+    out.status.success()
+}
+
+#[test]
+fn messages_leave_signed_with_tracked_links_and_one_click_unsubscribe() {
+    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/smtp/tests/data/dkim");
+    let ed = format!("{keys}/ed25519.pem");
+    let rsa = format!("{keys}/rsa2048.pem");
+    run(async move {
+        let h = Harness::start_with(HashMap::new(), move |f| {
+            f.merge(Toml::string(&format!(
+                "[[dkim.keys]]\ndomain = \"shop.example\"\nselector = \"ed1\"\nkey_file = \"{ed}\"\n\
+                 [[dkim.keys]]\ndomain = \"esp.example\"\nselector = \"rsa1\"\nkey_file = \"{rsa}\"\nfallback = true\n"
+            )))
+            .merge(("tracking.base_url", "https://t.shop.example"))
+            .merge(("tracking.secret", "00112233445566778899aabbccddeeff"))
+            .merge(("tracking.unsubscribe_mailto", "unsubscribe@shop.example"))
+        })
+        .await;
+        let c = h.campaign("signed").await;
+        let report = h.intake.enqueue(&c, (0..3).map(row)).await.unwrap();
+        h.wait_finished(&[(c.id, report.accepted)]).await;
+        let received = h.sink.received();
+        assert_eq!(received.len(), 3);
+        let ed_key =
+            maily_smtp::DkimKey::from_file("shop.example", "ed1", format!("{keys}/ed25519.pem"))
+                .unwrap();
+        for m in &received {
+            let text = String::from_utf8_lossy(&m.data);
+            assert!(
+                text.starts_with("DKIM-Signature: v=1; a=ed25519-sha256;"),
+                "{text}"
+            );
+            assert!(dkimpy_verifies(
+                &m.data,
+                &ed_key.dns_name(),
+                &ed_key.dns_record()
+            ));
+            let mut tampered = m.data.clone();
+            let last = tampered.len() - 3;
+            tampered[last] ^= 1;
+            assert!(!dkimpy_verifies(
+                &tampered,
+                &ed_key.dns_name(),
+                &ed_key.dns_record()
+            ));
+            assert!(
+                text.contains("List-Unsubscribe: <https://t.shop.example/u/"),
+                "{text}"
+            );
+            assert!(text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"));
+            // The HTML part is quoted-printable: undo its soft line breaks.
+            let html = text.replace("=\r\n", "").replace("=3D", "=");
+            assert!(
+                html.contains("<img src=\"https://t.shop.example/o/"),
+                "open pixel: {html}"
+            );
+        }
         h.engine.shutdown().await;
     });
 }

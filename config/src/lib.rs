@@ -247,11 +247,15 @@ pub struct DkimSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DkimKeySection {
-    /// The sending (From) domain the key signs for; "*" for every other domain.
+    /// The sending (From) domain the key signs for (its `d=`).
     pub domain: String,
     pub selector: String,
     /// A PEM file: Ed25519 (PKCS#8) or RSA of at least 2048 bits.
     pub key_file: String,
+    /// Also sign mail of From domains without a key of their own, as `d=<domain>`
+    /// (such a signature does not align for DMARC). At most one key.
+    #[serde(default)]
+    pub fallback: bool,
 }
 
 /// `[verp]`
@@ -490,6 +494,12 @@ impl Settings {
             return Err(ConfigError::BadValue {
                 key: "smtp.source_pools",
                 reason: format!("pool {name:?} has no addresses"),
+            });
+        }
+        if self.dkim.keys.iter().filter(|k| k.fallback).count() > 1 {
+            return Err(ConfigError::BadValue {
+                key: "dkim.keys",
+                reason: "more than one key has fallback = true".into(),
             });
         }
         if !self.verp.domain.is_empty() && self.verp.secret.0.len() < 16 {
