@@ -35,8 +35,10 @@
 //! our own bounce MX, which we control. What is enforced is the whole path limit
 //! (256 octets with the angle brackets, so 254 for the address): [`VerpCodec::encode`]
 //! refuses longer addresses with [`VerpError::TooLong`] and the caller falls back to a
-//! plain return path. Because [`EmailAddress`] keeps RFC 5321's 64-octet local-part
-//! limit, an encoded return path is a [`VerpAddress`], not an `EmailAddress`.
+//! plain return path. [`EmailAddress::parse`] keeps RFC 5321's 64-octet local-part
+//! limit for recipients; [`VerpAddress::to_email_address`] goes through
+//! [`EmailAddress::parse_return_path`], which allows the long local part, so an encoded
+//! return path can be used as an envelope sender.
 
 use crate::domain::{
     address::{AddressError, Domain, EmailAddress},
@@ -115,8 +117,9 @@ impl VerpAddress {
         &self.full[self.at + 1..]
     }
 
-    /// The address as an [`EmailAddress`], which succeeds only while the local part
-    /// fits RFC 5321's 64 octets.
+    /// The address as an [`EmailAddress`] (through
+    /// [`EmailAddress::parse_return_path`], which accepts the long local part), for
+    /// use as MAIL FROM.
     pub fn to_email_address(&self) -> Result<EmailAddress, AddressError> {
         EmailAddress::parse_return_path(&self.full)
     }
@@ -414,9 +417,10 @@ mod tests {
         );
         assert!(local.len() > 64, "documented: longer than RFC 5321's 64");
         assert!(
-            a.to_email_address().is_err(),
-            "EmailAddress keeps the 64 limit"
+            EmailAddress::parse(a.as_str()).is_err(),
+            "recipients keep the 64 limit"
         );
+        assert_eq!(a.to_email_address().unwrap().as_str(), a.as_str());
         assert_eq!(c.decode(a.as_str()).unwrap(), t);
         assert_eq!(c.decode(&format!("<{a}>")).unwrap(), t);
     }
@@ -509,6 +513,8 @@ mod tests {
         fn encode_then_decode_round_trips(t in arb_tag()) {
             let c = codec();
             let a = c.encode(&t).unwrap();
+            let as_address = a.to_email_address().unwrap();
+            prop_assert_eq!(as_address.as_str(), a.as_str());
             prop_assert_eq!(c.decode(a.as_str()).unwrap(), t);
         }
 

@@ -475,7 +475,17 @@ impl Rules {
         if self.rules.is_empty() {
             return None;
         }
-        let text = collapse_whitespace(&reply.text);
+        // Matched on at most MATCH_LIMIT bytes, non-ASCII replaced by spaces: the rules
+        // are about ASCII wording, and with ASCII input the regex engine keeps to its
+        // fast automata even for Unicode word boundaries (non-ASCII bytes would force
+        // a slow fallback, milliseconds for a few kilobytes of crafted text).
+        let ascii: String = reply
+            .text
+            .chars()
+            .take(MATCH_LIMIT)
+            .map(|c| if c.is_ascii() { c } else { ' ' })
+            .collect();
+        let text = collapse_whitespace(&ascii);
         // Pattern indices come in ascending order and so do their rules: the first
         // rule whose constraints hold is the first in file order.
         self.set
@@ -485,6 +495,9 @@ impl Rules {
             .find(|&r| self.rules[r].admits(reply))
     }
 }
+
+/// Characters of a reply's text that rules are matched against.
+const MATCH_LIMIT: usize = 2048;
 
 /// A temporary failure is never hard, whatever the rule says.
 fn verdict(reply: &SmtpReply, reason: Reason, class: Option<BounceClass>) -> Classification {
@@ -915,5 +928,27 @@ mod tests {
             Rules::defaults().rules()[i].name.as_deref(),
             Some("gmail-no-such-account")
         );
+    }
+}
+
+#[cfg(test)]
+mod hostile_input {
+    use super::*;
+
+    #[test]
+    fn non_ascii_and_huge_replies_classify_like_their_ascii_wording() {
+        let rules = Rules::defaults();
+        let plain = SmtpReply::new(
+            550,
+            "5.1.1 The email account that you tried to reach does not exist",
+        );
+        let noisy = SmtpReply::new(
+            550,
+            format!(
+                "5.1.1 Ünïcödé — The email account that you tried to reach does not exist {}",
+                "é".repeat(40_000)
+            ),
+        );
+        assert_eq!(rules.classify(&noisy), rules.classify(&plain));
     }
 }

@@ -16,7 +16,7 @@ pub use hot::{Claim, HotError, HotState};
 pub use log::{EventLog, KeyedPayload, LogError, Record};
 pub use resolver::{ResolveError, Resolver, Route};
 pub use store::{
-    AggregateBatch, Fence, Lease, LedgerEntry, MessageState, Settlement, SettlementEntry, Store,
-    StoreError, StoredOffset, StoredProof,
+    AggregateBatch, ApiKeyRecord, Fence, Lease, LedgerEntry, MessageState, NewApiKey, Settlement,
+    SettlementEntry, Store, StoreError, StoredOffset, StoredProof, TenantRecord,
 };
 pub use transport::{DeliveryOutcome, OutboundMessage, SendGuard, Transport};

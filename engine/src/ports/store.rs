@@ -151,11 +151,113 @@ pub struct StoredProof {
     pub proof: Vec<Hash32>,
 }
 
+/// A tenant as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRecord {
+    pub id: TenantId,
+    pub name: String,
+    /// When the tenant was first stored (a rename keeps it).
+    pub created_at: Timestamp,
+}
+
+/// An API key to store: who it belongs to, what it may do, and a hash of its secret.
+///
+/// The secret itself never reaches the store; the API hashes it (see
+/// `maily_api::auth::keys`) and only compares hashes. Debug output leaves the hash out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewApiKey {
+    /// The public part of the key, unique across all tenants.
+    pub id: String,
+    /// The tenant whose API the key opens.
+    pub tenant: TenantId,
+    /// What the tenant calls the key.
+    pub name: String,
+    /// Scope names as the API defines them (`send`, `read`, `admin`), stored as given.
+    pub scopes: Vec<String>,
+    /// The hash of the key's secret.
+    pub secret_hash: [u8; 32],
+    pub created_at: Timestamp,
+}
+
+/// A stored API key, with when it was last used and whether it was revoked.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub tenant: TenantId,
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// The hash of the key's secret (never the secret).
+    pub secret_hash: [u8; 32],
+    pub created_at: Timestamp,
+    /// The latest time the key authenticated a request, as recorded (best effort).
+    pub last_used_at: Option<Timestamp>,
+    /// When the key was revoked; a revoked key never authenticates again.
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for NewApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewApiKey")
+            .field("id", &self.id)
+            .field("tenant", &self.tenant)
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("secret_hash", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ApiKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyRecord")
+            .field("id", &self.id)
+            .field("tenant", &self.tenant)
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("secret_hash", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .field("last_used_at", &self.last_used_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish()
+    }
+}
+
 /// The durable record of the engine.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates or renames a tenant.
     async fn upsert_tenant(&self, tenant: &TenantId, name: &str) -> Result<(), StoreError>;
+
+    /// Every tenant, ordered by id.
+    async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError>;
+
+    /// A tenant by id.
+    async fn tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError>;
+
+    /// Stores a new API key. An existing id is a conflict; a tenant that does not exist
+    /// is an invalid row.
+    async fn create_api_key(&self, key: &NewApiKey) -> Result<(), StoreError>;
+
+    /// An API key by id, revoked or not.
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// A tenant's API keys, revoked ones included, oldest first (then by id).
+    async fn api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
+    /// Revokes `tenant`'s key `id` at `at`. Returns `false` when the tenant has no such
+    /// key (unknown, or another tenant's, which stays untouched). Revoking again
+    /// returns `true` and keeps the first revocation time.
+    async fn revoke_api_key(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Records that key `id` was used at `at`; best effort: an unknown id is a no-op,
+    /// and an earlier `at` than the one recorded never moves it back.
+    async fn touch_api_key(&self, id: &str, at: Timestamp) -> Result<(), StoreError>;
 
     /// Stores a new campaign; an existing id is a conflict.
     async fn insert_campaign(&self, campaign: &Campaign) -> Result<(), StoreError>;
