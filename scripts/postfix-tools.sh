@@ -18,13 +18,11 @@ find_tool() {
 # The Postfix master daemon, if one is running (its pid file, else by exact process
 # name; `pgrep -x` matches the name exactly, not a command-line pattern).
 postfix_master_pids() {
-  local pid
-  for f in /var/spool/postfix/pid/master.pid; do
-    if [ -r "$f" ]; then
-      pid=$(tr -d ' \n' <"$f")
-      if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi
-    fi
-  done
+  local pid f=/var/spool/postfix/pid/master.pid
+  if [ -r "$f" ]; then
+    pid=$(tr -d ' \n' <"$f")
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi
+  fi
   if command -v pgrep >/dev/null 2>&1; then pgrep -x master -u root 2>/dev/null || true; fi
 }
 

@@ -6,8 +6,9 @@ use maily_chain::LedgerChain;
 use maily_chain::ledger::{LedgerError, entry_hash};
 use maily_engine::merkle::{Hash32, keccak};
 use maily_engine::ports::{
-    AggregateBatch, AnchorReceipt, Chain, ChainError, Fence, Lease, LedgerEntry, MessageState,
-    Settlement, Store, StoreError, StoredOffset, StoredProof,
+    AggregateBatch, AnchorReceipt, ApiKeyRecord, Chain, ChainError, Fence, Lease, LedgerEntry,
+    MessageState, NewApiKey, Settlement, Store, StoreError, StoredOffset, StoredProof,
+    TenantRecord,
 };
 use maily_engine::{
     Campaign, CampaignId, CampaignStats, EmailAddress, MessageId, TenantId, Timestamp,
@@ -335,6 +336,39 @@ impl Store for HookedStore {
 
     async fn upsert_tenant(&self, tenant: &TenantId, name: &str) -> Result<(), StoreError> {
         self.inner.upsert_tenant(tenant, name).await
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        self.inner.tenants().await
+    }
+
+    async fn tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
+        self.inner.tenant(id).await
+    }
+
+    async fn create_api_key(&self, key: &NewApiKey) -> Result<(), StoreError> {
+        self.inner.create_api_key(key).await
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.inner.api_key(id).await
+    }
+
+    async fn api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.inner.api_keys(tenant).await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.inner.revoke_api_key(tenant, id, at).await
+    }
+
+    async fn touch_api_key(&self, id: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.inner.touch_api_key(id, at).await
     }
 
     async fn insert_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {

@@ -114,7 +114,10 @@ async fn reconnecting_keeps_data_and_applies_migrations_once() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(rows, vec![(1, "initial".to_string())]);
+    assert_eq!(
+        rows,
+        vec![(1, "initial".to_string()), (2, "api_keys".to_string())]
+    );
     let product_tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()
          AND tablename IN ('api_keys', 'contacts', 'lists', 'list_members', 'segments')",
@@ -150,7 +153,7 @@ async fn processes_starting_together_migrate_once() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(applied, 1);
+    assert_eq!(applied, 2);
 }
 
 #[tokio::test]

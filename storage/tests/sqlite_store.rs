@@ -50,7 +50,11 @@ async fn reopening_keeps_data_and_applies_migrations_once() {
             .unwrap();
     assert_eq!(
         rows,
-        vec![(1, "initial".to_string()), (2, "leases".to_string())]
+        vec![
+            (1, "initial".to_string()),
+            (2, "leases".to_string()),
+            (3, "api_keys".to_string())
+        ]
     );
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut conn)

@@ -287,10 +287,12 @@ fn main() -> Result<()> {
         .zip(runs)
         .map(|(&client, runs)| summarize(client, runs))
         .collect();
+    let table = table(&args, &workload, &summaries);
     if args.json {
+        eprint!("{table}");
         print_json(&args, &workload, &summaries)?;
     } else {
-        print_table(&args, &workload, &summaries);
+        print!("{table}");
     }
     Ok(())
 }
@@ -807,8 +809,12 @@ fn ratio(summaries: &[Summary], s: &Summary) -> Option<f64> {
         .map(|source| s.rate / source.rate)
 }
 
-fn print_table(args: &Args, w: &Workload, summaries: &[Summary]) {
-    println!(
+/// The results as a text table.
+fn table(args: &Args, w: &Workload, summaries: &[Summary]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "{} messages of {} bytes, {} connections, median of {} runs, {} cores, into smtp-sink on 127.0.0.1",
         args.messages,
         w.body.len(),
@@ -816,7 +822,8 @@ fn print_table(args: &Args, w: &Workload, summaries: &[Summary]) {
         args.runs,
         cores()
     );
-    println!(
+    let _ = writeln!(
+        out,
         "{:<18} {:>9} {:>8} {:>10} {:>12} {:>12} {:>9} {:>8}",
         "client",
         "msg/s",
@@ -829,7 +836,8 @@ fn print_table(args: &Args, w: &Workload, summaries: &[Summary]) {
     );
     for s in summaries {
         let vs = ratio(summaries, s).map_or("-".to_string(), |r| format!("{r:.2}x"));
-        println!(
+        let _ = writeln!(
+            out,
             "{:<18} {:>9.0} {:>8.2} {:>10} {:>12.1} {:>12.1} {:>9.0} {:>8}",
             s.client.name(),
             s.rate,
@@ -841,6 +849,7 @@ fn print_table(args: &Args, w: &Workload, summaries: &[Summary]) {
             s.client.round_trips_per_message()
         );
     }
+    out
 }
 
 fn print_json(args: &Args, w: &Workload, summaries: &[Summary]) -> Result<()> {

@@ -3,8 +3,8 @@
 use super::{addr, sample_campaign};
 use crate::merkle::{CampaignLeaf, MerkleTree};
 use crate::ports::{
-    AggregateBatch, Fence, Lease, LedgerEntry, MessageState, Settlement, SettlementEntry, Store,
-    StoreError, StoredOffset, StoredProof,
+    AggregateBatch, ApiKeyRecord, Fence, Lease, LedgerEntry, MessageState, NewApiKey, Settlement,
+    SettlementEntry, Store, StoreError, StoredOffset, StoredProof,
 };
 use crate::{CampaignStats, MessageId, TenantId, Timestamp};
 use std::time::Duration;
@@ -54,6 +54,22 @@ macro_rules! store_contract {
             #[tokio::test]
             async fn members_heartbeat() {
                 suite::members_heartbeat(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn tenants_are_listed_and_found() {
+                suite::tenants_are_listed_and_found(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn api_keys_round_trip() {
+                suite::api_keys_round_trip(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn api_keys_are_revoked_by_their_tenant_only() {
+                suite::api_keys_are_revoked_by_their_tenant_only(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn api_key_use_is_recorded() {
+                suite::api_key_use_is_recorded(&super::$make().await).await
             }
         }
     };
@@ -656,4 +672,173 @@ pub async fn members_heartbeat(store: &impl Store) {
         vec!["engine-a", "engine-b", "engine-c"]
     );
     assert!(store.live_members(Timestamp(301)).await.unwrap().is_empty());
+}
+
+/// Tenants come back ordered by id; a rename keeps the creation time.
+pub async fn tenants_are_listed_and_found(store: &impl Store) {
+    assert!(store.tenants().await.unwrap().is_empty());
+    let acme = TenantId::parse("acme").unwrap();
+    let beta = TenantId::parse("beta").unwrap();
+    store.upsert_tenant(&beta, "Beta").await.unwrap();
+    store.upsert_tenant(&acme, "Acme").await.unwrap();
+    let first = store.tenant(&acme).await.unwrap().expect("acme stored");
+    assert_eq!(
+        (first.id.clone(), first.name.as_str()),
+        (acme.clone(), "Acme")
+    );
+    assert!(first.created_at.0 > 0, "{first:?}");
+    store.upsert_tenant(&acme, "Acme Inc").await.unwrap();
+
+    let all = store.tenants().await.unwrap();
+    let names: Vec<_> = all
+        .iter()
+        .map(|t| (t.id.as_str(), t.name.as_str()))
+        .collect();
+    assert_eq!(names, vec![("acme", "Acme Inc"), ("beta", "Beta")]);
+    assert_eq!(
+        all[0].created_at, first.created_at,
+        "a rename keeps created_at"
+    );
+    assert_eq!(store.tenant(&acme).await.unwrap().as_ref(), Some(&all[0]));
+    let missing = TenantId::parse("missing").unwrap();
+    assert_eq!(store.tenant(&missing).await.unwrap(), None);
+}
+
+fn new_key(id: &str, tenant: &TenantId, created_at: i64) -> NewApiKey {
+    NewApiKey {
+        id: id.into(),
+        tenant: tenant.clone(),
+        name: format!("key {id}"),
+        scopes: vec!["send".into(), "read".into()],
+        secret_hash: [id.len() as u8; 32],
+        created_at: Timestamp(created_at),
+    }
+}
+
+fn stored(key: &NewApiKey) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: key.id.clone(),
+        tenant: key.tenant.clone(),
+        name: key.name.clone(),
+        scopes: key.scopes.clone(),
+        secret_hash: key.secret_hash,
+        created_at: key.created_at,
+        last_used_at: None,
+        revoked_at: None,
+    }
+}
+
+/// Keys come back as stored, per tenant and oldest first; ids are unique across
+/// tenants and a key needs an existing tenant.
+pub async fn api_keys_round_trip(store: &impl Store) {
+    let acme = TenantId::parse("acme").unwrap();
+    let beta = TenantId::parse("beta").unwrap();
+    store.upsert_tenant(&acme, "Acme").await.unwrap();
+    store.upsert_tenant(&beta, "Beta").await.unwrap();
+    assert_eq!(store.api_key("k1").await.unwrap(), None);
+    assert!(store.api_keys(&acme).await.unwrap().is_empty());
+
+    let later = new_key("k1", &acme, 2_000);
+    let earlier = NewApiKey {
+        scopes: vec!["admin".into()],
+        secret_hash: [0xab; 32],
+        ..new_key("k2", &acme, 1_000)
+    };
+    let no_scopes = NewApiKey {
+        scopes: vec![],
+        ..new_key("k3", &beta, 1_500)
+    };
+    for k in [&later, &earlier, &no_scopes] {
+        store.create_api_key(k).await.unwrap();
+    }
+    assert_eq!(store.api_key("k1").await.unwrap(), Some(stored(&later)));
+    assert_eq!(store.api_key("k3").await.unwrap(), Some(stored(&no_scopes)));
+    assert_eq!(
+        store.api_keys(&acme).await.unwrap(),
+        vec![stored(&earlier), stored(&later)]
+    );
+    assert_eq!(
+        store.api_keys(&beta).await.unwrap(),
+        vec![stored(&no_scopes)]
+    );
+
+    let same_id = new_key("k1", &beta, 3_000);
+    assert!(matches!(
+        store.create_api_key(&same_id).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.api_key("k1").await.unwrap(), Some(stored(&later)));
+    let orphan = new_key("k9", &TenantId::parse("nobody").unwrap(), 1);
+    assert!(matches!(
+        store.create_api_key(&orphan).await,
+        Err(StoreError::InvalidRow { .. })
+    ));
+    assert_eq!(store.api_key("k9").await.unwrap(), None);
+}
+
+/// Only the owning tenant revokes a key; revoking again keeps the first time.
+pub async fn api_keys_are_revoked_by_their_tenant_only(store: &impl Store) {
+    let acme = TenantId::parse("acme").unwrap();
+    let beta = TenantId::parse("beta").unwrap();
+    store.upsert_tenant(&acme, "Acme").await.unwrap();
+    store.upsert_tenant(&beta, "Beta").await.unwrap();
+    let key = new_key("k1", &acme, 1_000);
+    store.create_api_key(&key).await.unwrap();
+
+    assert!(
+        !store
+            .revoke_api_key(&beta, "k1", Timestamp(5_000))
+            .await
+            .unwrap(),
+        "another tenant's key is not revoked"
+    );
+    assert!(
+        !store
+            .revoke_api_key(&acme, "nope", Timestamp(5_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.api_key("k1").await.unwrap(), Some(stored(&key)));
+
+    assert!(
+        store
+            .revoke_api_key(&acme, "k1", Timestamp(6_000))
+            .await
+            .unwrap()
+    );
+    let revoked = ApiKeyRecord {
+        revoked_at: Some(Timestamp(6_000)),
+        ..stored(&key)
+    };
+    assert_eq!(store.api_key("k1").await.unwrap(), Some(revoked.clone()));
+    assert!(
+        store
+            .revoke_api_key(&acme, "k1", Timestamp(9_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.api_key("k1").await.unwrap(), Some(revoked.clone()));
+    assert_eq!(store.api_keys(&acme).await.unwrap(), vec![revoked]);
+}
+
+/// Touching records the latest use and never moves it back; unknown ids are ignored.
+pub async fn api_key_use_is_recorded(store: &impl Store) {
+    let acme = TenantId::parse("acme").unwrap();
+    store.upsert_tenant(&acme, "Acme").await.unwrap();
+    let key = new_key("k1", &acme, 1_000);
+    store.create_api_key(&key).await.unwrap();
+    store.touch_api_key("k1", Timestamp(3_000)).await.unwrap();
+    store.touch_api_key("k1", Timestamp(2_000)).await.unwrap();
+    store.touch_api_key("nope", Timestamp(2_000)).await.unwrap();
+    let used = store.api_key("k1").await.unwrap().unwrap();
+    assert_eq!(used.last_used_at, Some(Timestamp(3_000)));
+    store.touch_api_key("k1", Timestamp(4_000)).await.unwrap();
+    let used = store.api_key("k1").await.unwrap().unwrap();
+    assert_eq!(
+        used,
+        ApiKeyRecord {
+            last_used_at: Some(Timestamp(4_000)),
+            ..stored(&key)
+        }
+    );
 }

@@ -18,11 +18,18 @@ use std::collections::BTreeMap;
 use tracing::info;
 
 /// The schema of the Postgres store, oldest first.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../migrations/postgres/0001_initial.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "api_keys",
+        sql: include_str!("../../migrations/postgres/0002_api_keys.sql"),
+    },
+];
 
 /// First half of the advisory lock key ("maily" in ASCII, truncated to 31 bits);
 /// the second half is a hash of the schema name.
@@ -234,5 +241,47 @@ mod tests {
             assert!(!m.sql.trim().is_empty(), "{} is empty", m.file_name());
         }
         assert_eq!(MIGRATIONS[0].file_name(), "0001_initial.sql");
+        assert_eq!(MIGRATIONS[1].file_name(), "0002_api_keys.sql");
+    }
+
+    #[tokio::test]
+    async fn the_embedded_schema_upgrades_a_schema_of_an_older_build() {
+        let pool = testing::empty_schema_pool().await;
+        run(&pool, &MIGRATIONS[..1]).await.unwrap();
+        run(&pool, MIGRATIONS).await.unwrap();
+        let id_type: String = sqlx::query_scalar(
+            "SELECT data_type FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = 'api_keys'
+               AND column_name = 'id'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            id_type, "text",
+            "the placeholder api_keys table was replaced"
+        );
+    }
+
+    #[tokio::test]
+    async fn api_keys_written_by_hand_stop_the_upgrade() {
+        let pool = testing::empty_schema_pool().await;
+        run(&pool, &MIGRATIONS[..1]).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO tenants (id, name) VALUES ('acme', 'Acme');
+             INSERT INTO api_keys (tenant, name, secret_hash)
+             VALUES ('acme', 'by hand', '\\x00112233445566778899aabbccddeeff')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let err = run(&pool, MIGRATIONS).await.unwrap_err();
+        assert!(err.to_string().contains("0002_api_keys.sql"), "{err}");
+        assert!(err.to_string().contains("move them away"), "{err}");
+        let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(kept, 1, "the rows were not dropped");
     }
 }

@@ -14,6 +14,7 @@
 //! [`PostgresStore`]'s `commit_aggregates` for what is committed then).
 
 mod analytics;
+mod api_keys;
 mod catalog;
 mod flush;
 mod leases;
@@ -29,8 +30,8 @@ pub use flush::FlushMethod;
 use async_trait::async_trait;
 use maily_engine::merkle::Hash32;
 use maily_engine::ports::{
-    AggregateBatch, Fence, Lease, LedgerEntry, MessageState, Settlement, Store, StoreError,
-    StoredOffset, StoredProof,
+    AggregateBatch, ApiKeyRecord, Fence, Lease, LedgerEntry, MessageState, NewApiKey, Settlement,
+    Store, StoreError, StoredOffset, StoredProof, TenantRecord,
 };
 use maily_engine::{
     Campaign, CampaignId, CampaignStats, EmailAddress, MessageId, TenantId, Timestamp,
@@ -237,6 +238,39 @@ impl PostgresStore {
 impl Store for PostgresStore {
     async fn upsert_tenant(&self, tenant: &TenantId, name: &str) -> Result<(), StoreError> {
         catalog::upsert_tenant(&self.pool, tenant, name).await
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        catalog::tenants(&self.pool).await
+    }
+
+    async fn tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
+        catalog::tenant(&self.pool, id).await
+    }
+
+    async fn create_api_key(&self, key: &NewApiKey) -> Result<(), StoreError> {
+        api_keys::create_api_key(&self.pool, key).await
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        api_keys::api_key(&self.pool, id).await
+    }
+
+    async fn api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        api_keys::api_keys(&self.pool, tenant).await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        api_keys::revoke_api_key(&self.pool, tenant, id, at).await
+    }
+
+    async fn touch_api_key(&self, id: &str, at: Timestamp) -> Result<(), StoreError> {
+        api_keys::touch_api_key(&self.pool, id, at).await
     }
 
     async fn insert_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {

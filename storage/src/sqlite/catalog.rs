@@ -1,7 +1,7 @@
 //! Tenants, campaigns and suppression lists.
 
 use super::rows::{RowReader, db_err, is_kind, raw_text};
-use maily_engine::ports::StoreError;
+use maily_engine::ports::{StoreError, TenantRecord};
 use maily_engine::template::Template;
 use maily_engine::{Campaign, CampaignId, EmailAddress, TenantId, Timestamp};
 use sqlx::SqlitePool;
@@ -138,4 +138,35 @@ pub(super) async fn suppressions(
             Ok((r.parse("email")?, r.get("reason")?))
         })
         .collect()
+}
+
+const SELECT_TENANT: &str = "SELECT id, name, created_at FROM tenants";
+
+fn tenant_row(row: &sqlx::sqlite::SqliteRow) -> Result<TenantRecord, StoreError> {
+    let r = RowReader::new(row, "tenants", raw_text(row, "id"));
+    Ok(TenantRecord {
+        id: r.tenant("id")?,
+        name: r.get("name")?,
+        created_at: Timestamp(r.get("created_at")?),
+    })
+}
+
+pub(super) async fn tenants(pool: &SqlitePool) -> Result<Vec<TenantRecord>, StoreError> {
+    let rows = sqlx::query(&format!("{SELECT_TENANT} ORDER BY id"))
+        .fetch_all(pool)
+        .await
+        .map_err(db_err)?;
+    rows.iter().map(tenant_row).collect()
+}
+
+pub(super) async fn tenant(
+    pool: &SqlitePool,
+    id: &TenantId,
+) -> Result<Option<TenantRecord>, StoreError> {
+    let row = sqlx::query(&format!("{SELECT_TENANT} WHERE id = ?"))
+        .bind(id.as_str())
+        .fetch_optional(pool)
+        .await
+        .map_err(db_err)?;
+    row.as_ref().map(tenant_row).transpose()
 }

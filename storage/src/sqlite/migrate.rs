@@ -24,6 +24,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "leases",
         sql: include_str!("../../migrations/sqlite/0002_leases.sql"),
     },
+    Migration {
+        version: 3,
+        name: "api_keys",
+        sql: include_str!("../../migrations/sqlite/0003_api_keys.sql"),
+    },
 ];
 
 /// Applies every migration in `migrations` that `pool`'s database lacks.
@@ -208,6 +213,7 @@ mod tests {
         }
         assert_eq!(MIGRATIONS[0].file_name(), "0001_initial.sql");
         assert_eq!(MIGRATIONS[1].file_name(), "0002_leases.sql");
+        assert_eq!(MIGRATIONS[2].file_name(), "0003_api_keys.sql");
     }
 
     #[tokio::test]
@@ -216,11 +222,12 @@ mod tests {
         run(&pool, &MIGRATIONS[..1]).await.unwrap();
         run(&pool, MIGRATIONS).await.unwrap();
         let tables: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE name IN ('leases', 'members') ORDER BY name",
+            "SELECT name FROM sqlite_master WHERE name IN ('leases', 'members', 'api_keys')
+             ORDER BY name",
         )
         .fetch_all(&pool)
         .await
         .unwrap();
-        assert_eq!(tables, vec!["leases", "members"]);
+        assert_eq!(tables, vec!["api_keys", "leases", "members"]);
     }
 }

@@ -1,0 +1,126 @@
+//! API keys: stored with a hash of their secret, listed per tenant, revoked, touched.
+//!
+//! Scopes are kept as a JSON array of names in one TEXT column.
+
+use super::rows::{RowReader, db_err, is_kind, raw_text};
+use maily_engine::ports::{ApiKeyRecord, NewApiKey, StoreError};
+use maily_engine::{TenantId, Timestamp};
+use sqlx::SqlitePool;
+use sqlx::error::ErrorKind;
+use sqlx::sqlite::SqliteRow;
+
+const SELECT_KEY: &str = "SELECT id, tenant, name, scopes, secret_hash, created_at, \
+     last_used_at, revoked_at FROM api_keys";
+
+fn key_row(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
+    let r = RowReader::new(row, "api_keys", raw_text(row, "id"));
+    let scopes_json: String = r.get("scopes")?;
+    let scopes: Vec<String> = serde_json::from_str(&scopes_json)
+        .map_err(|e| r.corrupt("scopes", format!("not a JSON array of names: {e}")))?;
+    Ok(ApiKeyRecord {
+        id: r.get("id")?,
+        tenant: r.tenant("tenant")?,
+        name: r.get("name")?,
+        scopes,
+        secret_hash: r.hash("secret_hash")?,
+        created_at: Timestamp(r.get("created_at")?),
+        last_used_at: r.get::<Option<i64>>("last_used_at")?.map(Timestamp),
+        revoked_at: r.get::<Option<i64>>("revoked_at")?.map(Timestamp),
+    })
+}
+
+pub(super) async fn create_api_key(pool: &SqlitePool, key: &NewApiKey) -> Result<(), StoreError> {
+    let row = || format!("api key {}", key.id);
+    let scopes = serde_json::to_string(&key.scopes).map_err(|e| StoreError::InvalidRow {
+        row: row(),
+        reason: format!("scopes do not serialise: {e}"),
+    })?;
+    sqlx::query(
+        "INSERT INTO api_keys (id, tenant, name, scopes, secret_hash, created_at)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&key.id)
+    .bind(key.tenant.as_str())
+    .bind(&key.name)
+    .bind(scopes)
+    .bind(key.secret_hash.as_slice())
+    .bind(key.created_at.0)
+    .execute(pool)
+    .await
+    .map_err(|e| {
+        if is_kind(&e, ErrorKind::UniqueViolation) {
+            StoreError::Conflict(format!("api key {} already exists", key.id))
+        } else if is_kind(&e, ErrorKind::ForeignKeyViolation) {
+            StoreError::InvalidRow {
+                row: row(),
+                reason: format!("tenant {} does not exist", key.tenant),
+            }
+        } else {
+            db_err(e)
+        }
+    })?;
+    Ok(())
+}
+
+pub(super) async fn api_key(
+    pool: &SqlitePool,
+    id: &str,
+) -> Result<Option<ApiKeyRecord>, StoreError> {
+    let row = sqlx::query(&format!("{SELECT_KEY} WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(db_err)?;
+    row.as_ref().map(key_row).transpose()
+}
+
+pub(super) async fn api_keys(
+    pool: &SqlitePool,
+    tenant: &TenantId,
+) -> Result<Vec<ApiKeyRecord>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "{SELECT_KEY} WHERE tenant = ? ORDER BY created_at, id"
+    ))
+    .bind(tenant.as_str())
+    .fetch_all(pool)
+    .await
+    .map_err(db_err)?;
+    rows.iter().map(key_row).collect()
+}
+
+pub(super) async fn revoke_api_key(
+    pool: &SqlitePool,
+    tenant: &TenantId,
+    id: &str,
+    at: Timestamp,
+) -> Result<bool, StoreError> {
+    // The tenant is part of the key: another tenant's key matches no row.
+    let done = sqlx::query(
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE id = ? AND tenant = ?",
+    )
+    .bind(at.0)
+    .bind(id)
+    .bind(tenant.as_str())
+    .execute(pool)
+    .await
+    .map_err(db_err)?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub(super) async fn touch_api_key(
+    pool: &SqlitePool,
+    id: &str,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE api_keys SET last_used_at = ?
+         WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+    )
+    .bind(at.0)
+    .bind(id)
+    .bind(at.0)
+    .execute(pool)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
