@@ -103,6 +103,19 @@ fn redact(url: &str) -> String {
 
 /// Builds every port from the settings.
 pub async fn build_ports(settings: &Settings) -> anyhow::Result<Ports> {
+    Ok(build(settings).await?.0)
+}
+
+/// What operators change while the engine runs.
+#[derive(Debug, Clone)]
+pub struct Controls {
+    /// The delivery limits the transport enforces; changes apply to the next
+    /// transaction.
+    pub throttles: Arc<Throttles>,
+}
+
+/// The ports, and the run-time controls of their adapters.
+pub async fn build(settings: &Settings) -> anyhow::Result<(Ports, Controls)> {
     let store = open_store(settings).await?;
     let log: Arc<dyn EventLog> = match settings.log.kind {
         LogKind::Memory => Arc::new(MemoryLog::new(settings.log.capacity_per_partition)),
@@ -151,13 +164,17 @@ pub async fn build_ports(settings: &Settings) -> anyhow::Result<Ports> {
             other => bail!("anchor.chains: unknown chain {other:?} (available: \"ledger\")"),
         }
     }
-    Ok(Ports {
+    let controls = Controls {
+        throttles: Arc::clone(transport.throttles()),
+    };
+    let ports = Ports {
         log,
         store,
         hot,
         transport: Arc::new(transport),
         chains,
-    })
+    };
+    Ok((ports, controls))
 }
 
 /// The SMTP transport: routes, TLS, source-IP pools and limits from `[smtp]`.
