@@ -8,8 +8,8 @@
 //!   extensions as critical (`crit`) are refused too, and `jku`/`x5u`/`jwk` headers are
 //!   ignored: keys only ever come from the configured JWKS URL;
 //! - its header names a key id (`kid`) present in the JWKS, of the algorithm's key
-//!   type (RSA for RS256, EC P-256 for ES256) and, when the key names an `alg`, of that
-//!   algorithm;
+//!   type (RSA for RS256, EC P-256 for ES256); keys of the set that name another
+//!   `alg`, or are meant for encryption, are never used;
 //! - its signature verifies with that key;
 //! - `iss` is the configured issuer and `aud` holds the configured audience;
 //! - `exp` is present and not passed, and `nbf` (when present) is reached, both give or
@@ -164,8 +164,6 @@ enum KeyKind {
 /// One usable key of the set.
 struct VerifyKey {
     kind: KeyKind,
-    /// The algorithm the JWK restricts itself to, if it names one.
-    alg: Option<KeyAlgorithm>,
     key: DecodingKey,
 }
 
@@ -302,19 +300,6 @@ impl JwksValidator {
                     KeyKind::Rsa => "it is an RSA key",
                     KeyKind::EcP256 => "it is an EC P-256 key",
                 },
-            });
-        }
-        let alg_matches = match key.alg {
-            None => true,
-            Some(KeyAlgorithm::RS256) => kind == KeyKind::Rsa,
-            Some(KeyAlgorithm::ES256) => kind == KeyKind::EcP256,
-            Some(_) => false,
-        };
-        if !alg_matches {
-            return Err(JwtError::KeyMismatch {
-                kid: quote(&kid),
-                alg: header.alg,
-                reason: "the key is restricted to another algorithm",
             });
         }
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
@@ -550,16 +535,21 @@ fn parse_jwks(body: &[u8]) -> Result<HashMap<String, Arc<VerifyKey>>, String> {
                 continue;
             }
         };
+        // A key restricted to an algorithm must be restricted to the allowed one of
+        // its type.
+        let alg_fits = match jwk.common.key_algorithm {
+            None => true,
+            Some(KeyAlgorithm::RS256) => kind == KeyKind::Rsa,
+            Some(KeyAlgorithm::ES256) => kind == KeyKind::EcP256,
+            Some(_) => false,
+        };
+        if !alg_fits {
+            debug!(kid = %kid, "skipping a JWK restricted to an algorithm we do not accept");
+            continue;
+        }
         match DecodingKey::from_jwk(&jwk) {
             Ok(key) => {
-                keys.insert(
-                    kid,
-                    Arc::new(VerifyKey {
-                        kind,
-                        alg: jwk.common.key_algorithm,
-                        key,
-                    }),
-                );
+                keys.insert(kid, Arc::new(VerifyKey { kind, key }));
             }
             Err(e) => debug!(kid = %kid, error = %e, "skipping a JWK that is not a usable key"),
         }
@@ -700,11 +690,19 @@ mod tests {
              "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
              "y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
             {"kty":"RSA","kid":"odd","alg":"RSA-OAEP-999","n":"AQAB","e":"AQAB"},
+            {"kty":"RSA","kid":"ps","alg":"PS256","n":"AQAB","e":"AQAB"},
+            {"kty":"EC","kid":"mixed","alg":"RS256","crv":"P-256",
+             "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+             "y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+            {"kty":"RSA","kid":"rsa","alg":"RS256","n":"AQAB","e":"AQAB"},
             {"kty":"weird","kid":"w"}
         ]}"#;
         let keys = parse_jwks(doc).unwrap();
-        assert_eq!(keys.keys().collect::<Vec<_>>(), vec!["ec"]);
+        let mut kids: Vec<_> = keys.keys().map(String::as_str).collect();
+        kids.sort();
+        assert_eq!(kids, vec!["ec", "rsa"]);
         assert_eq!(keys["ec"].kind, KeyKind::EcP256);
+        assert_eq!(keys["rsa"].kind, KeyKind::Rsa);
         assert!(parse_jwks(b"{}").is_err());
         assert!(parse_jwks(b"<html>").is_err());
     }

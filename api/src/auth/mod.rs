@@ -53,6 +53,9 @@ pub fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
         return Err(AuthError::Missing);
     }
     let Some((scheme, token)) = value.split_once(' ') else {
+        if value.eq_ignore_ascii_case("bearer") {
+            return Err(AuthError::Missing);
+        }
         return Err(AuthError::Malformed(
             "authorization is not of the Bearer scheme",
         ));
