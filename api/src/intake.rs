@@ -11,11 +11,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Records produced per call to the log.
-const CHUNK: usize = 1000;
+pub const CHUNK: usize = 1000;
+/// Longest campaign name accepted, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
 
 /// Why a request as a whole was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
+    #[error("name {0}")]
+    Name(String),
     #[error("from address: {0}")]
     From(#[from] maily_engine::AddressError),
     #[error("from name holds a line break")]
@@ -78,6 +82,19 @@ impl Intake {
 
     /// Validates and stores a campaign.
     pub async fn create_campaign(&self, new: NewCampaign) -> Result<Campaign, IntakeError> {
+        let name = new.name.trim();
+        if name.is_empty() {
+            return Err(IntakeError::Name("is empty".into()));
+        }
+        if name.chars().count() > MAX_NAME_CHARS {
+            return Err(IntakeError::Name(format!(
+                "is longer than {MAX_NAME_CHARS} characters"
+            )));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(IntakeError::Name("holds control characters".into()));
+        }
+        let name = name.to_string();
         let from = EmailAddress::parse(&new.from)?;
         if new
             .from_name
@@ -90,7 +107,7 @@ impl Intake {
         let campaign = Campaign {
             id: CampaignId::new(),
             tenant: new.tenant,
-            name: new.name,
+            name,
             from,
             from_name: new.from_name,
             template: new.template,
@@ -105,6 +122,21 @@ impl Intake {
         campaign: &Campaign,
         rows: impl IntoIterator<Item = Row>,
     ) -> Result<EnqueueReport, IntakeError> {
+        self.enqueue_from(campaign, 1, rows).await
+    }
+
+    /// Like [`Intake::enqueue`] for a part of a longer upload whose first row is number
+    /// `first_row`, so reported row numbers count across the whole upload.
+    ///
+    /// On an error, the rows of the chunks produced before it (of [`CHUNK`] rows each)
+    /// are accepted already; callers that must know exactly what was accepted pass at
+    /// most [`CHUNK`] rows per call.
+    pub async fn enqueue_from(
+        &self,
+        campaign: &Campaign,
+        first_row: u64,
+        rows: impl IntoIterator<Item = Row>,
+    ) -> Result<EnqueueReport, IntakeError> {
         let mut report = EnqueueReport::default();
         let key = campaign.id.to_string().into_bytes();
         let now = Timestamp::now();
@@ -115,7 +147,7 @@ impl Intake {
                 Ok(a) => a,
                 Err(e) => {
                     report.rejected.push(RowError {
-                        row: i as u64 + 1,
+                        row: first_row + i as u64,
                         input: row.email.chars().take(200).collect(),
                         reason: format!("invalid address: {e}"),
                     });

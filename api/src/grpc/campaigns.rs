@@ -1,0 +1,210 @@
+//! `maily.v1.CampaignService`: the unary calls, and conversions between the protos and
+//! the domain. Uploads are in [`super::upload`].
+
+use super::auth::{denied, principal};
+use super::proto::{self, campaign_service_server::CampaignService};
+use super::{status, upload};
+use crate::auth::{Principal, Scope};
+use crate::intake::{Intake, NewCampaign};
+use maily_engine::ports::Store;
+use maily_engine::template::Template;
+use maily_engine::{Campaign, CampaignId, CampaignStats, TenantId};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::info;
+
+/// The implementation of `CampaignService` over intake and the store.
+pub(crate) struct CampaignApi {
+    pub(super) intake: Arc<Intake>,
+    pub(super) store: Arc<dyn Store>,
+    /// Cloned into each upload task; see [`super::serve`].
+    pub(super) uploads: mpsc::Sender<()>,
+}
+
+impl CampaignApi {
+    pub(crate) fn new(
+        intake: Arc<Intake>,
+        store: Arc<dyn Store>,
+        uploads: mpsc::Sender<()>,
+    ) -> Self {
+        CampaignApi {
+            intake,
+            store,
+            uploads,
+        }
+    }
+
+    /// The tenant a campaign is created for: the caller's own, or for an operator the
+    /// one the request names (which must exist).
+    async fn tenant_for(&self, caller: &Principal, requested: &str) -> Result<TenantId, Status> {
+        let requested = requested.trim();
+        let tenant = if requested.is_empty() {
+            caller.tenant.clone().ok_or_else(|| {
+                status::bad_request("tenant", "operators must name the tenant to act for")
+            })?
+        } else {
+            TenantId::parse(requested).map_err(|e| status::bad_request("tenant", e.to_string()))?
+        };
+        caller.authorize(Scope::Send, &tenant).map_err(denied)?;
+        if caller.is_operator()
+            && self
+                .store
+                .tenant(&tenant)
+                .await
+                .map_err(status::store)?
+                .is_none()
+        {
+            return Err(status::bad_request("tenant", "no such tenant"));
+        }
+        Ok(tenant)
+    }
+}
+
+/// The campaign `id` names, if `caller` may act on it with `scope`.
+///
+/// The scope is checked first, so a caller without it learns nothing about the id. A
+/// campaign of another tenant is [`status::campaign_not_found`], like an unknown one.
+pub(super) async fn campaign_for(
+    store: &dyn Store,
+    caller: &Principal,
+    scope: Scope,
+    id: &str,
+) -> Result<Campaign, Status> {
+    caller.require(scope).map_err(denied)?;
+    let id = parse_campaign_id(id)?;
+    match store.campaign(id).await.map_err(status::store)? {
+        Some(campaign) => match caller.require_tenant(&campaign.tenant) {
+            Ok(()) => Ok(campaign),
+            Err(e) => {
+                info!(campaign = %id, reason = %e, "campaign of another tenant answered as not found");
+                Err(status::campaign_not_found(id))
+            }
+        },
+        None => Err(status::campaign_not_found(id)),
+    }
+}
+
+/// Parses a `campaign_id` field.
+pub(super) fn parse_campaign_id(id: &str) -> Result<CampaignId, Status> {
+    let id = id.trim();
+    if id.is_empty() {
+        return Err(status::bad_request("campaign_id", "is required"));
+    }
+    CampaignId::parse(id).map_err(|e| status::bad_request("campaign_id", e.to_string()))
+}
+
+#[tonic::async_trait]
+impl CampaignService for CampaignApi {
+    async fn create_campaign(
+        &self,
+        request: Request<proto::CreateCampaignRequest>,
+    ) -> Result<Response<proto::CreateCampaignResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Scope::Send).map_err(denied)?;
+        let req = request.into_inner();
+        let tenant = self.tenant_for(&caller, &req.tenant).await?;
+        let template = req
+            .template
+            .ok_or_else(|| status::bad_request("template", "is required"))?;
+        let campaign = self
+            .intake
+            .create_campaign(NewCampaign {
+                tenant,
+                name: req.name,
+                from: req.from,
+                from_name: req.from_name,
+                template: Template {
+                    subject: template.subject,
+                    text: template.text,
+                    html: template.html,
+                },
+            })
+            .await
+            .map_err(status::intake)?;
+        info!(
+            campaign = %campaign.id,
+            tenant = %campaign.tenant,
+            caller = %caller.subject,
+            "campaign created"
+        );
+        Ok(Response::new(proto::CreateCampaignResponse {
+            campaign: Some(campaign_proto(&campaign)),
+        }))
+    }
+
+    async fn get_campaign(
+        &self,
+        request: Request<proto::GetCampaignRequest>,
+    ) -> Result<Response<proto::GetCampaignResponse>, Status> {
+        let caller = principal(&request)?;
+        let id = &request.get_ref().campaign_id;
+        let campaign = campaign_for(self.store.as_ref(), &caller, Scope::Read, id).await?;
+        Ok(Response::new(proto::GetCampaignResponse {
+            campaign: Some(campaign_proto(&campaign)),
+        }))
+    }
+
+    async fn upload_recipients(
+        &self,
+        request: Request<Streaming<proto::UploadRecipientsRequest>>,
+    ) -> Result<Response<proto::UploadRecipientsResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Scope::Send).map_err(denied)?;
+        let reply = upload::run(self, caller, request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn get_campaign_stats(
+        &self,
+        request: Request<proto::GetCampaignStatsRequest>,
+    ) -> Result<Response<proto::GetCampaignStatsResponse>, Status> {
+        let caller = principal(&request)?;
+        let id = &request.get_ref().campaign_id;
+        let campaign = campaign_for(self.store.as_ref(), &caller, Scope::Read, id).await?;
+        // No committed stats yet: nothing has been counted.
+        let stats = self
+            .store
+            .campaign_stats(campaign.id)
+            .await
+            .map_err(status::store)?
+            .unwrap_or_default();
+        Ok(Response::new(proto::GetCampaignStatsResponse {
+            campaign_id: campaign.id.to_string(),
+            stats: Some(stats_proto(&stats)),
+        }))
+    }
+}
+
+fn campaign_proto(c: &Campaign) -> proto::Campaign {
+    proto::Campaign {
+        id: c.id.to_string(),
+        tenant: c.tenant.to_string(),
+        name: c.name.clone(),
+        from: c.from.to_string(),
+        from_name: c.from_name.clone(),
+        template: Some(proto::Template {
+            subject: c.template.subject.clone(),
+            text: c.template.text.clone(),
+            html: c.template.html.clone(),
+        }),
+    }
+}
+
+fn stats_proto(s: &CampaignStats) -> proto::CampaignStats {
+    proto::CampaignStats {
+        injected: s.injected,
+        delivered: s.delivered,
+        deferred: s.deferred,
+        bounced_hard: s.bounced_hard,
+        bounced_soft: s.bounced_soft,
+        expired: s.expired,
+        opened: s.opened,
+        clicked: s.clicked,
+        unsubscribed: s.unsubscribed,
+        complained: s.complained,
+        rejected: s.rejected,
+        suppressed: s.suppressed,
+        finished: s.finished(),
+    }
+}

@@ -1,0 +1,607 @@
+//! The public gRPC API end to end: a whole engine on embedded adapters, the gRPC
+//! server on a port-0 listener, and the generated client over real HTTP/2.
+
+mod common;
+
+use common::{Harness, per_recipient, run};
+use futures::StreamExt;
+use maily_api::auth::{Authenticator, Scope, keys};
+use maily_api::grpc::proto::campaign_service_client::CampaignServiceClient;
+use maily_api::grpc::proto::{
+    CreateCampaignRequest, GetCampaignRequest, GetCampaignStatsRequest, Recipient, Template,
+    UploadRecipientsRequest,
+};
+use maily_api::grpc::{GrpcDeps, MAX_MESSAGE_BYTES, ServeError, serve};
+use maily_api::intake::Intake;
+use maily_engine::{CampaignId, TenantId, Timestamp};
+use maily_smtp::SinkReply;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_types::StatusExt;
+
+/// The gRPC server of a harness's engine.
+struct GrpcServer {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl GrpcServer {
+    async fn start(h: &Harness) -> GrpcServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let store = h.ports.store.clone();
+        let deps = GrpcDeps {
+            intake: Arc::new(Intake::new(h.ports.log.clone(), store.clone())),
+            auth: Arc::new(Authenticator::new(store.clone(), None)),
+            store,
+        };
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(serve(listener, deps, async {
+            let _ = stopped.await;
+        }));
+        GrpcServer { addr, stop, task }
+    }
+
+    async fn channel(&self) -> Channel {
+        channel_to(self.addr).await
+    }
+
+    async fn client(&self) -> CampaignServiceClient<Channel> {
+        CampaignServiceClient::new(self.channel().await)
+    }
+
+    /// Stops the server; it returns only once every upload, cut off or not, ended.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("grpc server stops")
+            .expect("grpc task")
+            .expect("grpc server ends cleanly");
+    }
+}
+
+async fn channel_to(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connects")
+}
+
+/// A new API key of `tenant` with `scopes`, as its owner would present it.
+async fn api_key(h: &Harness, tenant: &TenantId, scopes: &[Scope]) -> String {
+    let (record, plain) = keys::generate(tenant, "grpc test", scopes).expect("key");
+    h.ports
+        .store
+        .create_api_key(&record)
+        .await
+        .expect("key stored");
+    plain.into_string()
+}
+
+/// `message` with `key` as its bearer credential.
+fn authed<T>(message: T, key: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}").parse().expect("ascii"),
+    );
+    request
+}
+
+fn new_campaign(name: &str) -> CreateCampaignRequest {
+    CreateCampaignRequest {
+        name: name.into(),
+        from: "news@shop.example".into(),
+        from_name: Some("Shop".into()),
+        template: Some(Template {
+            subject: "Hello {{ first_name }}".into(),
+            text: Some("Dear {{ first_name }},\nyour code is {{ code }}.\n".into()),
+            html: None,
+        }),
+        tenant: String::new(),
+    }
+}
+
+/// Recipient number `i` (row `i + 1` of an upload starting at 0).
+fn recipient(i: usize) -> Recipient {
+    Recipient {
+        email: format!("person{i}@example.com"),
+        variables: BTreeMap::from([
+            ("first_name".to_string(), format!("Name{i}")),
+            ("code".to_string(), format!("CODE-{i}")),
+        ]),
+    }
+}
+
+/// An upload message of recipients `range`, naming the campaign when `id` is given.
+fn chunk(id: Option<&str>, range: std::ops::Range<usize>) -> UploadRecipientsRequest {
+    UploadRecipientsRequest {
+        campaign_id: id.unwrap_or_default().to_string(),
+        recipients: range.map(recipient).collect(),
+    }
+}
+
+fn field_violations(status: &Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    let status = result.expect_err("call refused");
+    assert_eq!(status.code(), code, "{status:?}");
+    status
+}
+
+#[test]
+fn ten_thousand_streamed_recipients_are_delivered_and_counted() {
+    run(async {
+        let hard = [17usize, 2500, 9001];
+        let rejections = hard
+            .iter()
+            .map(|i| {
+                (
+                    format!("person{i}@example.com"),
+                    SinkReply::new(550, "5.1.1 no such user here"),
+                )
+            })
+            .collect();
+        let h = Harness::start(rejections).await;
+        let server = GrpcServer::start(&h).await;
+        let key = api_key(&h, &h.tenant, &[Scope::Send, Scope::Read]).await;
+        let mut client = server.client().await;
+
+        let created = client
+            .create_campaign(authed(new_campaign("spring sale"), &key))
+            .await
+            .expect("campaign created")
+            .into_inner()
+            .campaign
+            .expect("campaign");
+        assert_eq!(created.tenant, "acme");
+        let fetched = client
+            .get_campaign(authed(
+                GetCampaignRequest {
+                    campaign_id: created.id.clone(),
+                },
+                &key,
+            ))
+            .await
+            .expect("campaign read")
+            .into_inner()
+            .campaign;
+        assert_eq!(fetched.as_ref(), Some(&created));
+
+        // 20 messages of 500; three rows (1-based, across the stream) are broken.
+        let bad_rows = [7u64, 4242, 10_000];
+        let messages: Vec<_> = (0..20)
+            .map(|m| {
+                let mut c = chunk(
+                    (m == 0).then_some(created.id.as_str()),
+                    m * 500..(m + 1) * 500,
+                );
+                for (k, r) in c.recipients.iter_mut().enumerate() {
+                    let row = (m * 500 + k + 1) as u64;
+                    if bad_rows.contains(&row) {
+                        r.email = format!("row-{row}.example.com");
+                    }
+                }
+                c
+            })
+            .collect();
+        let reply = client
+            .upload_recipients(authed(futures::stream::iter(messages), &key))
+            .await
+            .expect("upload")
+            .into_inner();
+        assert_eq!(
+            (reply.rows, reply.accepted, reply.rejected),
+            (10_000, 9_997, 3)
+        );
+        assert!(!reply.errors_truncated);
+        let rows: Vec<u64> = reply.errors.iter().map(|e| e.row).collect();
+        assert_eq!(rows, bad_rows);
+        assert_eq!(reply.errors[1].input, "row-4242.example.com");
+        assert!(
+            reply.errors[1].reason.contains("invalid address"),
+            "{:?}",
+            reply.errors[1]
+        );
+
+        let id = CampaignId::parse(&created.id).expect("uuid");
+        h.wait_finished(&[(id, 9_997)]).await;
+        let stats = client
+            .get_campaign_stats(authed(
+                GetCampaignStatsRequest {
+                    campaign_id: created.id.clone(),
+                },
+                &key,
+            ))
+            .await
+            .expect("stats")
+            .into_inner()
+            .stats
+            .expect("stats");
+
+        let received = h.sink.received();
+        let per = per_recipient(&received);
+        assert_eq!(stats.delivered, received.len() as u64);
+        assert_eq!(per.len(), received.len(), "each recipient received once");
+        assert_eq!(stats.delivered, 9_997 - hard.len() as u64);
+        assert_eq!(stats.bounced_hard, hard.len() as u64);
+        assert_eq!(h.sink.rejected_recipients(), hard.len() as u64);
+        assert_eq!(stats.finished, 9_997);
+        let committed = h.stats(id).await;
+        assert_eq!(stats.injected, committed.injected);
+        assert_eq!(stats.delivered, committed.delivered);
+        assert_eq!(stats.bounced_hard, committed.bounced_hard);
+        assert_eq!(stats.rejected + stats.expired + stats.suppressed, 0);
+
+        server.stop().await;
+    });
+}
+
+#[test]
+fn credentials_scopes_tenants_and_bad_input_get_clear_statuses() {
+    run(async {
+        let h = Harness::start(HashMap::new()).await;
+        let beta = TenantId::parse("beta").expect("tenant");
+        h.ports
+            .store
+            .upsert_tenant(&beta, "Beta")
+            .await
+            .expect("tenant");
+        let server = GrpcServer::start(&h).await;
+        let full = api_key(&h, &h.tenant, &[Scope::Send, Scope::Read]).await;
+        let read_only = api_key(&h, &h.tenant, &[Scope::Read]).await;
+        let send_only = api_key(&h, &h.tenant, &[Scope::Send]).await;
+        let other_tenant = api_key(&h, &beta, &[Scope::Send, Scope::Read]).await;
+        let revoked = api_key(&h, &h.tenant, &[Scope::Send, Scope::Read]).await;
+        let revoked_id = revoked.split('_').nth(1).expect("key id");
+        assert!(
+            h.ports
+                .store
+                .revoke_api_key(&h.tenant, revoked_id, Timestamp::now())
+                .await
+                .expect("revoked")
+        );
+        let mut client = server.client().await;
+
+        let campaign = client
+            .create_campaign(authed(new_campaign("a's"), &full))
+            .await
+            .expect("created")
+            .into_inner()
+            .campaign
+            .expect("campaign");
+        let get = |key: &str| {
+            authed(
+                GetCampaignRequest {
+                    campaign_id: campaign.id.clone(),
+                },
+                key,
+            )
+        };
+        let stats = |key: &str| {
+            authed(
+                GetCampaignStatsRequest {
+                    campaign_id: campaign.id.clone(),
+                },
+                key,
+            )
+        };
+
+        // Credentials.
+        let status = assert_code(
+            client.get_campaign(get(&revoked)).await,
+            Code::Unauthenticated,
+        );
+        assert_eq!(status.message(), "API key revoked");
+        let status = assert_code(
+            client.get_campaign(get("mly_garbage")).await,
+            Code::Unauthenticated,
+        );
+        assert_eq!(status.message(), "malformed credentials");
+        let unknown = format!("mly_0123456789abcdef_{}", "A".repeat(43));
+        let status = assert_code(
+            client.get_campaign(get(&unknown)).await,
+            Code::Unauthenticated,
+        );
+        assert_eq!(status.message(), "invalid API key");
+        let anonymous = GetCampaignRequest {
+            campaign_id: campaign.id.clone(),
+        };
+        let status = assert_code(client.get_campaign(anonymous).await, Code::Unauthenticated);
+        assert!(
+            status.message().starts_with("authentication required"),
+            "{status:?}"
+        );
+        let status = assert_code(
+            client
+                .upload_recipients(authed(futures::stream::iter(Vec::new()), "nope"))
+                .await,
+            Code::Unauthenticated,
+        );
+        assert_eq!(status.message(), "malformed credentials");
+
+        // Scopes.
+        let status = assert_code(
+            client
+                .create_campaign(authed(new_campaign("ro"), &read_only))
+                .await,
+            Code::PermissionDenied,
+        );
+        assert_eq!(status.message(), "the send scope is required");
+        let upload = futures::stream::iter(vec![chunk(Some(&campaign.id), 0..1)]);
+        assert_code(
+            client.upload_recipients(authed(upload, &read_only)).await,
+            Code::PermissionDenied,
+        );
+        let status = assert_code(
+            client.get_campaign(get(&send_only)).await,
+            Code::PermissionDenied,
+        );
+        assert_eq!(status.message(), "the read scope is required");
+        client
+            .get_campaign(get(&read_only))
+            .await
+            .expect("read key reads");
+        client
+            .get_campaign_stats(stats(&read_only))
+            .await
+            .expect("read key reads stats");
+
+        // Tenants: another tenant's campaign is not found, exactly like an unknown id.
+        let missing = CampaignId::new();
+        let status = assert_code(
+            client.get_campaign(get(&other_tenant)).await,
+            Code::NotFound,
+        );
+        assert_eq!(
+            status.message(),
+            format!("campaign {} not found", campaign.id)
+        );
+        assert_code(
+            client.get_campaign_stats(stats(&other_tenant)).await,
+            Code::NotFound,
+        );
+        let upload = futures::stream::iter(vec![chunk(Some(&campaign.id), 0..5)]);
+        assert_code(
+            client
+                .upload_recipients(authed(upload, &other_tenant))
+                .await,
+            Code::NotFound,
+        );
+        let status = assert_code(
+            client
+                .get_campaign(authed(
+                    GetCampaignRequest {
+                        campaign_id: missing.to_string(),
+                    },
+                    &other_tenant,
+                ))
+                .await,
+            Code::NotFound,
+        );
+        assert_eq!(status.message(), format!("campaign {missing} not found"));
+        let mut for_acme = new_campaign("takeover");
+        for_acme.tenant = "acme".into();
+        let status = assert_code(
+            client
+                .create_campaign(authed(for_acme, &other_tenant))
+                .await,
+            Code::PermissionDenied,
+        );
+        assert_eq!(status.message(), "not allowed for this tenant");
+
+        // Bad input names the field.
+        let mut bad_from = new_campaign("bad from");
+        bad_from.from = "news.shop.example".into();
+        let status = assert_code(
+            client.create_campaign(authed(bad_from, &full)).await,
+            Code::InvalidArgument,
+        );
+        assert_eq!(field_violations(&status), ["from"]);
+        let mut bad_html = new_campaign("bad html");
+        bad_html.template.as_mut().unwrap().html = Some("<p>{{ first_name </p>".into());
+        let status = assert_code(
+            client.create_campaign(authed(bad_html, &full)).await,
+            Code::InvalidArgument,
+        );
+        assert_eq!(field_violations(&status), ["template.html"]);
+        assert!(
+            status
+                .message()
+                .starts_with("template.html: does not parse"),
+            "{status:?}"
+        );
+        let status = assert_code(
+            client
+                .create_campaign(authed(new_campaign("  "), &full))
+                .await,
+            Code::InvalidArgument,
+        );
+        assert_eq!(field_violations(&status), ["name"]);
+        let status = assert_code(
+            client
+                .get_campaign(authed(
+                    GetCampaignRequest {
+                        campaign_id: "nope".into(),
+                    },
+                    &full,
+                ))
+                .await,
+            Code::InvalidArgument,
+        );
+        assert_eq!(field_violations(&status), ["campaign_id"]);
+
+        // Oversized messages: refused whole in a unary call; mid-stream in an upload,
+        // after which the rows read before stay accepted.
+        let mut huge = new_campaign("huge");
+        huge.template.as_mut().unwrap().html = Some("x".repeat(MAX_MESSAGE_BYTES + 1));
+        let status = assert_code(
+            client.create_campaign(authed(huge, &full)).await,
+            Code::ResourceExhausted,
+        );
+        assert!(
+            status
+                .message()
+                .contains(&format!("{MAX_MESSAGE_BYTES}-byte limit")),
+            "{status:?}"
+        );
+        let mut oversized = chunk(None, 10..11);
+        oversized.recipients[0]
+            .variables
+            .insert("blob".into(), "x".repeat(MAX_MESSAGE_BYTES));
+        let upload = futures::stream::iter(vec![chunk(Some(&campaign.id), 0..10), oversized]);
+        let status = assert_code(
+            client.upload_recipients(authed(upload, &full)).await,
+            Code::ResourceExhausted,
+        );
+        let info = status.get_details_error_info().expect("upload progress");
+        assert_eq!(info.reason, "UPLOAD_STOPPED");
+        assert_eq!(info.metadata["rows"], "10");
+        assert_eq!(info.metadata["accepted"], "10");
+        assert_eq!(info.metadata["campaign_id"], campaign.id);
+        let id = CampaignId::parse(&campaign.id).expect("uuid");
+        h.wait_finished(&[(id, 10)]).await;
+        let counted = client
+            .get_campaign_stats(stats(&full))
+            .await
+            .expect("still serving")
+            .into_inner()
+            .stats
+            .expect("stats");
+        assert_eq!(counted.delivered, 10);
+
+        // Health and reflection need no credentials.
+        let channel = server.channel().await;
+        let mut health = HealthClient::new(channel.clone());
+        for service in ["", "maily.v1.CampaignService"] {
+            let reply = health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .expect("health")
+                .into_inner();
+            assert_eq!(reply.status(), ServingStatus::Serving, "{service:?}");
+        }
+        let mut reflection = ServerReflectionClient::new(channel);
+        let list = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut replies = reflection
+            .server_reflection_info(futures::stream::iter(vec![list]))
+            .await
+            .expect("reflection")
+            .into_inner();
+        let reply = replies.next().await.expect("a reply").expect("listed");
+        let Some(MessageResponse::ListServicesResponse(listed)) = reply.message_response else {
+            panic!("unexpected reflection reply {reply:?}");
+        };
+        let names: Vec<_> = listed.service.iter().map(|s| s.name.as_str()).collect();
+        assert!(names.contains(&"maily.v1.CampaignService"), "{names:?}");
+        assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+
+        server.stop().await;
+    });
+}
+
+#[test]
+fn an_upload_cut_off_midway_keeps_what_was_accepted_and_the_server_serves_on() {
+    run(async {
+        let h = Harness::start(HashMap::new()).await;
+        let server = GrpcServer::start(&h).await;
+        let key = api_key(&h, &h.tenant, &[Scope::Send, Scope::Read]).await;
+        let mut client = server.client().await;
+        let campaign = client
+            .create_campaign(authed(new_campaign("cut"), &key))
+            .await
+            .expect("created")
+            .into_inner()
+            .campaign
+            .expect("campaign");
+        let id = CampaignId::parse(&campaign.id).expect("uuid");
+
+        // The upload goes through a TCP relay, so the test can drop the connection the
+        // way a crashed client or a failed network would.
+        let relay = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let relay_addr = relay.local_addr().expect("addr");
+        let upstream = server.addr;
+        let relay_task = tokio::spawn(async move {
+            let (mut inbound, _) = relay.accept().await.expect("accept");
+            let mut outbound = TcpStream::connect(upstream).await.expect("connect");
+            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+        });
+        let mut cut_client = CampaignServiceClient::new(channel_to(relay_addr).await);
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let call = {
+            let key = key.clone();
+            tokio::spawn(async move { cut_client.upload_recipients(authed(rx, &key)).await })
+        };
+        tx.unbounded_send(chunk(Some(&campaign.id), 0..100))
+            .expect("sent");
+        tx.unbounded_send(chunk(None, 100..200)).expect("sent");
+        tx.unbounded_send(chunk(None, 200..300)).expect("sent");
+        // The server enqueues what arrived without waiting for the end of the stream.
+        h.wait_finished(&[(id, 300)]).await;
+
+        relay_task.abort();
+        let outcome = tokio::time::timeout(Duration::from_secs(30), call)
+            .await
+            .expect("the cut call ends")
+            .expect("call task");
+        assert!(outcome.is_err(), "{outcome:?}");
+        drop(tx);
+
+        // The server serves on, and a new upload continues the campaign.
+        let reply = client
+            .upload_recipients(authed(
+                futures::stream::iter(vec![chunk(Some(&campaign.id), 300..350)]),
+                &key,
+            ))
+            .await
+            .expect("new upload")
+            .into_inner();
+        assert_eq!((reply.rows, reply.accepted), (50, 50));
+        h.wait_finished(&[(id, 350)]).await;
+        let stats = client
+            .get_campaign_stats(authed(
+                GetCampaignStatsRequest {
+                    campaign_id: campaign.id.clone(),
+                },
+                &key,
+            ))
+            .await
+            .expect("stats")
+            .into_inner()
+            .stats
+            .expect("stats");
+        assert_eq!(stats.delivered, 350);
+        let received = h.sink.received();
+        assert_eq!(received.len(), 350);
+        assert!(per_recipient(&received).values().all(|n| *n == 1));
+
+        // Stopping waits for the cut upload's task too: it has ended.
+        server.stop().await;
+    });
+}
