@@ -3,7 +3,13 @@
 //!
 //! The criterion micro-benchmarks (`benches/core.rs`) take their inputs from here, and
 //! the tests below check every fixture takes the success path, so a benchmark never
-//! ends up timing an error.
+//! ends up timing an error. The harnesses in `src/bin` share [`mail`] (messages of a
+//! chosen size), [`measure`] (wall and CPU time, medians, tables) and [`postfix`]
+//! (`smtp-sink` and `smtp-source`).
+
+pub mod mail;
+pub mod measure;
+pub mod postfix;
 
 use maily_engine::bounce::SmtpReply;
 use maily_engine::merkle::{CampaignLeaf, Hash32};

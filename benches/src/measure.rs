@@ -128,6 +128,44 @@ impl Medians {
     }
 }
 
+/// Runs every contender once untimed with `warmup` messages (none when 0), then
+/// `rounds` timed rounds of `messages` each, every round running each contender once in
+/// a rotated order so none always runs first or last; progress goes to stderr. Returns
+/// each contender's medians, in the order of `contenders`.
+pub fn interleaved<C: Copy>(
+    contenders: &[C],
+    name: impl Fn(C) -> String,
+    warmup: usize,
+    rounds: usize,
+    messages: usize,
+    mut run: impl FnMut(C, usize) -> Result<Run>,
+) -> Result<Vec<Medians>> {
+    if warmup > 0 {
+        for &c in contenders {
+            let r = run(c, warmup)?;
+            eprintln!("warm-up   {:<18} {:>8.0} msg/s", name(c), r.rate());
+        }
+    }
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); contenders.len()];
+    for round in 0..rounds {
+        for k in 0..contenders.len() {
+            let at = (k + round) % contenders.len();
+            let r = run(contenders[at], messages)?;
+            eprintln!(
+                "round {}/{} {:<18} {:>8.0} msg/s  {:>6.1} µs CPU/msg  {:>6.1} µs sink CPU/msg",
+                round + 1,
+                rounds,
+                name(contenders[at]),
+                r.rate(),
+                r.cpu_us_per_message(),
+                r.sink_cpu_us_per_message()
+            );
+            runs[at].push(r);
+        }
+    }
+    Ok(runs.into_iter().map(Medians::of).collect())
+}
+
 /// The median; the mean of the middle two for an even count. `values` must not be empty.
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -155,8 +193,7 @@ impl Table {
     }
 
     pub fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) {
-        self.rows
-            .push(cells.into_iter().map(Into::into).collect());
+        self.rows.push(cells.into_iter().map(Into::into).collect());
     }
 
     /// The table, one line per row, each ending in a line feed.

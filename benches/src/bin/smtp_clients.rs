@@ -44,26 +44,25 @@ use clap::{Parser, ValueEnum};
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use maily_benches::{sample_campaign_id, sample_message_id, sample_sender};
+use maily_benches::mail::{HEADER_TO, build_message};
+use maily_benches::measure::{Medians, Run, Stopwatch, Table, cores, interleaved};
+use maily_benches::postfix::{
+    PostfixTools, SourceJob, run_into_sink, smtp_source, write_source_file,
+};
+use maily_benches::{sample_message_id, sample_sender};
 use maily_engine::ports::{DeliveryOutcome, OutboundMessage, Route, Transport};
-use maily_engine::template::Rendered;
-use maily_engine::{EmailAddress, TenantId, Timestamp};
+use maily_engine::{EmailAddress, TenantId};
 use maily_smtp::{SmtpClientParams, SmtpTransport, StaticRoutes};
 use serde_json::json;
-use std::fs::File;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
 /// Guards every connect, command and reply against a hung peer; never a threshold.
 const TIMEOUT: Duration = Duration::from_secs(30);
-/// The address in the message's `To:` header (the envelope recipients vary).
-const HEADER_TO: &str = "reader@example.com";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -167,49 +166,16 @@ struct Workload {
 
 /// The programs and the runtime the runs use.
 struct Bench {
-    sink_tool: PathBuf,
-    source_tool: PathBuf,
+    tools: PostfixTools,
     runtime: Runtime,
     /// Holds the sink's output files and the message file.
     dir: tempfile::TempDir,
 }
 
-/// One run of one client.
-#[derive(Debug, Clone, Copy)]
-struct Run {
-    messages: usize,
-    wall: Duration,
-    /// CPU time of the sending process.
-    cpu: Duration,
-    /// CPU time of the sink.
-    sink_cpu: Duration,
-    /// Messages the sink counted as received.
-    accepted: u64,
-}
-
-impl Run {
-    fn rate(&self) -> f64 {
-        self.messages as f64 / self.wall.as_secs_f64()
-    }
-
-    fn cpu_us_per_message(&self) -> f64 {
-        self.cpu.as_secs_f64() * 1e6 / self.messages as f64
-    }
-
-    fn sink_cpu_us_per_message(&self) -> f64 {
-        self.sink_cpu.as_secs_f64() * 1e6 / self.messages as f64
-    }
-}
-
 /// The medians of a client's runs.
 struct Summary {
     client: ClientKind,
-    runs: Vec<Run>,
-    rate: f64,
-    wall_s: f64,
-    cpu_us: f64,
-    sink_cpu_us: f64,
-    accepted: f64,
+    medians: Medians,
 }
 
 fn main() -> Result<()> {
@@ -225,8 +191,7 @@ fn main() -> Result<()> {
     }
 
     let bench = Bench {
-        sink_tool: find_tool(&args.smtp_sink)?,
-        source_tool: find_tool(&args.smtp_source)?,
+        tools: PostfixTools::find(&args.smtp_sink, &args.smtp_source)?,
         runtime: tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -235,12 +200,7 @@ fn main() -> Result<()> {
     };
     let body = build_message(args.size)?;
     let source_file = bench.dir.path().join("message.eml");
-    // smtp-source appends CRLF to each line of the file itself.
-    let lf = String::from_utf8(body.clone())
-        .context("the message is not UTF-8")?
-        .replace("\r\n", "\n");
-    std::fs::write(&source_file, lf)
-        .with_context(|| format!("writing {}", source_file.display()))?;
+    write_source_file(&source_file, &body)?;
     let workload = Workload {
         body: body.into(),
         from: sample_sender().to_string(),
@@ -259,33 +219,18 @@ fn main() -> Result<()> {
         cores()
     );
 
-    if args.warmup > 0 {
-        for &client in &clients {
-            let run = bench.run(client, &workload, args.warmup)?;
-            eprintln!("warm-up   {:<18} {:>8.0} msg/s", client, run.rate());
-        }
-    }
-    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); clients.len()];
-    for round in 0..args.runs {
-        // Rotate the order so no client always runs first or last.
-        for k in 0..clients.len() {
-            let at = (k + round) % clients.len();
-            let run = bench.run(clients[at], &workload, args.messages)?;
-            eprintln!(
-                "round {}/{} {:<18} {:>8.0} msg/s  {:>6.1} µs CPU/msg",
-                round + 1,
-                args.runs,
-                clients[at],
-                run.rate(),
-                run.cpu_us_per_message()
-            );
-            runs[at].push(run);
-        }
-    }
+    let medians = interleaved(
+        &clients,
+        |c| c.name().to_string(),
+        args.warmup,
+        args.runs,
+        args.messages,
+        |client, n| bench.run(client, &workload, n),
+    )?;
     let summaries: Vec<Summary> = clients
         .iter()
-        .zip(runs)
-        .map(|(&client, runs)| summarize(client, runs))
+        .zip(medians)
+        .map(|(&client, medians)| Summary { client, medians })
         .collect();
     let table = table(&args, &workload, &summaries);
     if args.json {
@@ -300,69 +245,32 @@ fn main() -> Result<()> {
 impl Bench {
     /// One run of `client` sending `n` messages into a fresh sink.
     fn run(&self, client: ClientKind, w: &Workload, n: usize) -> Result<Run> {
-        let sink = Sink::start(&self.sink_tool, self.dir.path())?;
-        let port = sink.port;
-        let (wall, cpu) = match client {
-            ClientKind::Lettre => self.runtime.block_on(send_lettre(w, port, n)),
-            ClientKind::MailSend => self.runtime.block_on(send_mail_send(w, port, n, false)),
-            ClientKind::MailSendNodelay => self.runtime.block_on(send_mail_send(w, port, n, true)),
-            ClientKind::Maily => self.runtime.block_on(send_maily(w, port, n)),
-            ClientKind::SmtpSource => send_smtp_source(&self.source_tool, w, port, n),
-        }
-        .with_context(|| format!("{client} sending {n} messages into smtp-sink on port {port}"))?;
-        let (accepted, sink_cpu) = sink.stop(n as u64)?;
-        ensure!(
-            accepted == n as u64,
-            "{client}: smtp-sink counted {accepted} messages, {n} were sent"
-        );
-        Ok(Run {
-            messages: n,
-            wall,
-            cpu,
-            sink_cpu,
-            accepted,
-        })
+        run_into_sink(
+            &self.tools.sink,
+            self.dir.path(),
+            n,
+            client.name(),
+            |port| match client {
+                ClientKind::Lettre => self.runtime.block_on(send_lettre(w, port, n)),
+                ClientKind::MailSend => self.runtime.block_on(send_mail_send(w, port, n, false)),
+                ClientKind::MailSendNodelay => {
+                    self.runtime.block_on(send_mail_send(w, port, n, true))
+                }
+                ClientKind::Maily => self.runtime.block_on(send_maily(w, port, n)),
+                ClientKind::SmtpSource => smtp_source(
+                    &self.tools.source,
+                    &SourceJob {
+                        sessions: w.concurrency,
+                        messages: n,
+                        message_file: &w.source_file,
+                        from: &w.from,
+                        to: HEADER_TO,
+                        port,
+                    },
+                ),
+            },
+        )
     }
-}
-
-/// Wall and CPU time from its start until [`Stopwatch::stop`].
-struct Stopwatch {
-    who: libc::c_int,
-    started: Instant,
-    cpu: Duration,
-}
-
-impl Stopwatch {
-    /// Starts timing; `who` is `RUSAGE_SELF` or `RUSAGE_CHILDREN`.
-    fn start(who: libc::c_int) -> Result<Self> {
-        Ok(Stopwatch {
-            who,
-            cpu: cpu_time(who)?,
-            started: Instant::now(),
-        })
-    }
-
-    /// The wall and CPU time since the start.
-    fn stop(&self) -> Result<(Duration, Duration)> {
-        let wall = self.started.elapsed();
-        Ok((wall, cpu_time(self.who)?.saturating_sub(self.cpu)))
-    }
-}
-
-/// User plus system CPU time of `who` (`RUSAGE_SELF` or `RUSAGE_CHILDREN`).
-fn cpu_time(who: libc::c_int) -> Result<Duration> {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes only into the struct it is given, which is big enough.
-    let rc = unsafe { libc::getrusage(who, usage.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("getrusage");
-    }
-    // SAFETY: zero is a valid rusage, and getrusage succeeded.
-    let usage = unsafe { usage.assume_init() };
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
-    Ok(tv(usage.ru_utime) + tv(usage.ru_stime))
 }
 
 /// The next message index for a sending task, until `n` are taken.
@@ -524,307 +432,17 @@ async fn send_maily(w: &Workload, port: u16, n: usize) -> Result<(Duration, Dura
     Ok(times)
 }
 
-/// Postfix's smtp-source: C sessions, each reusing its connection (`-d`).
-fn send_smtp_source(
-    tool: &Path,
-    w: &Workload,
-    port: u16,
-    n: usize,
-) -> Result<(Duration, Duration)> {
-    let mut command = Command::new(tool);
-    command
-        .arg("-d")
-        .args(["-s", &w.concurrency.to_string()])
-        .args(["-m", &n.to_string()])
-        .arg("-F")
-        .arg(&w.source_file)
-        .args(["-f", &w.from, "-t", HEADER_TO, "-N", "-M", "localhost"])
-        .arg(format!("127.0.0.1:{port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let watch = Stopwatch::start(libc::RUSAGE_CHILDREN)?;
-    let output = command
-        .output()
-        .with_context(|| format!("running {}", tool.display()))?;
-    let times = watch.stop()?;
-    ensure!(
-        output.status.success(),
-        "smtp-source failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    Ok(times)
-}
-
-/// A running `smtp-sink -c` on a free loopback port.
-struct Sink {
-    child: Option<Child>,
-    port: u16,
-    counts: PathBuf,
-    errors: PathBuf,
-}
-
-impl Sink {
-    fn start(tool: &Path, dir: &Path) -> Result<Sink> {
-        let port = free_port()?;
-        let counts = dir.join(format!("sink-{port}.out"));
-        let errors = dir.join(format!("sink-{port}.err"));
-        let mut command = Command::new(tool);
-        command.arg("-c");
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            // smtp-sink refuses to run as root without -u.
-            command.args(["-u", "root"]);
-        }
-        command
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("1024")
-            .stdin(Stdio::null())
-            .stdout(
-                File::create(&counts).with_context(|| format!("creating {}", counts.display()))?,
-            )
-            .stderr(
-                File::create(&errors).with_context(|| format!("creating {}", errors.display()))?,
-            );
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", tool.display()))?;
-        let mut sink = Sink {
-            child: Some(child),
-            port,
-            counts,
-            errors,
-        };
-        sink.wait_listening()?;
-        Ok(sink)
-    }
-
-    fn wait_listening(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                bail!("smtp-sink exited ({status}): {}", self.stderr());
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "smtp-sink is not listening on 127.0.0.1:{} after 10 s: {}",
-                self.port,
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.errors)
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    }
-
-    /// The `mesg=` count of the sink's last counter line (`sess=N quit=N mesg=N`, each
-    /// update ending in a carriage return).
-    fn received(&self) -> Result<u64> {
-        let text = std::fs::read_to_string(&self.counts)
-            .with_context(|| format!("reading {}", self.counts.display()))?;
-        let Some(last) = text.split(['\r', '\n']).rfind(|l| !l.trim().is_empty()) else {
-            return Ok(0);
-        };
-        let count = last
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("mesg="))
-            .with_context(|| format!("no mesg= in smtp-sink's counters {last:?}"))?;
-        count
-            .parse()
-            .with_context(|| format!("smtp-sink's mesg= count {count:?}"))
-    }
-
-    /// Stops the sink once it counted `expected` messages (or after a second); returns
-    /// what it counted and the CPU time it used.
-    fn stop(mut self, expected: u64) -> Result<(u64, Duration)> {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while self.received()? < expected && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let mut child = self.child.take().context("the sink was already stopped")?;
-        let before = cpu_time(libc::RUSAGE_CHILDREN)?;
-        // SAFETY: kill has no memory preconditions; the pid is our own unreaped child.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        child.wait().context("waiting for smtp-sink to stop")?;
-        let cpu = cpu_time(libc::RUSAGE_CHILDREN)?.saturating_sub(before);
-        Ok((self.received()?, cpu))
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A loopback port nothing listens on (the kernel's pick).
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
-    Ok(listener.local_addr().context("local address")?.port())
-}
-
-/// `name` itself when it is a path, else found in PATH or /usr/sbin.
-fn find_tool(name: &str) -> Result<PathBuf> {
-    if name.contains('/') {
-        let path = PathBuf::from(name);
-        ensure!(path.is_file(), "{name} does not exist");
-        return Ok(path);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-        .with_context(|| {
-            format!("{name} not found in PATH or /usr/sbin; run scripts/postfix-tools.sh")
-        })
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// A campaign message (multipart/alternative, text and HTML, quoted-printable) of at
-/// least `size` bytes: the smallest such message Maily builds from the sample
-/// campaign's wording with enough paragraphs.
-fn build_message(size: usize) -> Result<Vec<u8>> {
-    let from = sample_sender();
-    let to = EmailAddress::parse(HEADER_TO)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))
-        .context("the header recipient")?;
-    let envelope = maily_engine::message::Envelope {
-        message_id: sample_message_id(0),
-        campaign: sample_campaign_id(1),
-        from: &from,
-        from_name: Some("Maily News"),
-        to: &to,
-        date: Timestamp(1_767_225_600_000),
-    };
-    let build = |words: usize| {
-        let (text, html) = body_text(words);
-        let parts = Rendered {
-            subject: "Ann, spring sale picks for Lisbon".into(),
-            text: Some(text),
-            html: Some(html),
-        };
-        maily_engine::message::build(&envelope, &parts)
-    };
-    // The length grows with the words: find the fewest words that reach `size`.
-    let mut high = 16;
-    while build(high).len() < size {
-        high *= 2;
-    }
-    let mut low = 0;
-    while low < high {
-        let mid = (low + high) / 2;
-        if build(mid).len() < size {
-            low = mid + 1;
-        } else {
-            high = mid;
-        }
-    }
-    Ok(build(low))
-}
-
-/// `words` words of campaign prose as a text part (lines under 72 characters,
-/// paragraphs of 40 words) and as an HTML part (one `<p>` per paragraph).
-fn body_text(words: usize) -> (String, String) {
-    const VOCABULARY: [&str; 24] = [
-        "spring", "sale", "picks", "for", "you", "this", "week", "new", "arrivals", "in", "Lisbon",
-        "free", "delivery", "on", "orders", "over", "fifty", "euros", "your", "code", "M-000042",
-        "ends", "Sunday", "shop",
-    ];
-    let mut text = String::from("Hello Ann,\n\n");
-    let mut html = String::from("<p>Hello Ann,</p>\n<p>");
-    let mut line = 0;
-    for i in 0..words {
-        // A fixed, varied walk through the vocabulary.
-        let word = VOCABULARY[(i * 7 + i / 24) % VOCABULARY.len()];
-        if i > 0 && i % 40 == 0 {
-            text.push_str("\n\n");
-            html.push_str("</p>\n<p>");
-            line = 0;
-        } else if line + word.len() + 1 > 72 {
-            text.push('\n');
-            html.push(' ');
-            line = 0;
-        } else if line > 0 {
-            text.push(' ');
-            html.push(' ');
-            line += 1;
-        }
-        text.push_str(word);
-        html.push_str(word);
-        line += word.len();
-    }
-    text.push_str("\n\nSee you in Lisbon!\n");
-    html.push_str("</p>\n<p>See you in <b>Lisbon</b>!</p>\n");
-    (text, html)
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
-}
-
-fn summarize(client: ClientKind, runs: Vec<Run>) -> Summary {
-    let of = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
-    Summary {
-        client,
-        rate: of(Run::rate),
-        wall_s: of(|r| r.wall.as_secs_f64()),
-        cpu_us: of(Run::cpu_us_per_message),
-        sink_cpu_us: of(Run::sink_cpu_us_per_message),
-        accepted: of(|r| r.accepted as f64),
-        runs,
-    }
-}
-
 /// Each client's rate relative to smtp-source's, when smtp-source ran.
 fn ratio(summaries: &[Summary], s: &Summary) -> Option<f64> {
     summaries
         .iter()
         .find(|x| x.client == ClientKind::SmtpSource)
-        .map(|source| s.rate / source.rate)
+        .map(|source| s.medians.rate / source.medians.rate)
 }
 
 /// The results as a text table.
 fn table(args: &Args, w: &Workload, summaries: &[Summary]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{} messages of {} bytes, {} connections, median of {} runs, {} cores, into smtp-sink on 127.0.0.1",
-        args.messages,
-        w.body.len(),
-        args.concurrency,
-        args.runs,
-        cores()
-    );
-    let _ = writeln!(
-        out,
-        "{:<18} {:>9} {:>8} {:>10} {:>12} {:>12} {:>9} {:>8}",
+    let mut table = Table::new([
         "client",
         "msg/s",
         "wall s",
@@ -832,47 +450,45 @@ fn table(args: &Args, w: &Workload, summaries: &[Summary]) -> String {
         "CPU µs/msg",
         "sink µs/msg",
         "accepted",
-        "RTT/msg"
-    );
+        "RTT/msg",
+    ]);
     for s in summaries {
-        let vs = ratio(summaries, s).map_or("-".to_string(), |r| format!("{r:.2}x"));
-        let _ = writeln!(
-            out,
-            "{:<18} {:>9.0} {:>8.2} {:>10} {:>12.1} {:>12.1} {:>9.0} {:>8}",
-            s.client.name(),
-            s.rate,
-            s.wall_s,
-            vs,
-            s.cpu_us,
-            s.sink_cpu_us,
-            s.accepted,
-            s.client.round_trips_per_message()
-        );
+        let m = &s.medians;
+        table.row([
+            s.client.name().to_string(),
+            format!("{:.0}", m.rate),
+            format!("{:.2}", m.wall_s),
+            ratio(summaries, s).map_or("-".to_string(), |r| format!("{r:.2}x")),
+            format!("{:.1}", m.cpu_us),
+            format!("{:.1}", m.sink_cpu_us),
+            format!("{:.0}", m.accepted),
+            s.client.round_trips_per_message().to_string(),
+        ]);
     }
-    out
+    format!(
+        "{} messages of {} bytes, {} connections, median of {} runs, {} cores, into smtp-sink on 127.0.0.1\n{}",
+        args.messages,
+        w.body.len(),
+        args.concurrency,
+        args.runs,
+        cores(),
+        table.render()
+    )
 }
 
 fn print_json(args: &Args, w: &Workload, summaries: &[Summary]) -> Result<()> {
     let clients: Vec<_> = summaries
         .iter()
         .map(|s| {
-            json!({
-                "client": s.client.name(),
-                "messages_per_second": s.rate,
-                "wall_seconds": s.wall_s,
-                "ratio_to_smtp_source": ratio(summaries, s),
-                "cpu_us_per_message": s.cpu_us,
-                "sink_cpu_us_per_message": s.sink_cpu_us,
-                "accepted_by_sink": s.accepted,
-                "round_trips_per_message": s.client.round_trips_per_message(),
-                "runs": s.runs.iter().map(|r| json!({
-                    "wall_seconds": r.wall.as_secs_f64(),
-                    "messages_per_second": r.rate(),
-                    "cpu_us_per_message": r.cpu_us_per_message(),
-                    "sink_cpu_us_per_message": r.sink_cpu_us_per_message(),
-                    "accepted_by_sink": r.accepted,
-                })).collect::<Vec<_>>(),
-            })
+            let mut client = serde_json::Map::new();
+            client.insert("client".into(), json!(s.client.name()));
+            client.insert("ratio_to_smtp_source".into(), json!(ratio(summaries, s)));
+            client.insert(
+                "round_trips_per_message".into(),
+                json!(s.client.round_trips_per_message()),
+            );
+            client.extend(s.medians.to_json());
+            client
         })
         .collect();
     let report = json!({

@@ -1,0 +1,579 @@
+//! End-to-end delivery throughput: how fast does the whole engine turn an upload into
+//! mail accepted by a real SMTP server, and what does each message cost?
+//!
+//! Each run starts the engine in this process on its embedded adapters, wired by
+//! `maily::wiring` exactly as `maily serve` wires them (memory log, SQLite store in a
+//! temporary directory, memory hot state; jemalloc, as in the binary), and sends
+//! `--messages` recipients of one campaign (`--campaigns` spreads them over several)
+//! into a fresh Postfix `smtp-sink` on a loopback port. Every message takes the real path: intake (validation, acked produce into the
+//! send topic) → the sender actor of the campaign's partition → suppression check →
+//! render (a minijinja template with per-recipient variables, sized so that the built
+//! message is about `--size` bytes) → compose (MIME build, DKIM per `--dkim` mode) →
+//! idempotency claim → pooled, pipelined SMTP (`smtp.max_connections_per_route` and
+//! `[smtp.limits.domain] max_connections` = `--connections`, TLS off since smtp-sink
+//! has none) → outcome recorded → events → analytics → SQLite.
+//!
+//! A run is timed from the start of the enqueue until the store's committed stats show
+//! every message delivered (polled every 10 ms); the engine's CPU time is
+//! `getrusage(RUSAGE_SELF)` over the same span (the engine runs in this process: every
+//! actor, tokio worker and SQLite thread). The sink's CPU time is measured apart, and
+//! what the sink counted (`smtp-sink -c`) must equal the messages sent, or the run
+//! fails. In the same rounds, `smtp-source -d -s C -m N` sends a message of the same
+//! size (the one the engine builds with DKIM off) over the same number of connections
+//! into a fresh sink: the reference ceiling of the machine. Runs are interleaved (every
+//! round runs each contender once, in rotating order, after one untimed warm-up round)
+//! and the median of each figure is reported.
+//!
+//! ```text
+//! cargo build --release -p maily-benches --bin throughput
+//! target/release/throughput [--messages 20000] [--size 4096] [--connections 32] \
+//!     [--dkim off,ed25519,rsa2048] [--runs 3] [--warmup 2000] [--json]
+//! ```
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::{Parser, ValueEnum};
+use maily::wiring::{build_ports, composer, engine_settings};
+use maily_api::intake::{Intake, NewCampaign, Row};
+use maily_benches::mail::{HEADER_TO, campaign_template, fewest_words};
+use maily_benches::measure::{Medians, Run, Stopwatch, Table, cores, interleaved};
+use maily_benches::postfix::{
+    PostfixTools, SourceJob, run_into_sink, smtp_source, write_source_file,
+};
+use maily_benches::{sample_campaign_id, sample_message_id, sample_recipient};
+use maily_config::Settings;
+use maily_engine::partition::partition_for;
+use maily_engine::template::{CompiledTemplate, Template};
+use maily_engine::{Campaign, CampaignStats, EmailAddress, Recipient, TenantId};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// The campaign's sender; the DKIM keys sign for its domain.
+const FROM: &str = "news@shop.example";
+const FROM_DOMAIN: &str = "shop.example";
+/// How often the store's stats are read while a run goes on.
+const POLL: Duration = Duration::from_millis(10);
+/// A run that makes no progress for this long has failed.
+const STALL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "Messages per second through the whole engine into Postfix's smtp-sink, beside smtp-source"
+)]
+struct Args {
+    /// Messages per run.
+    #[arg(long, short = 'n', default_value_t = 20_000)]
+    messages: usize,
+    /// Size of the built message in bytes, headers included, before any DKIM signature.
+    #[arg(long, short = 's', default_value_t = 4096)]
+    size: usize,
+    /// SMTP connections to the sink (C): per route, per domain, and smtp-source's sessions.
+    #[arg(long, short = 'c', default_value_t = 32)]
+    connections: usize,
+    /// DKIM modes to measure, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Dkim::ALL)]
+    dkim: Vec<Dkim>,
+    /// Timed runs of each contender; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Messages each contender sends in the untimed warm-up round (0: no warm-up).
+    #[arg(long, default_value_t = 2_000)]
+    warmup: usize,
+    /// Campaigns the messages are spread over (one partition, so one sender actor, each;
+    /// campaign ids are random, so two may share a partition).
+    #[arg(long, default_value_t = 1)]
+    campaigns: usize,
+    /// Deliveries in flight per partition (`sender.concurrency`); default 2C.
+    #[arg(long)]
+    sender_concurrency: Option<usize>,
+    /// `analytics.flush_interval`: the store shows the last events at most this long
+    /// after they happened.
+    #[arg(long, default_value = "50ms")]
+    flush_interval: String,
+    /// The folder holding `ed25519.pem` and `rsa2048.pem`.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../smtp/tests/data/dkim"))]
+    dkim_keys: PathBuf,
+    /// Print the results as JSON instead of a table (the table goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// The smtp-sink program (looked up in PATH, then /usr/sbin).
+    #[arg(long, default_value = "smtp-sink")]
+    smtp_sink: String,
+    /// The smtp-source program (looked up in PATH, then /usr/sbin).
+    #[arg(long, default_value = "smtp-source")]
+    smtp_source: String,
+}
+
+/// How the engine signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Dkim {
+    Off,
+    Ed25519,
+    Rsa2048,
+}
+
+impl Dkim {
+    const ALL: [Dkim; 3] = [Dkim::Off, Dkim::Ed25519, Dkim::Rsa2048];
+
+    fn name(self) -> &'static str {
+        match self {
+            Dkim::Off => "off",
+            Dkim::Ed25519 => "ed25519",
+            Dkim::Rsa2048 => "rsa2048",
+        }
+    }
+}
+
+impl std::fmt::Display for Dkim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What sends in a run: the engine in one DKIM mode, or the reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contender {
+    Engine(Dkim),
+    SmtpSource,
+}
+
+impl Contender {
+    fn name(self) -> String {
+        match self {
+            Contender::Engine(mode) => format!("maily dkim={mode}"),
+            Contender::SmtpSource => "smtp-source".into(),
+        }
+    }
+}
+
+/// Everything the runs share.
+struct Bench {
+    args: Args,
+    tools: PostfixTools,
+    /// The actix system on a multi-threaded tokio runtime, as the binary builds it.
+    system: actix_rt::SystemRunner,
+    /// Holds the sink's files, the message file and each run's store.
+    dir: tempfile::TempDir,
+    template: Template,
+    /// One row per message, built before any run.
+    rows: Vec<Row>,
+    /// The message smtp-source sends (LF line ends).
+    source_file: PathBuf,
+}
+
+/// The medians of a contender's runs, and the size of what it sent.
+struct Summary {
+    contender: Contender,
+    message_bytes: usize,
+    medians: Medians,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    ensure!(args.messages > 0, "--messages must be at least 1");
+    ensure!(args.connections > 0, "--connections must be at least 1");
+    ensure!(args.runs > 0, "--runs must be at least 1");
+    ensure!(
+        (1..=args.messages).contains(&args.campaigns),
+        "--campaigns must be between 1 and --messages"
+    );
+    let mut contenders: Vec<Contender> = Vec::new();
+    for &mode in &args.dkim {
+        if !contenders.contains(&Contender::Engine(mode)) {
+            contenders.push(Contender::Engine(mode));
+        }
+    }
+    contenders.push(Contender::SmtpSource);
+
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let tools = PostfixTools::find(&args.smtp_sink, &args.smtp_source)?;
+    // The template's prose grows until the message built with DKIM off reaches --size.
+    let probe = settings(&args, Dkim::Off, dir.path(), "127.0.0.1:25")?;
+    let words = fewest_words(args.size, |words| {
+        Ok(built(&probe, &campaign_template(words), 0)?.len())
+    })?;
+    let template = campaign_template(words);
+    let source_file = dir.path().join("message.eml");
+    write_source_file(&source_file, &built(&probe, &template, 0)?)?;
+    let system = actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("building the tokio runtime")
+    });
+    let bench = Bench {
+        rows: (0..args.messages.max(args.warmup)).map(row).collect(),
+        args,
+        tools,
+        system,
+        dir,
+        template,
+        source_file,
+    };
+    let mut sizes = Vec::new();
+    for &c in &contenders {
+        sizes.push(bench.message_bytes(c)?);
+    }
+    let args = &bench.args;
+    for var in maily_env() {
+        eprintln!("engine setting from the environment: {var}");
+    }
+    eprintln!(
+        "{} messages in {} campaign(s) over {} connections, sender concurrency {}, {} runs per contender, {} cores",
+        args.messages,
+        args.campaigns,
+        args.connections,
+        sender_concurrency(&bench.args),
+        args.runs,
+        cores()
+    );
+
+    let medians = interleaved(
+        &contenders,
+        Contender::name,
+        args.warmup,
+        args.runs,
+        args.messages,
+        |c, n| bench.run(c, n),
+    )?;
+    let summaries: Vec<Summary> = contenders
+        .iter()
+        .zip(sizes)
+        .zip(medians)
+        .map(|((&contender, message_bytes), medians)| Summary {
+            contender,
+            message_bytes,
+            medians,
+        })
+        .collect();
+    let table = table(&bench, &summaries);
+    if args.json {
+        eprint!("{table}");
+        print_json(&bench, &summaries)?;
+    } else {
+        print!("{table}");
+    }
+    Ok(())
+}
+
+impl Bench {
+    /// One run of `contender` sending `n` messages into a fresh sink.
+    fn run(&self, contender: Contender, n: usize) -> Result<Run> {
+        let name = contender.name();
+        run_into_sink(
+            &self.tools.sink,
+            self.dir.path(),
+            n,
+            &name,
+            |port| match contender {
+                Contender::Engine(mode) => self.system.block_on(self.engine_run(mode, n, port)),
+                Contender::SmtpSource => smtp_source(
+                    &self.tools.source,
+                    &SourceJob {
+                        sessions: self.args.connections,
+                        messages: n,
+                        message_file: &self.source_file,
+                        from: FROM,
+                        to: HEADER_TO,
+                        port,
+                    },
+                ),
+            },
+        )
+    }
+
+    /// A fresh engine sends `n` messages, of `--campaigns` campaigns, to the sink on
+    /// `port`; returns the wall and CPU time from the start of the enqueue until the
+    /// store shows them all delivered.
+    async fn engine_run(&self, mode: Dkim, n: usize, port: u16) -> Result<(Duration, Duration)> {
+        let data = tempfile::tempdir_in(self.dir.path()).context("the run's store folder")?;
+        let settings = settings(&self.args, mode, data.path(), &format!("127.0.0.1:{port}"))?;
+        let ports = build_ports(&settings).await?;
+        let engine = maily_actors::start(ports.clone(), engine_settings(&settings)?).await?;
+        let intake = Intake::new(ports.log.clone(), ports.store.clone());
+        let tenant = tenant();
+        ports.store.upsert_tenant(&tenant, "Bench").await?;
+        let k = self.args.campaigns;
+        let mut campaigns = Vec::with_capacity(k);
+        for c in 0..k {
+            let campaign = intake
+                .create_campaign(NewCampaign {
+                    tenant: tenant.clone(),
+                    name: format!("throughput {mode} #{c}"),
+                    from: FROM.into(),
+                    from_name: Some("Shop".into()),
+                    template: self.template.clone(),
+                })
+                .await?;
+            campaigns.push(campaign);
+        }
+        let mut partitions: Vec<u32> = campaigns
+            .iter()
+            .map(|c| partition_for(c.id.to_string().as_bytes(), settings.engine.partitions))
+            .collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        if partitions.len() < k {
+            eprintln!(
+                "note: the {k} campaigns share {} partitions",
+                partitions.len()
+            );
+        }
+        // Row i goes to campaign i mod k.
+        let mut uploads: Vec<Vec<Row>> = vec![Vec::with_capacity(n / k + 1); k];
+        for (i, row) in self.rows[..n].iter().enumerate() {
+            uploads[i % k].push(row.clone());
+        }
+
+        let watch = Stopwatch::start(libc::RUSAGE_SELF)?;
+        for (campaign, rows) in campaigns.iter().zip(uploads) {
+            let expected = rows.len() as u64;
+            let report = intake.enqueue(campaign, rows).await?;
+            ensure!(
+                report.accepted == expected,
+                "intake accepted {} of {expected} rows: {:?}",
+                report.accepted,
+                report.rejected.first()
+            );
+        }
+        let mut last = CampaignStats::default();
+        let mut last_change = Instant::now();
+        loop {
+            let mut sum = [0u64; 12];
+            for c in &campaigns {
+                let stats = ports.store.campaign_stats(c.id).await?.unwrap_or_default();
+                for (total, v) in sum.iter_mut().zip(stats.to_array()) {
+                    *total += v;
+                }
+            }
+            let stats = CampaignStats::from_array(sum);
+            if stats.finished() >= n as u64 {
+                last = stats;
+                break;
+            }
+            if stats.finished() != last.finished() || stats.deferred != last.deferred {
+                last = stats;
+                last_change = Instant::now();
+            } else if last_change.elapsed() > STALL {
+                bail!("no progress for {} s, stats {last:?}", STALL.as_secs());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let times = watch.stop()?;
+        engine.shutdown().await;
+        ensure!(
+            last.delivered == n as u64 && last.deferred == 0,
+            "{n} messages sent, the store shows {last:?}"
+        );
+        Ok(times)
+    }
+
+    /// The mean size of the messages `contender` sends (over the first 64 recipients
+    /// for the engine).
+    fn message_bytes(&self, contender: Contender) -> Result<usize> {
+        match contender {
+            Contender::Engine(mode) => {
+                let s = settings(&self.args, mode, self.dir.path(), "127.0.0.1:25")?;
+                let k = self.rows.len().min(64);
+                let mut total = 0;
+                for i in 0..k {
+                    total += built(&s, &self.template, i)?.len();
+                }
+                Ok(total / k)
+            }
+            Contender::SmtpSource => {
+                let lf = std::fs::read(&self.source_file)
+                    .with_context(|| format!("reading {}", self.source_file.display()))?;
+                // smtp-source sends every line with CRLF.
+                Ok(lf.len() + lf.iter().filter(|&&b| b == b'\n').count())
+            }
+        }
+    }
+}
+
+/// Deliveries in flight per partition: enough to keep every connection busy while
+/// others wait for their replies.
+fn sender_concurrency(args: &Args) -> usize {
+    args.sender_concurrency.unwrap_or(2 * args.connections)
+}
+
+/// The `MAILY__*` variables set, which tune the engine's other settings.
+fn maily_env() -> Vec<String> {
+    let mut vars: Vec<String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("MAILY__"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    vars.sort();
+    vars
+}
+
+/// The engine's settings for a run: the defaults and `MAILY__*` variables, with the
+/// store in `data`, every domain routed to `sink`, TLS off, C connections, the sender
+/// concurrency, the analytics flush interval, and the key of `mode`.
+fn settings(args: &Args, mode: Dkim, data: &Path, sink: &str) -> Result<Settings> {
+    // MAILY__* variables tune any other setting (batch sizes, partitions, ...); the
+    // layers after them fix what the harness needs.
+    let mut fig = Settings::figment(None)?
+        .merge(maily_config::env())
+        .merge(("store.path", data.join("maily.db").display().to_string()))
+        .merge((
+            "smtp.routes",
+            BTreeMap::from([("*".to_string(), sink.to_string())]),
+        ))
+        .merge(("smtp.tls", "off"))
+        .merge(("smtp.max_connections_per_route", args.connections))
+        .merge(("smtp.limits.domain.max_connections", args.connections))
+        .merge(("sender.concurrency", sender_concurrency(args)))
+        .merge(("analytics.flush_interval", args.flush_interval.as_str()));
+    let key = match mode {
+        Dkim::Off => None,
+        Dkim::Ed25519 => Some(("ed1", "ed25519.pem")),
+        Dkim::Rsa2048 => Some(("rsa1", "rsa2048.pem")),
+    };
+    if let Some((selector, file)) = key {
+        let path = args.dkim_keys.join(file);
+        ensure!(path.is_file(), "no DKIM key at {}", path.display());
+        fig = fig.merge((
+            "dkim.keys",
+            json!([{
+                "domain": FROM_DOMAIN,
+                "selector": selector,
+                "key_file": path.display().to_string(),
+            }]),
+        ));
+    }
+    Ok(Settings::from_figment(fig)?)
+}
+
+fn tenant() -> TenantId {
+    TenantId::parse("bench").expect("a valid tenant id")
+}
+
+/// Recipient row `i`: one domain, so one route and one domain limit, with the
+/// variables of the sample campaign.
+fn row(i: usize) -> Row {
+    Row {
+        email: format!("user{i}@example.com"),
+        vars: sample_recipient(i).vars,
+    }
+}
+
+/// The message the engine builds for row `i` with these settings (VERP, tracking and
+/// DKIM as they say).
+fn built(settings: &Settings, template: &Template, i: usize) -> Result<Vec<u8>> {
+    let row = row(i);
+    let recipient = Recipient {
+        email: EmailAddress::parse(&row.email).map_err(|e| anyhow::anyhow!("{e:?}"))?,
+        vars: row.vars,
+    };
+    let rendered = CompiledTemplate::compile(template)?.render(&recipient)?;
+    let campaign = Campaign {
+        id: sample_campaign_id(1),
+        tenant: tenant(),
+        name: "probe".into(),
+        from: EmailAddress::parse(FROM).map_err(|e| anyhow::anyhow!("{e:?}"))?,
+        from_name: Some("Shop".into()),
+        template: template.clone(),
+    };
+    let composed = composer(settings)?.compose(
+        &campaign.tenant,
+        &campaign,
+        sample_message_id(i as u64),
+        &recipient.email,
+        &rendered,
+    )?;
+    Ok(composed.data)
+}
+
+/// Each contender's rate relative to smtp-source's.
+fn ratio(summaries: &[Summary], s: &Summary) -> Option<f64> {
+    summaries
+        .iter()
+        .find(|x| x.contender == Contender::SmtpSource)
+        .map(|source| s.medians.rate / source.medians.rate)
+}
+
+/// The results as a text table.
+fn table(bench: &Bench, summaries: &[Summary]) -> String {
+    let mut table = Table::new([
+        "sender",
+        "bytes/msg",
+        "msg/s",
+        "wall s",
+        "vs source",
+        "CPU µs/msg",
+        "sink µs/msg",
+        "accepted",
+    ]);
+    for s in summaries {
+        let m = &s.medians;
+        table.row([
+            s.contender.name(),
+            s.message_bytes.to_string(),
+            format!("{:.0}", m.rate),
+            format!("{:.2}", m.wall_s),
+            ratio(summaries, s).map_or("-".to_string(), |r| format!("{r:.2}x")),
+            format!("{:.1}", m.cpu_us),
+            format!("{:.1}", m.sink_cpu_us),
+            format!("{:.0}", m.accepted),
+        ]);
+    }
+    let a = &bench.args;
+    format!(
+        "{} messages in {} campaign(s), {} connections, median of {} runs, {} cores, into smtp-sink \
+         on 127.0.0.1 (CPU: the engine process for maily, smtp-source's for smtp-source)\n{}",
+        a.messages,
+        a.campaigns,
+        a.connections,
+        a.runs,
+        cores(),
+        table.render()
+    )
+}
+
+fn print_json(bench: &Bench, summaries: &[Summary]) -> Result<()> {
+    let contenders: Vec<_> = summaries
+        .iter()
+        .map(|s| {
+            let mut out = serde_json::Map::new();
+            out.insert("sender".into(), json!(s.contender.name()));
+            out.insert(
+                "dkim".into(),
+                json!(match s.contender {
+                    Contender::Engine(mode) => Some(mode.name()),
+                    Contender::SmtpSource => None,
+                }),
+            );
+            out.insert("message_bytes".into(), json!(s.message_bytes));
+            out.insert("ratio_to_smtp_source".into(), json!(ratio(summaries, s)));
+            out.extend(s.medians.to_json());
+            out
+        })
+        .collect();
+    let a = &bench.args;
+    let report = json!({
+        "messages": a.messages,
+        "size": a.size,
+        "connections": a.connections,
+        "campaigns": a.campaigns,
+        "environment": maily_env(),
+        "sender_concurrency": sender_concurrency(&bench.args),
+        "analytics_flush_interval": a.flush_interval,
+        "runs": a.runs,
+        "warmup_messages": a.warmup,
+        "cores": cores(),
+        "statistic": "median over runs, per figure",
+        "cpu": "getrusage RUSAGE_SELF of the engine process for maily, RUSAGE_CHILDREN for smtp-source",
+        "contenders": contenders,
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).context("encoding the results")?
+    );
+    Ok(())
+}
