@@ -18,15 +18,68 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     } else {
         None
     };
+    let grpc = if settings.grpc.enabled {
+        Some(start_grpc(&settings, &ports).await?)
+    } else {
+        None
+    };
     info!(partitions = settings.engine.partitions, store = %settings.store.path, "maily serving");
     wait_for_signal().await?;
     info!("signal received, shutting down");
+    // Intake first: uploads in progress finish enqueueing before the log closes.
+    if let Some((stop, task)) = grpc {
+        let _ = stop.send(());
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
+        }
+    }
     // Stop taking reports first: a report acknowledged later could not be published.
     if let Some(listener) = inbound {
         listener.shutdown().await;
     }
     engine.shutdown().await;
     Ok(())
+}
+
+type GrpcTask = tokio::task::JoinHandle<Result<(), maily_api::grpc::ServeError>>;
+
+/// Starts the gRPC API on `[grpc] bind`; returns its stop switch and task.
+async fn start_grpc(
+    settings: &Settings,
+    ports: &maily_actors::Ports,
+) -> anyhow::Result<(tokio::sync::oneshot::Sender<()>, GrpcTask)> {
+    use maily_api::auth::{Authenticator, JwksValidator, JwtSettings};
+    use maily_api::grpc::{GrpcDeps, serve};
+    use std::sync::Arc;
+    let jwt = &settings.auth.jwt;
+    let validator = if jwt.jwks_url.is_empty() {
+        None
+    } else {
+        let mut s = JwtSettings::new(&jwt.jwks_url, &jwt.issuer, &jwt.audience);
+        s.leeway = jwt.leeway;
+        s.roles_claim = jwt.roles_claim.clone();
+        s.tenant_claim = (!jwt.tenant_claim.is_empty()).then(|| jwt.tenant_claim.clone());
+        Some(JwksValidator::new(s).context("auth.jwt")?)
+    };
+    let listener = tokio::net::TcpListener::bind(settings.grpc.bind)
+        .await
+        .with_context(|| format!("grpc.bind: listening on {}", settings.grpc.bind))?;
+    info!(addr = %settings.grpc.bind, jwt = validator.is_some(), "gRPC API listening");
+    let deps = GrpcDeps {
+        intake: Arc::new(maily_api::Intake::new(
+            ports.log.clone(),
+            ports.store.clone(),
+        )),
+        store: ports.store.clone(),
+        auth: Arc::new(Authenticator::new(ports.store.clone(), validator)),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, deps, async {
+        let _ = stopped.await;
+    }));
+    Ok((stop, task))
 }
 
 /// Applies the store's migrations.

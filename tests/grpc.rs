@@ -605,3 +605,61 @@ fn an_upload_cut_off_midway_keeps_what_was_accepted_and_the_server_serves_on() {
         server.stop().await;
     });
 }
+
+/// `maily serve` with `[grpc] enabled` answers health checks and stops cleanly on SIGTERM.
+#[test]
+fn maily_serve_runs_the_grpc_api_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("maily.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"{}\"\n[grpc]\nenabled = true\nbind = \"127.0.0.1:{port}\"\n",
+            dir.path().join("maily.db").display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_maily"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("maily serve starts");
+    let served = run(async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+                .unwrap()
+                .connect()
+                .await
+            {
+                let reply = HealthClient::new(channel)
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await;
+                if let Ok(reply) = reply {
+                    return reply.into_inner().status() == ServingStatus::Serving;
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = child.wait().expect("maily serve exits");
+    assert!(served, "the gRPC API never answered SERVING");
+    assert!(status.success(), "maily serve exited with {status}");
+}

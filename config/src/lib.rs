@@ -38,6 +38,8 @@ pub struct Settings {
     pub verp: VerpSection,
     pub tracking: TrackingSection,
     pub inbound: InboundSection,
+    pub grpc: GrpcSection,
+    pub auth: AuthSection,
     pub sender: SenderSection,
     pub bounce: BounceSection,
     pub analytics: AnalyticsSection,
@@ -334,6 +336,36 @@ pub struct SenderSection {
     pub in_flight_timeout: Duration,
 }
 
+/// `[grpc]`: the public API for senders.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcSection {
+    pub enabled: bool,
+    pub bind: std::net::SocketAddr,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    pub jwt: JwtSection,
+}
+
+/// `[auth.jwt]`: tokens from an identity provider, checked against its JWKS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSection {
+    /// The key set's URL; empty turns JWTs off (API keys only).
+    pub jwks_url: String,
+    pub issuer: String,
+    pub audience: String,
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    pub roles_claim: String,
+    /// The claim naming the tenant; empty makes every token an operator's.
+    pub tenant_claim: String,
+}
+
 /// `[bounce]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -512,6 +544,13 @@ impl Settings {
             return Err(ConfigError::BadValue {
                 key: "tracking.secret",
                 reason: "tracking tokens are signed: set a hex key of at least 16 bytes (MAILY__TRACKING__SECRET)".into(),
+            });
+        }
+        let jwt = &self.auth.jwt;
+        if !jwt.jwks_url.is_empty() && (jwt.issuer.is_empty() || jwt.audience.is_empty()) {
+            return Err(ConfigError::BadValue {
+                key: "auth.jwt",
+                reason: "with jwks_url set, issuer and audience are required".into(),
             });
         }
         if self.inbound.tls_cert.is_empty() != self.inbound.tls_key.is_empty() {
