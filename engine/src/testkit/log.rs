@@ -93,16 +93,21 @@ pub async fn fetch_all(
     partition: u32,
     offset: u64,
 ) -> Vec<crate::ports::Record> {
+    // Read up to the end offset the log reports now; an empty fetch only means nothing
+    // arrived within the wait (a broker under load, a consumer still positioning), so
+    // it is retried until a generous deadline rather than read as the end.
+    let end = log.end_offset(topic, partition).await.expect("end offset");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut out: Vec<crate::ports::Record> = Vec::new();
     loop {
         let next = out.last().map_or(offset, |r| r.offset + 1);
+        if next >= end || std::time::Instant::now() > deadline {
+            return out;
+        }
         let got = log
             .fetch(topic, partition, next, 1000, Duration::from_millis(500))
             .await
             .expect("fetch");
-        if got.is_empty() {
-            return out;
-        }
         out.extend(got);
     }
 }
