@@ -344,30 +344,3 @@ fn signer_is_shared_across_threads() {
     }
     assert!(dkimpy(&signed[3], key).pass);
 }
-
-/// Cost of one signature per algorithm. Not a check (no assertion on time): run it with
-/// `cargo test -p maily-smtp --release --test dkim -- --ignored --nocapture signing_cost`.
-#[test]
-#[ignore = "timing report, run by hand"]
-fn signing_cost() {
-    let message = campaign_message();
-    for (file, label) in [("ed25519.pem", "Ed25519"), ("rsa2048.pem", "RSA-2048")] {
-        let mut signer = DkimSigner::new();
-        signer
-            .add_key(DkimKey::from_file("shop.example", "s", fixture(file)).unwrap())
-            .unwrap();
-        for _ in 0..20 {
-            signer.sign("shop.example", &message).unwrap();
-        }
-        let n = 2_000;
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(signer.sign("shop.example", &message).unwrap());
-        }
-        let per = start.elapsed() / n;
-        println!(
-            "{label}: {per:?} per signed message ({} byte message)",
-            message.len()
-        );
-    }
-}
