@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out.join("maily_v1_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         .btree_map(".maily.v1.Recipient.variables")
+        .btree_map(".maily.v1.KeyedMessage.variables")
         .compile_fds(fds)?;
     Ok(())
 }

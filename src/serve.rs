@@ -1,6 +1,6 @@
 //! `maily serve` and `maily migrate`.
 
-use crate::wiring::{build_ports, engine_settings, migrate_store};
+use crate::wiring::{Controls, build, engine_settings, migrate_store, token_keys};
 use anyhow::Context as _;
 use maily_config::Settings;
 use std::path::Path;
@@ -9,7 +9,7 @@ use tracing::info;
 /// Runs the engine until SIGINT or SIGTERM, then shuts down gracefully.
 pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     let settings = Settings::load(config).context("loading configuration")?;
-    let ports = build_ports(&settings).await?;
+    let (ports, controls) = build(&settings).await?;
     let engine_settings = engine_settings(&settings)?;
     let verp = engine_settings.sender.composer.verp.clone();
     let engine = maily_actors::start(ports.clone(), engine_settings).await?;
@@ -19,7 +19,12 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
         None
     };
     let grpc = if settings.grpc.enabled {
-        Some(start_grpc(&settings, &ports).await?)
+        Some(start_grpc(&settings, &ports, &controls).await?)
+    } else {
+        None
+    };
+    let tracking = if settings.tracking.listen {
+        Some(start_tracking(&settings, &ports)?)
     } else {
         None
     };
@@ -33,6 +38,15 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server stopped with an error"),
             Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
+        }
+    }
+    // Opens, clicks and unsubscribes in flight reach the log before it closes.
+    if let Some((stop, task)) = tracking {
+        let _ = stop.send(());
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "tracking listener stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "tracking listener task failed"),
         }
     }
     // Stop taking reports first: a report acknowledged later could not be published.
@@ -49,8 +63,10 @@ type GrpcTask = tokio::task::JoinHandle<Result<(), maily_api::grpc::ServeError>>
 async fn start_grpc(
     settings: &Settings,
     ports: &maily_actors::Ports,
+    controls: &Controls,
 ) -> anyhow::Result<(tokio::sync::oneshot::Sender<()>, GrpcTask)> {
     use maily_api::auth::{Authenticator, JwksValidator, JwtSettings};
+    use maily_api::events::EventHub;
     use maily_api::grpc::{GrpcDeps, serve};
     use std::sync::Arc;
     let jwt = &settings.auth.jwt;
@@ -74,6 +90,33 @@ async fn start_grpc(
         )),
         store: ports.store.clone(),
         auth: Arc::new(Authenticator::new(ports.store.clone(), validator)),
+        events: EventHub::start(controls.feed_log.clone())
+            .await
+            .context("starting the event feed")?,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, deps, async {
+        let _ = stopped.await;
+    }));
+    Ok((stop, task))
+}
+
+type TrackingTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// Starts the tracking listener on `[tracking] bind`; returns its stop switch and task.
+fn start_tracking(
+    settings: &Settings,
+    ports: &maily_actors::Ports,
+) -> anyhow::Result<(tokio::sync::oneshot::Sender<()>, TrackingTask)> {
+    use maily_api::tracking::{TrackingDeps, serve};
+    let bind = settings.tracking.bind;
+    let listener = std::net::TcpListener::bind(bind)
+        .with_context(|| format!("tracking.bind: listening on {bind}"))?;
+    let deps = TrackingDeps {
+        keys: token_keys(settings)?,
+        log: ports.log.clone(),
+        store: ports.store.clone(),
+        hot: Some(ports.hot.clone()),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, deps, async {

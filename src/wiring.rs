@@ -107,17 +107,19 @@ pub async fn build_ports(settings: &Settings) -> anyhow::Result<Ports> {
 }
 
 /// What operators change while the engine runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Controls {
     /// The delivery limits the transport enforces; changes apply to the next
     /// transaction.
     pub throttles: Arc<Throttles>,
+    /// A reader of the event log for the API's event feed: the same log, read by a
+    /// consumer of its own so following it never disturbs the actors' positions.
+    pub feed_log: Arc<dyn EventLog>,
 }
 
-/// The ports, and the run-time controls of their adapters.
-pub async fn build(settings: &Settings) -> anyhow::Result<(Ports, Controls)> {
-    let store = open_store(settings).await?;
-    let log: Arc<dyn EventLog> = match settings.log.kind {
+/// The event log `[log]` names.
+fn open_log(settings: &Settings) -> anyhow::Result<Arc<dyn EventLog>> {
+    Ok(match settings.log.kind {
         LogKind::Memory => Arc::new(MemoryLog::new(settings.log.capacity_per_partition)),
         LogKind::Kafka => {
             let k = &settings.log.kafka;
@@ -137,6 +139,17 @@ pub async fn build(settings: &Settings) -> anyhow::Result<(Ports, Controls)> {
                 .with_context(|| format!("connecting to Kafka at {}", k.brokers))?,
             )
         }
+    })
+}
+
+/// The ports, and the run-time controls of their adapters.
+pub async fn build(settings: &Settings) -> anyhow::Result<(Ports, Controls)> {
+    let store = open_store(settings).await?;
+    let log = open_log(settings)?;
+    // The API's event feed reads with a consumer of its own, never the actors'.
+    let feed_log = match settings.log.kind {
+        LogKind::Memory => Arc::clone(&log),
+        LogKind::Kafka => open_log(settings)?,
     };
     let hot: Arc<dyn HotState> = match settings.hot.kind {
         HotKind::Memory => Arc::new(MemoryHotState::new()),
@@ -166,6 +179,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<(Ports, Controls)> {
     }
     let controls = Controls {
         throttles: Arc::clone(transport.throttles()),
+        feed_log,
     };
     let ports = Ports {
         log,
@@ -280,6 +294,19 @@ impl MessageSigner for Dkim {
     }
 }
 
+/// The tracking keys: `[tracking] key_id` and `secret` sign, `previous` still verify.
+pub fn token_keys(s: &Settings) -> anyhow::Result<TokenKeys> {
+    let t = &s.tracking;
+    let current = TokenKey::from_hex(t.key_id, &t.secret.0).context("tracking.secret")?;
+    let previous = t
+        .previous
+        .iter()
+        .map(|k| TokenKey::from_hex(k.id, &k.secret.0))
+        .collect::<Result<Vec<_>, _>>()
+        .context("tracking.previous")?;
+    TokenKeys::new(current, previous).context("tracking keys")
+}
+
 /// The sender's composition: VERP, tracking and DKIM from their sections.
 pub fn composer(s: &Settings) -> anyhow::Result<Composer> {
     let verp = if s.verp.domain.is_empty() {
@@ -294,15 +321,7 @@ pub fn composer(s: &Settings) -> anyhow::Result<Composer> {
         None
     } else {
         let t = &s.tracking;
-        let current = TokenKey::from_hex(t.key_id, &t.secret.0).context("tracking.secret")?;
-        let previous = t
-            .previous
-            .iter()
-            .map(|k| TokenKey::from_hex(k.id, &k.secret.0))
-            .collect::<Result<Vec<_>, _>>()
-            .context("tracking.previous")?;
-        let keys = TokenKeys::new(current, previous).context("tracking keys")?;
-        let tracking = Tracking::new(&t.base_url, keys)
+        let tracking = Tracking::new(&t.base_url, token_keys(s)?)
             .context("tracking.base_url")?
             .with_opens(t.opens)
             .with_clicks(t.clicks);
@@ -392,6 +411,7 @@ pub fn engine_settings(s: &Settings) -> anyhow::Result<EngineSettings> {
         },
         epoch_interval: s.reward.epoch_interval,
         anchor_interval: s.anchor.interval,
+        launcher: maily_actors::launcher::LauncherSettings::default(),
         restart: RestartPolicy {
             min_backoff: s.supervisor.min_backoff,
             max_backoff: s.supervisor.max_backoff,

@@ -6,10 +6,11 @@ mod common;
 use common::{Harness, per_recipient, run};
 use futures::StreamExt;
 use maily_api::auth::{Authenticator, Scope, keys};
+use maily_api::events::EventHub;
 use maily_api::grpc::proto::campaign_service_client::CampaignServiceClient;
 use maily_api::grpc::proto::{
-    CreateCampaignRequest, GetCampaignRequest, GetCampaignStatsRequest, Recipient, Template,
-    UploadRecipientsRequest,
+    CampaignCommandRequest, CampaignStatus, CreateCampaignRequest, GetCampaignRequest,
+    GetCampaignStatsRequest, Recipient, StreamEventsRequest, Template, UploadRecipientsRequest,
 };
 use maily_api::grpc::{GrpcDeps, MAX_MESSAGE_BYTES, ServeError, serve};
 use maily_api::intake::Intake;
@@ -47,6 +48,9 @@ impl GrpcServer {
         let deps = GrpcDeps {
             intake: Arc::new(Intake::new(h.ports.log.clone(), store.clone())),
             auth: Arc::new(Authenticator::new(store.clone(), None)),
+            events: EventHub::start(h.ports.log.clone())
+                .await
+                .expect("event feed"),
             store,
         };
         let (stop, stopped) = oneshot::channel();
@@ -151,7 +155,7 @@ fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Sta
 }
 
 #[test]
-fn ten_thousand_streamed_recipients_are_delivered_and_counted() {
+fn ten_thousand_streamed_recipients_are_started_followed_and_counted() {
     run(async {
         let hard = [17usize, 2500, 9001];
         let rejections = hard
@@ -188,6 +192,7 @@ fn ten_thousand_streamed_recipients_are_delivered_and_counted() {
             .into_inner()
             .campaign;
         assert_eq!(fetched.as_ref(), Some(&created));
+        assert_eq!(created.status(), CampaignStatus::Draft);
 
         // 20 messages of 500; three rows (1-based, across the stream) are broken.
         let bad_rows = [7u64, 4242, 10_000];
@@ -224,6 +229,55 @@ fn ten_thousand_streamed_recipients_are_delivered_and_counted() {
             "{:?}",
             reply.errors[1]
         );
+
+        // Staged, not sent: the campaign is a draft until it starts.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(h.sink.received().is_empty());
+
+        // Follow the campaign's events, then start it.
+        let mut events = client
+            .stream_events(authed(
+                StreamEventsRequest {
+                    campaign_id: created.id.clone(),
+                    from_beginning: false,
+                },
+                &key,
+            ))
+            .await
+            .expect("event stream")
+            .into_inner();
+        let started = client
+            .start_campaign(authed(
+                CampaignCommandRequest {
+                    campaign_id: created.id.clone(),
+                },
+                &key,
+            ))
+            .await
+            .expect("started")
+            .into_inner();
+        assert_eq!(started.status(), CampaignStatus::Running);
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        let mut finished = 0;
+        while finished < 9_997 {
+            let event = tokio::time::timeout(Duration::from_secs(60), events.next())
+                .await
+                .unwrap_or_else(|_| panic!("events stopped coming after {seen:?}"))
+                .expect("stream open")
+                .expect("event");
+            assert_eq!(event.campaign_id, created.id);
+            if matches!(event.kind.as_str(), "delivered" | "bounced_hard") {
+                finished += 1;
+            }
+            if event.kind == "bounced_hard" {
+                assert_eq!(event.bounce_class, "hard", "{event:?}");
+                assert!(event.detail.contains("no such user"), "{event:?}");
+            }
+            *seen.entry(event.kind).or_default() += 1;
+        }
+        assert_eq!(seen.get("delivered"), Some(&(9_997 - hard.len() as u64)));
+        assert_eq!(seen.get("bounced_hard"), Some(&(hard.len() as u64)));
+        assert_eq!(seen.get("injected"), Some(&9_997));
 
         let id = CampaignId::parse(&created.id).expect("uuid");
         h.wait_finished(&[(id, 9_997)]).await;
@@ -291,6 +345,57 @@ fn credentials_scopes_tenants_and_bad_input_get_clear_statuses() {
             .into_inner()
             .campaign
             .expect("campaign");
+        let command = |key: &str| {
+            authed(
+                CampaignCommandRequest {
+                    campaign_id: campaign.id.clone(),
+                },
+                key,
+            )
+        };
+        // Commands need the send scope and the campaign's tenant.
+        assert_code(
+            client.start_campaign(command(&read_only)).await,
+            Code::PermissionDenied,
+        );
+        assert_code(
+            client.start_campaign(command(&other_tenant)).await,
+            Code::NotFound,
+        );
+        assert_code(
+            client.start_campaign(command(&revoked)).await,
+            Code::Unauthenticated,
+        );
+        client
+            .start_campaign(command(&send_only))
+            .await
+            .expect("the send key starts it");
+        assert_code(
+            client.pause_campaign(command(&other_tenant)).await,
+            Code::NotFound,
+        );
+        assert_code(
+            client.cancel_campaign(command(&other_tenant)).await,
+            Code::NotFound,
+        );
+        let foreign_events = client
+            .stream_events(authed(
+                StreamEventsRequest {
+                    campaign_id: campaign.id.clone(),
+                    from_beginning: false,
+                },
+                &other_tenant,
+            ))
+            .await;
+        assert_code(foreign_events, Code::NotFound);
+        // Starting twice: the status does not allow it, and the error says which it is.
+        let status = assert_code(
+            client.start_campaign(command(&full)).await,
+            Code::FailedPrecondition,
+        );
+        assert!(status.message().contains("is running"), "{status:?}");
+        let failure = status.get_details_precondition_failure().expect("details");
+        assert_eq!(failure.violations[0].subject, campaign.id);
         let get = |key: &str| {
             authed(
                 GetCampaignRequest {
@@ -541,6 +646,15 @@ fn an_upload_cut_off_midway_keeps_what_was_accepted_and_the_server_serves_on() {
             .campaign
             .expect("campaign");
         let id = CampaignId::parse(&campaign.id).expect("uuid");
+        client
+            .start_campaign(authed(
+                CampaignCommandRequest {
+                    campaign_id: campaign.id.clone(),
+                },
+                &key,
+            ))
+            .await
+            .expect("started");
 
         // The upload goes through a TCP relay, so the test can drop the connection the
         // way a crashed client or a failed network would.
@@ -562,7 +676,8 @@ fn an_upload_cut_off_midway_keeps_what_was_accepted_and_the_server_serves_on() {
             .expect("sent");
         tx.unbounded_send(chunk(None, 100..200)).expect("sent");
         tx.unbounded_send(chunk(None, 200..300)).expect("sent");
-        // The server enqueues what arrived without waiting for the end of the stream.
+        // The server stages what arrived without waiting for the end of the stream, and
+        // the running campaign sends it.
         h.wait_finished(&[(id, 300)]).await;
 
         relay_task.abort();

@@ -5,6 +5,7 @@ use crate::anchor::{AnchorNow, AnchorWorker};
 use crate::bounce::BounceWorker;
 use crate::common::Ports;
 use crate::faults::Faults;
+use crate::launcher::{LauncherSettings, LauncherWorker};
 use crate::ownership::{LEADER, LeaseGuard, OwnershipSettings, assignment, partition_resource};
 use crate::reward::{CloseEpoch, RewardWorker};
 use crate::sender::{SenderSettings, SenderWorker};
@@ -40,6 +41,8 @@ pub struct EngineSettings {
     pub reward_formula: RewardFormula,
     pub epoch_interval: Duration,
     pub anchor_interval: Duration,
+    /// Pacing of the leader's launcher (scheduled starts, staged recipients).
+    pub launcher: LauncherSettings,
     pub restart: RestartPolicy,
     pub ownership: OwnershipSettings,
 }
@@ -135,14 +138,16 @@ struct LeaderActors {
     lease: Lease,
     reward: Slot<RewardWorker>,
     anchor: Slot<AnchorWorker>,
+    launcher: Slot<LauncherWorker>,
 }
 
 impl LeaderActors {
     fn alive(&self) -> bool {
-        self.reward.alive() && self.anchor.alive()
+        self.reward.alive() && self.anchor.alive() && self.launcher.alive()
     }
 
     async fn stop(self) {
+        self.launcher.stop().await;
         self.reward.stop().await;
         self.anchor.stop().await;
     }
@@ -235,11 +240,16 @@ impl Inner {
         let anchor = self.sup.spawn("anchor".into(), move || {
             AnchorWorker::new(ports.clone(), interval)
         });
+        let (ports, launch) = (self.ports.clone(), self.settings.launcher);
+        let launcher = self.sup.spawn("launcher".into(), move || {
+            LauncherWorker::new(ports.clone(), launch)
+        });
         info!(epoch = lease.epoch, "leader role taken");
         LeaderActors {
             lease,
             reward,
             anchor,
+            launcher,
         }
     }
 

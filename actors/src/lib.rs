@@ -12,6 +12,7 @@ pub mod compose;
 pub mod engine;
 pub mod faults;
 pub mod inbound;
+pub mod launcher;
 pub mod log;
 pub mod ownership;
 pub mod reward;

@@ -20,7 +20,9 @@ use maily_engine::bounce::SmtpReply;
 use maily_engine::ports::{Claim, DeliveryOutcome, Fence, OutboundMessage, StoreError};
 use maily_engine::records::{EventRecord, InboundRecord, SendRecord, topics};
 use maily_engine::template::CompiledTemplate;
-use maily_engine::{Campaign, CampaignId, EventKind, Recipient, Timestamp};
+use maily_engine::{
+    Campaign, CampaignId, CampaignStatus, EventKind, Recipient, StagedRecipient, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -57,6 +59,10 @@ struct Plan {
     template: CompiledTemplate,
 }
 
+/// How long a loaded campaign is used before it is read again, so a changed template
+/// or sender reaches the messages sent after it within this.
+const PLAN_TTL: Duration = Duration::from_secs(5);
+
 /// The sender of one partition.
 pub struct SenderWorker {
     ports: Ports,
@@ -65,7 +71,7 @@ pub struct SenderWorker {
     partition: u32,
     send: Option<Cursor>,
     retries: Vec<Cursor>,
-    plans: HashMap<CampaignId, Option<Arc<Plan>>>,
+    plans: HashMap<CampaignId, (Instant, Option<Arc<Plan>>)>,
     fence: Option<Fence>,
     guard: Option<Arc<LeaseGuard>>,
 }
@@ -109,7 +115,9 @@ impl SenderWorker {
     }
 
     async fn plan(&mut self, id: CampaignId) -> anyhow::Result<Option<Arc<Plan>>> {
-        if let Some(p) = self.plans.get(&id) {
+        if let Some((loaded, p)) = self.plans.get(&id)
+            && loaded.elapsed() < PLAN_TTL
+        {
             return Ok(p.clone());
         }
         let campaign = self
@@ -128,7 +136,7 @@ impl SenderWorker {
             },
             None => None,
         };
-        self.plans.insert(id, plan.clone());
+        self.plans.insert(id, (Instant::now(), plan.clone()));
         Ok(plan)
     }
 }
@@ -203,10 +211,50 @@ impl Worker for SenderWorker {
         }
 
         let mut plans = HashMap::new();
+        let mut statuses = HashMap::new();
         for rec in &work {
             if let Entry::Vacant(slot) = plans.entry(rec.campaign) {
                 slot.insert(self.plan(rec.campaign).await?);
+                let state = self
+                    .ports
+                    .store
+                    .campaign_state(rec.campaign)
+                    .await
+                    .with_context(|| format!("loading the status of campaign {}", rec.campaign))?;
+                statuses.insert(rec.campaign, state.map(|s| s.status));
             }
+        }
+        // A paused campaign's messages go back to the store, staged, until it resumes;
+        // a cancelled campaign's are not sent.
+        let mut held: HashMap<CampaignId, Vec<StagedRecipient>> = HashMap::new();
+        let mut cancelled = Vec::new();
+        work.retain(|rec| match statuses.get(&rec.campaign).copied().flatten() {
+            Some(CampaignStatus::Paused) => {
+                held.entry(rec.campaign).or_default().push(StagedRecipient {
+                    message_id: rec.message_id,
+                    email: rec.recipient.clone(),
+                    vars: rec.vars.clone(),
+                });
+                false
+            }
+            Some(CampaignStatus::Cancelled) => {
+                cancelled.push(event(
+                    rec,
+                    EventKind::Rejected {
+                        reason: "campaign cancelled".into(),
+                    },
+                ));
+                false
+            }
+            _ => true,
+        });
+        for (campaign, rows) in &held {
+            self.ports
+                .store
+                .stage_recipients(*campaign, rows)
+                .await
+                .with_context(|| format!("holding messages of paused campaign {campaign}"))?;
+            metrics::counter!("maily_sender_held_total").increment(rows.len() as u64);
         }
         let started = Instant::now();
         let n = work.len();
@@ -229,6 +277,11 @@ impl Worker for SenderWorker {
             .await;
 
         let mut outbox = Outbox::default();
+        for output in cancelled {
+            if let Output::Event(e) = output {
+                outbox.push(topics::EVENTS, &e.campaign, &e);
+            }
+        }
         for result in results {
             for output in result? {
                 match output {

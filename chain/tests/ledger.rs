@@ -6,12 +6,13 @@ use maily_chain::LedgerChain;
 use maily_chain::ledger::{LedgerError, entry_hash};
 use maily_engine::merkle::{Hash32, keccak};
 use maily_engine::ports::{
-    AggregateBatch, AnchorReceipt, ApiKeyRecord, Chain, ChainError, Fence, Lease, LedgerEntry,
-    MessageState, NewApiKey, Settlement, Store, StoreError, StoredOffset, StoredProof,
-    TenantRecord,
+    AggregateBatch, AnchorReceipt, ApiKeyRecord, Chain, ChainError, Fence, IdempotentSend, Lease,
+    LedgerEntry, MessageState, NewApiKey, Settlement, Store, StoreError, StoredOffset, StoredProof,
+    TenantRecord, Transition,
 };
 use maily_engine::{
-    Campaign, CampaignId, CampaignStats, EmailAddress, MessageId, TenantId, Timestamp,
+    Campaign, CampaignId, CampaignState, CampaignStats, CampaignStatus, Contact, ContactList,
+    EmailAddress, ListId, MessageId, Segment, SegmentId, StagedRecipient, TenantId, Timestamp,
 };
 use maily_storage::SqliteStore;
 use std::collections::{BTreeMap, HashMap};
@@ -511,5 +512,183 @@ impl Store for HookedStore {
         campaign: CampaignId,
     ) -> Result<Option<StoredProof>, StoreError> {
         self.inner.proof(epoch, campaign).await
+    }
+    async fn create_campaign(
+        &self,
+        campaign: &Campaign,
+        state: &CampaignState,
+    ) -> Result<(), StoreError> {
+        self.inner.create_campaign(campaign, state).await
+    }
+
+    async fn update_campaign(&self, campaign: &Campaign) -> Result<bool, StoreError> {
+        self.inner.update_campaign(campaign).await
+    }
+
+    async fn campaign_state(&self, id: CampaignId) -> Result<Option<CampaignState>, StoreError> {
+        self.inner.campaign_state(id).await
+    }
+
+    async fn campaigns(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<(Campaign, CampaignState)>, StoreError> {
+        self.inner.campaigns(tenant).await
+    }
+
+    async fn transition_campaign(
+        &self,
+        id: CampaignId,
+        from: &[CampaignStatus],
+        to: CampaignStatus,
+        scheduled_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<Transition, StoreError> {
+        self.inner
+            .transition_campaign(id, from, to, scheduled_at, now)
+            .await
+    }
+
+    async fn due_campaigns(&self, now: Timestamp) -> Result<Vec<CampaignId>, StoreError> {
+        self.inner.due_campaigns(now).await
+    }
+
+    async fn stage_recipients(
+        &self,
+        campaign: CampaignId,
+        recipients: &[StagedRecipient],
+    ) -> Result<(), StoreError> {
+        self.inner.stage_recipients(campaign, recipients).await
+    }
+
+    async fn pending_recipients(
+        &self,
+        campaign: CampaignId,
+        limit: usize,
+    ) -> Result<Vec<StagedRecipient>, StoreError> {
+        self.inner.pending_recipients(campaign, limit).await
+    }
+
+    async fn mark_launched(
+        &self,
+        campaign: CampaignId,
+        ids: &[MessageId],
+    ) -> Result<(), StoreError> {
+        self.inner.mark_launched(campaign, ids).await
+    }
+
+    async fn launchable_campaigns(&self) -> Result<Vec<CampaignId>, StoreError> {
+        self.inner.launchable_campaigns().await
+    }
+
+    async fn staged_counts(&self, campaign: CampaignId) -> Result<(u64, u64), StoreError> {
+        self.inner.staged_counts(campaign).await
+    }
+
+    async fn reserve_sends(
+        &self,
+        sends: &[IdempotentSend],
+    ) -> Result<Vec<IdempotentSend>, StoreError> {
+        self.inner.reserve_sends(sends).await
+    }
+
+    async fn mark_sends_enqueued(
+        &self,
+        tenant: &TenantId,
+        keys: &[String],
+    ) -> Result<(), StoreError> {
+        self.inner.mark_sends_enqueued(tenant, keys).await
+    }
+
+    async fn unsuppress(
+        &self,
+        tenant: &TenantId,
+        email: &EmailAddress,
+    ) -> Result<bool, StoreError> {
+        self.inner.unsuppress(tenant, email).await
+    }
+
+    async fn upsert_contacts(&self, contacts: &[Contact]) -> Result<(), StoreError> {
+        self.inner.upsert_contacts(contacts).await
+    }
+
+    async fn contact(
+        &self,
+        tenant: &TenantId,
+        email: &EmailAddress,
+    ) -> Result<Option<Contact>, StoreError> {
+        self.inner.contact(tenant, email).await
+    }
+
+    async fn delete_contact(
+        &self,
+        tenant: &TenantId,
+        email: &EmailAddress,
+    ) -> Result<bool, StoreError> {
+        self.inner.delete_contact(tenant, email).await
+    }
+
+    async fn contacts(
+        &self,
+        tenant: &TenantId,
+        list: Option<ListId>,
+        after: Option<&EmailAddress>,
+        limit: usize,
+    ) -> Result<Vec<Contact>, StoreError> {
+        self.inner.contacts(tenant, list, after, limit).await
+    }
+
+    async fn create_list(&self, list: &ContactList) -> Result<(), StoreError> {
+        self.inner.create_list(list).await
+    }
+
+    async fn lists(&self, tenant: &TenantId) -> Result<Vec<ContactList>, StoreError> {
+        self.inner.lists(tenant).await
+    }
+
+    async fn list(&self, tenant: &TenantId, id: ListId) -> Result<Option<ContactList>, StoreError> {
+        self.inner.list(tenant, id).await
+    }
+
+    async fn delete_list(&self, tenant: &TenantId, id: ListId) -> Result<bool, StoreError> {
+        self.inner.delete_list(tenant, id).await
+    }
+
+    async fn add_list_members(
+        &self,
+        tenant: &TenantId,
+        list: ListId,
+        emails: &[EmailAddress],
+    ) -> Result<u64, StoreError> {
+        self.inner.add_list_members(tenant, list, emails).await
+    }
+
+    async fn remove_list_members(
+        &self,
+        tenant: &TenantId,
+        list: ListId,
+        emails: &[EmailAddress],
+    ) -> Result<u64, StoreError> {
+        self.inner.remove_list_members(tenant, list, emails).await
+    }
+
+    async fn create_segment(&self, segment: &Segment) -> Result<(), StoreError> {
+        self.inner.create_segment(segment).await
+    }
+
+    async fn segments(&self, tenant: &TenantId) -> Result<Vec<Segment>, StoreError> {
+        self.inner.segments(tenant).await
+    }
+
+    async fn segment(
+        &self,
+        tenant: &TenantId,
+        id: SegmentId,
+    ) -> Result<Option<Segment>, StoreError> {
+        self.inner.segment(tenant, id).await
+    }
+
+    async fn delete_segment(&self, tenant: &TenantId, id: SegmentId) -> Result<bool, StoreError> {
+        self.inner.delete_segment(tenant, id).await
     }
 }

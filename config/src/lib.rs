@@ -287,6 +287,10 @@ pub struct TrackingSection {
     pub previous: Vec<PreviousKey>,
     /// An address that unsubscribes whoever writes to it; empty for none.
     pub unsubscribe_mailto: String,
+    /// Whether this process runs the tracking listener.
+    pub listen: bool,
+    /// Where the tracking listener listens (plain HTTP).
+    pub bind: std::net::SocketAddr,
 }
 
 /// A retired tracking key.
@@ -546,6 +550,12 @@ impl Settings {
                 reason: "tracking tokens are signed: set a hex key of at least 16 bytes (MAILY__TRACKING__SECRET)".into(),
             });
         }
+        if self.tracking.listen && self.tracking.secret.0.len() < 32 {
+            return Err(ConfigError::BadValue {
+                key: "tracking.secret",
+                reason: "the tracking listener verifies signed tokens: set the hex key they are signed with, at least 16 bytes (MAILY__TRACKING__SECRET)".into(),
+            });
+        }
         let jwt = &self.auth.jwt;
         if !jwt.jwks_url.is_empty() && (jwt.issuer.is_empty() || jwt.audience.is_empty()) {
             return Err(ConfigError::BadValue {
@@ -666,6 +676,28 @@ mod tests {
             jail.set_env("MAILY__SENDER__IDLE_WAIT", "soon");
             let err = Settings::load(None).unwrap_err().to_string();
             assert!(err.to_lowercase().contains("sender.idle_wait"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_tracking_listener_needs_the_key() {
+        figment::Jail::expect_with(|jail| {
+            let s = Settings::load(None).expect("defaults are valid");
+            assert!(!s.tracking.listen);
+            jail.set_env("MAILY__TRACKING__LISTEN", "true");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(
+                err.starts_with("invalid value for tracking.secret: the tracking listener"),
+                "{err}"
+            );
+            jail.set_env("MAILY__TRACKING__SECRET", "ab".repeat(16));
+            jail.set_env("MAILY__TRACKING__BIND", "0.0.0.0:9090");
+            let s = Settings::load(None).expect("valid");
+            assert_eq!(s.tracking.bind.port(), 9090);
+            jail.set_env("MAILY__TRACKING__BIND", "nowhere");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.to_lowercase().contains("tracking.bind"), "{err}");
             Ok(())
         });
     }

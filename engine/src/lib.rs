@@ -23,9 +23,12 @@ pub mod testkit;
 
 pub use domain::{
     address::{AddressError, Domain, EmailAddress},
-    campaign::{Campaign, Recipient},
+    campaign::{
+        Campaign, CampaignState, CampaignStatus, Contact, ContactList, Recipient, Segment,
+        StagedRecipient,
+    },
     event::{BounceClass, EventKind},
-    ids::{CampaignId, IdError, MessageId, TenantId},
+    ids::{CampaignId, IdError, ListId, MessageId, SegmentId, TenantId},
     stats::CampaignStats,
 };
-pub use time::Timestamp;
+pub use time::{TimeError, Timestamp};

@@ -16,8 +16,14 @@
 //!
 //! Payloads (integers big-endian, ids as their 16 raw bytes):
 //!
-//! - open: message id, campaign id, tenant (u8 length + bytes)
+//! - open: message id, campaign id, tenant (u8 length + bytes), recipient (u8 length
+//!   + bytes)
 //! - click: the open payload, link index (u16), URL (u16 length + bytes)
+//!
+//! Open and click tokens carry the recipient because every event record names it
+//! (the tracking listener has no other way to learn it), at the cost of the address
+//! being readable (base64url, signed, not encrypted) in tracked links, as it already
+//! is in the unsubscribe link.
 //! - unsubscribe: tenant (u8 length + bytes), campaign id, recipient (u8 length +
 //!   bytes), message id
 //!
@@ -116,6 +122,7 @@ pub struct OpenToken {
     pub message: MessageId,
     pub campaign: CampaignId,
     pub tenant: TenantId,
+    pub recipient: EmailAddress,
 }
 
 /// Which link of which message was clicked, and where it goes.
@@ -124,6 +131,7 @@ pub struct ClickToken {
     pub message: MessageId,
     pub campaign: CampaignId,
     pub tenant: TenantId,
+    pub recipient: EmailAddress,
     /// The link's position among the message's tracked links, from 0.
     pub link: u16,
     /// The http(s) URL to redirect to, exactly as it was signed.
@@ -327,16 +335,18 @@ impl TokenKeys {
 
     /// Signs an open-pixel token.
     pub fn sign_open(&self, t: &OpenToken) -> String {
-        let mut p = Vec::with_capacity(33 + t.tenant.as_str().len());
-        put_ids(&mut p, &t.message, &t.campaign, &t.tenant);
+        let mut p = Vec::with_capacity(34 + t.tenant.as_str().len() + t.recipient.as_str().len());
+        put_ids(&mut p, &t.message, &t.campaign, &t.tenant, &t.recipient);
         self.seal(Purpose::Open, &p)
     }
 
     /// Signs a click token; the URL must pass [`check_click_url`].
     pub fn sign_click(&self, t: &ClickToken) -> Result<String, TokenError> {
         check_click_url(&t.url)?;
-        let mut p = Vec::with_capacity(37 + t.tenant.as_str().len() + t.url.len());
-        put_ids(&mut p, &t.message, &t.campaign, &t.tenant);
+        let mut p = Vec::with_capacity(
+            38 + t.tenant.as_str().len() + t.recipient.as_str().len() + t.url.len(),
+        );
+        put_ids(&mut p, &t.message, &t.campaign, &t.tenant, &t.recipient);
         p.extend_from_slice(&t.link.to_be_bytes());
         // The URL is at most MAX_URL_LEN bytes, so its length fits in a u16.
         p.extend_from_slice(&(t.url.len() as u16).to_be_bytes());
@@ -385,15 +395,16 @@ impl TokenKeys {
         let mut r = Reader(&signed[HEADER_LEN..]);
         let token = match found {
             Purpose::Open => {
-                let (message, campaign, tenant) = r.ids()?;
+                let (message, campaign, tenant, recipient) = r.ids()?;
                 Token::Open(OpenToken {
                     message,
                     campaign,
                     tenant,
+                    recipient,
                 })
             }
             Purpose::Click => {
-                let (message, campaign, tenant) = r.ids()?;
+                let (message, campaign, tenant, recipient) = r.ids()?;
                 let link = u16::from_be_bytes(r.array()?);
                 let len = u16::from_be_bytes(r.array()?) as usize;
                 let url = std::str::from_utf8(r.take(len)?)
@@ -404,6 +415,7 @@ impl TokenKeys {
                     message,
                     campaign,
                     tenant,
+                    recipient,
                     link,
                     url,
                 })
@@ -411,8 +423,7 @@ impl TokenKeys {
             Purpose::Unsubscribe => {
                 let tenant = r.tenant()?;
                 let campaign = CampaignId::from_bytes(r.array()?);
-                let recipient = EmailAddress::parse(r.short_str()?)
-                    .map_err(|_| TokenError::Malformed("recipient is not an address"))?;
+                let recipient = r.recipient()?;
                 let message = MessageId::from_bytes(r.array()?);
                 Token::Unsubscribe(UnsubscribeToken {
                     tenant,
@@ -466,10 +477,17 @@ fn put_short(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-fn put_ids(out: &mut Vec<u8>, message: &MessageId, campaign: &CampaignId, tenant: &TenantId) {
+fn put_ids(
+    out: &mut Vec<u8>,
+    message: &MessageId,
+    campaign: &CampaignId,
+    tenant: &TenantId,
+    recipient: &EmailAddress,
+) {
     out.extend_from_slice(message.as_bytes());
     out.extend_from_slice(campaign.as_bytes());
     put_short(out, tenant.as_str());
+    put_short(out, recipient.as_str());
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -500,10 +518,16 @@ impl<'a> Reader<'a> {
         TenantId::parse(self.short_str()?).map_err(|_| TokenError::Malformed("bad tenant id"))
     }
 
-    fn ids(&mut self) -> Result<(MessageId, CampaignId, TenantId), TokenError> {
+    fn recipient(&mut self) -> Result<EmailAddress, TokenError> {
+        EmailAddress::parse(self.short_str()?)
+            .map_err(|_| TokenError::Malformed("recipient is not an address"))
+    }
+
+    fn ids(&mut self) -> Result<(MessageId, CampaignId, TenantId, EmailAddress), TokenError> {
         let message = MessageId::from_bytes(self.array()?);
         let campaign = CampaignId::from_bytes(self.array()?);
-        Ok((message, campaign, self.tenant()?))
+        let tenant = self.tenant()?;
+        Ok((message, campaign, tenant, self.recipient()?))
     }
 }
 
@@ -633,6 +657,7 @@ impl Tracking {
                         message: ids.message,
                         campaign: ids.campaign,
                         tenant: ids.tenant.clone(),
+                        recipient: ids.recipient.clone(),
                         link,
                         url: url.to_string(),
                     })
@@ -957,6 +982,7 @@ mod tests {
             message: MessageId::new(),
             campaign: CampaignId::new(),
             tenant: tenant(),
+            recipient: EmailAddress::parse("ann@example.org").unwrap(),
         }
     }
 
@@ -966,6 +992,7 @@ mod tests {
             message: o.message,
             campaign: o.campaign,
             tenant: o.tenant,
+            recipient: o.recipient,
             link: 3,
             url: url.into(),
         }
@@ -1089,7 +1116,7 @@ mod tests {
         let k = keys();
         let mut p = Vec::new();
         let o = open();
-        put_ids(&mut p, &o.message, &o.campaign, &o.tenant);
+        put_ids(&mut p, &o.message, &o.campaign, &o.tenant, &o.recipient);
         p.extend_from_slice(&0u16.to_be_bytes());
         let url = b"javascript:alert(1)";
         p.extend_from_slice(&(url.len() as u16).to_be_bytes());
@@ -1289,7 +1316,10 @@ mod tests {
         let token = &out[start..start + out[start..].find('"').unwrap()];
         let c = t.keys().verify_click(token).unwrap();
         assert_eq!(c.url, "https://shop.example/?a=1&b=2");
-        assert_eq!((c.link, c.message, &c.tenant), (0, o.message, &o.tenant));
+        assert_eq!(
+            (c.link, c.message, &c.tenant, &c.recipient),
+            (0, o.message, &o.tenant, &o.recipient)
+        );
         assert!(out.contains("mailto:x@y.example"));
         assert!(out.ends_with("style=\"display:none\"></body>"));
         let plain = Tracking::new("https://t.example.com", keys())

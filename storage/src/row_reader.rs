@@ -3,8 +3,9 @@
 
 use maily_engine::merkle::Hash32;
 use maily_engine::ports::StoreError;
-use maily_engine::{CampaignStats, TenantId};
+use maily_engine::{CampaignState, CampaignStats, CampaignStatus, TenantId, Timestamp};
 use sqlx::{ColumnIndex, Decode, Row, Type};
+use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::str::FromStr;
 
@@ -101,6 +102,25 @@ where
             .collect())
     }
 
+    /// A text column holding a JSON object of strings (variables, attributes).
+    pub(crate) fn string_map(&self, column: &str) -> Result<BTreeMap<String, String>, StoreError> {
+        let text: String = self.get(column)?;
+        serde_json::from_str(&text)
+            .map_err(|e| self.corrupt(column, format!("not a JSON object of strings: {e}")))
+    }
+
+    /// A campaign's state from its `status`, `scheduled_at` and `status_at` columns.
+    pub(crate) fn campaign_state(&self) -> Result<CampaignState, StoreError> {
+        let status: String = self.get("status")?;
+        let status = CampaignStatus::parse(&status)
+            .ok_or_else(|| self.corrupt("status", format!("unknown status {status:?}")))?;
+        Ok(CampaignState {
+            status,
+            scheduled_at: self.get::<Option<i64>>("scheduled_at")?.map(Timestamp),
+            updated_at: Timestamp(self.get("status_at")?),
+        })
+    }
+
     /// The 12 stats counters, read by their [`CampaignStats::FIELDS`] names.
     pub(crate) fn stats(&self) -> Result<CampaignStats, StoreError> {
         let mut values = [0u64; 12];
@@ -109,4 +129,9 @@ where
         }
         Ok(CampaignStats::from_array(values))
     }
+}
+
+/// A map of strings (variables, attributes) as the JSON object text columns hold.
+pub(crate) fn map_json(map: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(map).expect("a map of strings always serialises")
 }

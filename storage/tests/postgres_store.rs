@@ -116,7 +116,11 @@ async fn reconnecting_keeps_data_and_applies_migrations_once() {
             .unwrap();
     assert_eq!(
         rows,
-        vec![(1, "initial".to_string()), (2, "api_keys".to_string())]
+        vec![
+            (1, "initial".to_string()),
+            (2, "api_keys".to_string()),
+            (3, "campaign_lifecycle".to_string())
+        ]
     );
     let product_tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()
@@ -153,7 +157,7 @@ async fn processes_starting_together_migrate_once() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(applied, 2);
+    assert_eq!(applied, 3);
 }
 
 #[tokio::test]

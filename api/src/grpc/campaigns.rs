@@ -2,13 +2,15 @@
 //! the domain. Uploads are in [`super::upload`].
 
 use super::auth::{denied, principal};
+use super::lifecycle::{self, EventStream};
 use super::proto::{self, campaign_service_server::CampaignService};
 use super::{status, upload};
 use crate::auth::{Principal, Scope};
-use crate::intake::{Intake, NewCampaign};
+use crate::events::EventHub;
+use crate::intake::{Command, Intake, NewCampaign};
 use maily_engine::ports::Store;
 use maily_engine::template::Template;
-use maily_engine::{Campaign, CampaignId, CampaignStats, TenantId};
+use maily_engine::{Campaign, CampaignId, CampaignState, CampaignStats, TenantId};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
@@ -18,20 +20,29 @@ use tracing::info;
 pub(crate) struct CampaignApi {
     pub(super) intake: Arc<Intake>,
     pub(super) store: Arc<dyn Store>,
+    /// The event feed `StreamEvents` subscribes to.
+    pub(super) events: Arc<EventHub>,
     /// Cloned into each upload task; see [`super::serve`].
     pub(super) uploads: mpsc::Sender<()>,
+    /// Turns true when shutdown begins: event streams, which never end by themselves,
+    /// end then so the server can drain.
+    pub(super) closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl CampaignApi {
     pub(crate) fn new(
         intake: Arc<Intake>,
         store: Arc<dyn Store>,
+        events: Arc<EventHub>,
         uploads: mpsc::Sender<()>,
+        closing: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         CampaignApi {
             intake,
             store,
+            events,
             uploads,
+            closing,
         }
     }
 
@@ -128,8 +139,13 @@ impl CampaignService for CampaignApi {
             caller = %caller.subject,
             "campaign created"
         );
+        let state = self
+            .intake
+            .state(campaign.id)
+            .await
+            .map_err(status::intake)?;
         Ok(Response::new(proto::CreateCampaignResponse {
-            campaign: Some(campaign_proto(&campaign)),
+            campaign: Some(campaign_proto(&campaign, Some(&state))),
         }))
     }
 
@@ -140,9 +156,142 @@ impl CampaignService for CampaignApi {
         let caller = principal(&request)?;
         let id = &request.get_ref().campaign_id;
         let campaign = campaign_for(self.store.as_ref(), &caller, Scope::Read, id).await?;
+        let state = self
+            .intake
+            .state(campaign.id)
+            .await
+            .map_err(status::intake)?;
         Ok(Response::new(proto::GetCampaignResponse {
-            campaign: Some(campaign_proto(&campaign)),
+            campaign: Some(campaign_proto(&campaign, Some(&state))),
         }))
+    }
+
+    async fn update_campaign(
+        &self,
+        request: Request<proto::UpdateCampaignRequest>,
+    ) -> Result<Response<proto::UpdateCampaignResponse>, Status> {
+        let caller = principal(&request)?;
+        let req = request.into_inner();
+        let campaign =
+            campaign_for(self.store.as_ref(), &caller, Scope::Send, &req.campaign_id).await?;
+        let template = req
+            .template
+            .ok_or_else(|| status::bad_request("template", "is required"))?;
+        let updated = self
+            .intake
+            .update_campaign(
+                campaign.id,
+                NewCampaign {
+                    tenant: campaign.tenant,
+                    name: req.name,
+                    from: req.from,
+                    from_name: req.from_name,
+                    template: Template {
+                        subject: template.subject,
+                        text: template.text,
+                        html: template.html,
+                    },
+                },
+            )
+            .await
+            .map_err(status::intake)?;
+        let state = self
+            .intake
+            .state(updated.id)
+            .await
+            .map_err(status::intake)?;
+        info!(campaign = %updated.id, caller = %caller.subject, "campaign updated");
+        Ok(Response::new(proto::UpdateCampaignResponse {
+            campaign: Some(campaign_proto(&updated, Some(&state))),
+        }))
+    }
+
+    async fn schedule_campaign(
+        &self,
+        request: Request<proto::ScheduleCampaignRequest>,
+    ) -> Result<Response<proto::CampaignStateResponse>, Status> {
+        let caller = principal(&request)?;
+        let req = request.into_inner();
+        let at = lifecycle::schedule_time(req.start_at)?;
+        let reply =
+            lifecycle::control(self, &caller, &req.campaign_id, Command::Schedule(at)).await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn start_campaign(
+        &self,
+        request: Request<proto::CampaignCommandRequest>,
+    ) -> Result<Response<proto::CampaignStateResponse>, Status> {
+        let caller = principal(&request)?;
+        let id = &request.get_ref().campaign_id;
+        Ok(Response::new(
+            lifecycle::control(self, &caller, id, Command::Start).await?,
+        ))
+    }
+
+    async fn pause_campaign(
+        &self,
+        request: Request<proto::CampaignCommandRequest>,
+    ) -> Result<Response<proto::CampaignStateResponse>, Status> {
+        let caller = principal(&request)?;
+        let id = &request.get_ref().campaign_id;
+        Ok(Response::new(
+            lifecycle::control(self, &caller, id, Command::Pause).await?,
+        ))
+    }
+
+    async fn resume_campaign(
+        &self,
+        request: Request<proto::CampaignCommandRequest>,
+    ) -> Result<Response<proto::CampaignStateResponse>, Status> {
+        let caller = principal(&request)?;
+        let id = &request.get_ref().campaign_id;
+        Ok(Response::new(
+            lifecycle::control(self, &caller, id, Command::Resume).await?,
+        ))
+    }
+
+    async fn cancel_campaign(
+        &self,
+        request: Request<proto::CampaignCommandRequest>,
+    ) -> Result<Response<proto::CampaignStateResponse>, Status> {
+        let caller = principal(&request)?;
+        let id = &request.get_ref().campaign_id;
+        Ok(Response::new(
+            lifecycle::control(self, &caller, id, Command::Cancel).await?,
+        ))
+    }
+
+    async fn send_messages(
+        &self,
+        request: Request<proto::SendMessagesRequest>,
+    ) -> Result<Response<proto::SendMessagesResponse>, Status> {
+        let caller = principal(&request)?;
+        Ok(Response::new(
+            lifecycle::send(self, &caller, request.into_inner()).await?,
+        ))
+    }
+
+    type StreamEventsStream = EventStream;
+
+    async fn stream_events(
+        &self,
+        request: Request<proto::StreamEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let caller = principal(&request)?;
+        Ok(Response::new(
+            lifecycle::stream_events(self, &caller, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_anchor_proof(
+        &self,
+        request: Request<proto::GetAnchorProofRequest>,
+    ) -> Result<Response<proto::GetAnchorProofResponse>, Status> {
+        let caller = principal(&request)?;
+        Ok(Response::new(
+            lifecycle::anchor_proof(self, &caller, request.into_inner()).await?,
+        ))
     }
 
     async fn upload_recipients(
@@ -176,7 +325,7 @@ impl CampaignService for CampaignApi {
     }
 }
 
-fn campaign_proto(c: &Campaign) -> proto::Campaign {
+fn campaign_proto(c: &Campaign, state: Option<&CampaignState>) -> proto::Campaign {
     proto::Campaign {
         id: c.id.to_string(),
         tenant: c.tenant.to_string(),
@@ -188,10 +337,18 @@ fn campaign_proto(c: &Campaign) -> proto::Campaign {
             text: c.template.text.clone(),
             html: c.template.html.clone(),
         }),
+        status: state
+            .map_or(proto::CampaignStatus::Unspecified, |s| {
+                lifecycle::status_proto(s.status)
+            })
+            .into(),
+        scheduled_at: state
+            .and_then(|s| s.scheduled_at)
+            .map(lifecycle::timestamp_proto),
     }
 }
 
-fn stats_proto(s: &CampaignStats) -> proto::CampaignStats {
+pub(super) fn stats_proto(s: &CampaignStats) -> proto::CampaignStats {
     proto::CampaignStats {
         injected: s.injected,
         delivered: s.delivered,

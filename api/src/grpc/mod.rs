@@ -2,8 +2,11 @@
 //!
 //! [`serve`] runs on one listener:
 //!
-//! - `maily.v1.CampaignService` ([`campaigns`], [`upload`]): create and read campaigns,
-//!   stream recipients into them, read their committed stats;
+//! - `maily.v1.CampaignService` ([`campaigns`], [`upload`], [`lifecycle`]): create,
+//!   read and update campaigns, stream recipients into them (staged until the campaign
+//!   runs), schedule, start, pause, resume and cancel them, send single messages under
+//!   idempotency keys, read committed stats, follow the tenant's events, look up
+//!   anchor proofs;
 //! - gRPC health checking (`grpc.health.v1.Health`): the overall server and
 //!   `maily.v1.CampaignService` report `SERVING` until shutdown begins, then
 //!   `NOT_SERVING` while calls in flight drain;
@@ -30,10 +33,12 @@
 
 mod auth;
 mod campaigns;
+mod lifecycle;
 mod status;
 mod upload;
 
 use crate::auth::Authenticator;
+use crate::events::EventHub;
 use crate::intake::Intake;
 use campaigns::CampaignApi;
 use maily_engine::ports::Store;
@@ -74,6 +79,8 @@ pub struct GrpcDeps {
     pub store: Arc<dyn Store>,
     /// Checks the bearer credentials of every call.
     pub auth: Arc<Authenticator>,
+    /// The event feed behind `StreamEvents`.
+    pub events: Arc<EventHub>,
 }
 
 /// Why the gRPC server could not start or stopped with an error.
@@ -97,7 +104,8 @@ pub async fn serve(
     // Each upload task holds a clone of `uploads`; the receiver sees the channel
     // close once the server and every such task have dropped theirs.
     let (uploads, mut uploads_done) = mpsc::channel::<()>(1);
-    let api = CampaignApi::new(deps.intake, deps.store, uploads);
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    let api = CampaignApi::new(deps.intake, deps.store, deps.events, uploads, closing_rx);
     let campaigns = auth::Authenticated::new(
         CampaignServiceServer::new(api)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -120,6 +128,7 @@ pub async fn serve(
     let shutdown = async move {
         shutdown.await;
         info!("grpc server shutting down");
+        let _ = closing.send(true);
         health
             .set_not_serving::<CampaignServiceServer<CampaignApi>>()
             .await;

@@ -35,6 +35,7 @@ pub(crate) fn campaign_not_found(id: CampaignId) -> Status {
 
 /// The status of a failed intake call.
 pub(crate) fn intake(e: IntakeError) -> Status {
+    let text = e.to_string();
     match e {
         IntakeError::Name(reason) => bad_request("name", reason),
         IntakeError::From(e) => bad_request("from", format!("not a valid address: {e}")),
@@ -46,6 +47,19 @@ pub(crate) fn intake(e: IntakeError) -> Status {
             bad_request(template_field(part), format!("does not parse: {message}"))
         }
         IntakeError::UnknownCampaign(id) => campaign_not_found(id),
+        IntakeError::WrongStatus {
+            campaign, status, ..
+        } => {
+            let mut details = ErrorDetails::new();
+            details.add_precondition_failure_violation(
+                "STATUS",
+                campaign.to_string(),
+                format!("the campaign is {status}"),
+            );
+            Status::with_error_details(Code::FailedPrecondition, text, details)
+        }
+        IntakeError::ScheduleInPast(_) => bad_request("start_at", text),
+        IntakeError::BatchTooLarge(_) => bad_request("messages", text),
         IntakeError::Store(e) => store(e),
         IntakeError::Log(e) => {
             warn!(error = %e, "send log refused records");

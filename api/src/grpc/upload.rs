@@ -1,12 +1,12 @@
 //! `UploadRecipients`: a client stream of recipient chunks, enqueued as they arrive.
 //!
 //! Rows are collected from the messages already received, up to [`CHUNK`], and handed
-//! to [`Intake::enqueue_from`] whenever a chunk is full or the next message has not
+//! to [`Intake::stage_from`] whenever a chunk is full or the next message has not
 //! arrived yet. While the log takes a chunk the stream is not read, so HTTP/2 flow
 //! control holds a fast client back: the server keeps at most one chunk of rows and
 //! one message, whatever the upload's size.
 //!
-//! Rows count as accepted once the log acked them. When the stream breaks (the
+//! Rows count as accepted once the store holds them (staged until the campaign runs). When the stream breaks (the
 //! client cancels, the connection drops, a message is too large or names another
 //! campaign), the rows of every message read before the break are still enqueued and
 //! stay accepted; the error says how many in its message and in a
@@ -187,7 +187,7 @@ impl Upload {
         let rows = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK));
         let report = self
             .intake
-            .enqueue_from(campaign, first_row, rows)
+            .stage_from(campaign, first_row, rows)
             .await
             .map_err(status::intake)?;
         self.accepted += report.accepted;
@@ -234,7 +234,7 @@ impl Upload {
                 rejected = self.rejected,
                 code = ?status.code(),
                 error = status.message(),
-                "upload stopped; the rows accepted before stay enqueued"
+                "upload stopped; the rows accepted before stay staged"
             );
         } else {
             info!(

@@ -118,6 +118,12 @@ uuid_id!(
     "campaign",
     "A campaign: one template sent to many recipients."
 );
+uuid_id!(ListId, "list", "A tenant's named list of contacts.");
+uuid_id!(
+    SegmentId,
+    "segment",
+    "A saved filter over a tenant's contacts."
+);
 uuid_id!(
     MessageId,
     "message",

@@ -5,8 +5,10 @@
 
 use crate::domain::{
     address::EmailAddress,
-    campaign::Campaign,
-    ids::{CampaignId, MessageId, TenantId},
+    campaign::{
+        Campaign, CampaignState, CampaignStatus, Contact, ContactList, Segment, StagedRecipient,
+    },
+    ids::{CampaignId, ListId, MessageId, SegmentId, TenantId},
     stats::CampaignStats,
 };
 use crate::merkle::{CampaignLeaf, Hash32};
@@ -223,6 +225,38 @@ impl std::fmt::Debug for ApiKeyRecord {
     }
 }
 
+/// The outcome of a compare-and-set on a campaign's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The status changed; the new state.
+    Done(CampaignState),
+    /// The status was not one of those allowed; the state as it is.
+    Refused(CampaignState),
+    /// No such campaign.
+    Unknown,
+}
+
+/// A message sent on its own under a caller's idempotency key.
+///
+/// The first request with a key stores this; a repeat finds it and sends nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentSend {
+    pub tenant: TenantId,
+    /// The caller's key, unique per tenant.
+    pub key: String,
+    pub campaign: CampaignId,
+    pub message_id: MessageId,
+    pub email: EmailAddress,
+    /// A hash of what was asked (campaign, recipient, variables), so a key reused for
+    /// a different message is told apart from a repeat.
+    pub fingerprint: [u8; 32],
+    pub accepted_at: Timestamp,
+    /// Whether the log acknowledged the message. A stored but not enqueued send (the
+    /// process stopped in between) is enqueued again by the next repeat, with the same
+    /// message id, so it still goes out once.
+    pub enqueued: bool,
+}
+
 /// The durable record of the engine.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -391,4 +425,169 @@ pub trait Store: Send + Sync + 'static {
         epoch: u64,
         campaign: CampaignId,
     ) -> Result<Option<StoredProof>, StoreError>;
+
+    /// Stores a new campaign with its state (`Draft`, or `Scheduled` with a time); an
+    /// existing id is a conflict.
+    async fn create_campaign(
+        &self,
+        campaign: &Campaign,
+        state: &CampaignState,
+    ) -> Result<(), StoreError>;
+
+    /// Replaces a campaign's name, sender and template. Returns `false` for an unknown
+    /// id. Its tenant never changes (the given one must match, else a conflict).
+    async fn update_campaign(&self, campaign: &Campaign) -> Result<bool, StoreError>;
+
+    /// A campaign's state. Campaigns stored with `insert_campaign` are `Running`.
+    async fn campaign_state(&self, id: CampaignId) -> Result<Option<CampaignState>, StoreError>;
+
+    /// A tenant's campaigns with their states, oldest first.
+    async fn campaigns(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<(Campaign, CampaignState)>, StoreError>;
+
+    /// Moves a campaign to `to` (with `scheduled_at`, kept as is when `None`) if and only
+    /// if its status is one of `from`, atomically: of several callers racing, exactly
+    /// one gets `Done`. Cancelling also drops the campaign's staged recipients that
+    /// are still pending.
+    async fn transition_campaign(
+        &self,
+        id: CampaignId,
+        from: &[CampaignStatus],
+        to: CampaignStatus,
+        scheduled_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<Transition, StoreError>;
+
+    /// Scheduled campaigns whose time is at or before `now`, earliest first.
+    async fn due_campaigns(&self, now: Timestamp) -> Result<Vec<CampaignId>, StoreError>;
+
+    /// Stages recipients of a campaign as pending, in the given order after those
+    /// already staged, all or none. A message id staged before is set pending again
+    /// (its address and variables replaced, moved to the end), which is how paused
+    /// messages are held; given twice, the later row wins. An unknown campaign is an
+    /// invalid row.
+    async fn stage_recipients(
+        &self,
+        campaign: CampaignId,
+        recipients: &[StagedRecipient],
+    ) -> Result<(), StoreError>;
+
+    /// Up to `limit` pending recipients of a campaign, in staging order.
+    async fn pending_recipients(
+        &self,
+        campaign: CampaignId,
+        limit: usize,
+    ) -> Result<Vec<StagedRecipient>, StoreError>;
+
+    /// Marks staged recipients as launched (in the send topic); unknown ids are skipped.
+    async fn mark_launched(
+        &self,
+        campaign: CampaignId,
+        ids: &[MessageId],
+    ) -> Result<(), StoreError>;
+
+    /// Running campaigns that have pending recipients.
+    async fn launchable_campaigns(&self) -> Result<Vec<CampaignId>, StoreError>;
+
+    /// Staged recipients of a campaign: `(pending, launched)`.
+    async fn staged_counts(&self, campaign: CampaignId) -> Result<(u64, u64), StoreError>;
+
+    /// Stores each send whose `(tenant, key)` is new and returns, in the same order,
+    /// the stored send for every key: the given one when it was new, the first one
+    /// otherwise.
+    async fn reserve_sends(
+        &self,
+        sends: &[IdempotentSend],
+    ) -> Result<Vec<IdempotentSend>, StoreError>;
+
+    /// Records that the log acknowledged these keys' messages.
+    async fn mark_sends_enqueued(
+        &self,
+        tenant: &TenantId,
+        keys: &[String],
+    ) -> Result<(), StoreError>;
+
+    /// Removes an address from a tenant's suppression list; `false` if it was not on it.
+    async fn unsuppress(&self, tenant: &TenantId, email: &EmailAddress)
+    -> Result<bool, StoreError>;
+
+    /// Creates or updates contacts by `(tenant, email)`, all or none: attributes are
+    /// replaced, `created_at` of an existing contact is kept, `updated_at` is taken as
+    /// given. A contact of a tenant that does not exist is an invalid row.
+    async fn upsert_contacts(&self, contacts: &[Contact]) -> Result<(), StoreError>;
+
+    /// A contact by address.
+    async fn contact(
+        &self,
+        tenant: &TenantId,
+        email: &EmailAddress,
+    ) -> Result<Option<Contact>, StoreError>;
+
+    /// Deletes a contact and its list memberships; `false` if there was none.
+    async fn delete_contact(
+        &self,
+        tenant: &TenantId,
+        email: &EmailAddress,
+    ) -> Result<bool, StoreError>;
+
+    /// A page of a tenant's contacts (of one list's members when `list` is set),
+    /// ordered by address, starting after `after`.
+    async fn contacts(
+        &self,
+        tenant: &TenantId,
+        list: Option<ListId>,
+        after: Option<&EmailAddress>,
+        limit: usize,
+    ) -> Result<Vec<Contact>, StoreError>;
+
+    /// Creates a list; an existing id is a conflict, a tenant that does not exist an
+    /// invalid row.
+    async fn create_list(&self, list: &ContactList) -> Result<(), StoreError>;
+
+    /// A tenant's lists, oldest first.
+    async fn lists(&self, tenant: &TenantId) -> Result<Vec<ContactList>, StoreError>;
+
+    /// A tenant's list (another tenant's id is `None`).
+    async fn list(&self, tenant: &TenantId, id: ListId) -> Result<Option<ContactList>, StoreError>;
+
+    /// Deletes a tenant's list and its memberships (not the contacts); `false` if none.
+    async fn delete_list(&self, tenant: &TenantId, id: ListId) -> Result<bool, StoreError>;
+
+    /// Adds existing contacts to a tenant's list (idempotent); returns how many were
+    /// not members yet. An address that is not a contact of the tenant is an invalid row
+    /// naming it, and nothing is added; so is an unknown list (or another tenant's).
+    async fn add_list_members(
+        &self,
+        tenant: &TenantId,
+        list: ListId,
+        emails: &[EmailAddress],
+    ) -> Result<u64, StoreError>;
+
+    /// Removes members from a tenant's list; returns how many were members (none of an
+    /// unknown list).
+    async fn remove_list_members(
+        &self,
+        tenant: &TenantId,
+        list: ListId,
+        emails: &[EmailAddress],
+    ) -> Result<u64, StoreError>;
+
+    /// Creates a segment; an existing id is a conflict, a tenant that does not exist an
+    /// invalid row.
+    async fn create_segment(&self, segment: &Segment) -> Result<(), StoreError>;
+
+    /// A tenant's segments, oldest first.
+    async fn segments(&self, tenant: &TenantId) -> Result<Vec<Segment>, StoreError>;
+
+    /// A tenant's segment (another tenant's id is `None`).
+    async fn segment(
+        &self,
+        tenant: &TenantId,
+        id: SegmentId,
+    ) -> Result<Option<Segment>, StoreError>;
+
+    /// Deletes a tenant's segment; `false` if none.
+    async fn delete_segment(&self, tenant: &TenantId, id: SegmentId) -> Result<bool, StoreError>;
 }

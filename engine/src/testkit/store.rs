@@ -1,4 +1,13 @@
 //! Contract suite of the store port.
+//!
+//! The cases of the campaign lifecycle and of contacts live in submodules and are
+//! re-exported here, so the macro names every case the same way.
+
+mod contacts;
+mod lifecycle;
+
+pub use contacts::*;
+pub use lifecycle::*;
 
 use super::{addr, sample_campaign};
 use crate::merkle::{CampaignLeaf, MerkleTree};
@@ -70,6 +79,54 @@ macro_rules! store_contract {
             #[tokio::test]
             async fn api_key_use_is_recorded() {
                 suite::api_key_use_is_recorded(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn campaign_states_round_trip() {
+                suite::campaign_states_round_trip(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn transitions_are_compare_and_set() {
+                suite::transitions_are_compare_and_set(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn racing_transitions_elect_one() {
+                suite::racing_transitions_elect_one(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn due_campaigns_by_time() {
+                suite::due_campaigns_by_time(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn staging_keeps_order() {
+                suite::staging_keeps_order(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn launchable_campaigns_and_cancelling() {
+                suite::launchable_campaigns_and_cancelling(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn large_stagings_keep_order() {
+                suite::large_stagings_keep_order(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn idempotent_sends_keep_the_first() {
+                suite::idempotent_sends_keep_the_first(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn unsuppress_removes_one_address() {
+                suite::unsuppress_removes_one_address(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn contacts_upsert_and_page() {
+                suite::contacts_upsert_and_page(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn lists_and_members() {
+                suite::lists_and_members(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn segments_round_trip() {
+                suite::segments_round_trip(&super::$make().await).await
             }
         }
     };

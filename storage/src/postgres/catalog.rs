@@ -3,9 +3,10 @@
 use super::rows::{RowReader, db_err, is_kind, raw_text, row_err};
 use maily_engine::ports::{StoreError, TenantRecord};
 use maily_engine::template::Template;
-use maily_engine::{Campaign, CampaignId, EmailAddress, TenantId, Timestamp};
+use maily_engine::{Campaign, CampaignId, CampaignState, EmailAddress, TenantId, Timestamp};
 use sqlx::PgPool;
 use sqlx::error::ErrorKind;
+use sqlx::postgres::PgRow;
 
 pub(super) async fn upsert_tenant(
     pool: &PgPool,
@@ -24,15 +25,21 @@ pub(super) async fn upsert_tenant(
     Ok(())
 }
 
-pub(super) async fn insert_campaign(pool: &PgPool, c: &Campaign) -> Result<(), StoreError> {
+/// Stores a new campaign with its state; `created_at` is the store's own clock.
+pub(super) async fn insert_campaign(
+    pool: &PgPool,
+    c: &Campaign,
+    state: &CampaignState,
+) -> Result<(), StoreError> {
     let row = || format!("campaign {}", c.id);
     let template = serde_json::to_value(&c.template).map_err(|e| StoreError::InvalidRow {
         row: row(),
         reason: format!("template does not serialise: {e}"),
     })?;
     sqlx::query(
-        "INSERT INTO campaigns (id, tenant, name, from_addr, from_name, template)
-         VALUES ($1::uuid, $2, $3, $4, $5, $6)",
+        "INSERT INTO campaigns (id, tenant, name, from_addr, from_name, template,
+             status, scheduled_at, status_at)
+         VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(c.id.to_string())
     .bind(c.tenant.as_str())
@@ -40,6 +47,9 @@ pub(super) async fn insert_campaign(pool: &PgPool, c: &Campaign) -> Result<(), S
     .bind(c.from.as_str())
     .bind(c.from_name.as_deref())
     .bind(template)
+    .bind(state.status.as_str())
+    .bind(state.scheduled_at.map(|t| t.0))
+    .bind(state.updated_at.0)
     .execute(pool)
     .await
     .map_err(|e| {
@@ -59,30 +69,39 @@ pub(super) async fn insert_campaign(pool: &PgPool, c: &Campaign) -> Result<(), S
     Ok(())
 }
 
-pub(super) async fn campaign(
-    pool: &PgPool,
-    id: CampaignId,
-) -> Result<Option<Campaign>, StoreError> {
-    let row = sqlx::query(
-        "SELECT tenant, name, from_addr, from_name, template FROM campaigns WHERE id = $1::uuid",
-    )
-    .bind(id.to_string())
-    .fetch_optional(pool)
-    .await
-    .map_err(db_err)?;
-    let Some(row) = row else { return Ok(None) };
-    let r = RowReader::new(&row, "campaigns", id);
+/// The columns [`campaign_row`] reads.
+pub(super) const CAMPAIGN_COLUMNS: &str = "id::text AS id, tenant, name, from_addr, from_name, \
+     template, status, scheduled_at, status_at";
+
+/// A campaign row read with [`CAMPAIGN_COLUMNS`], with its state.
+pub(super) fn campaign_row(row: &PgRow) -> Result<(Campaign, CampaignState), StoreError> {
+    let r = RowReader::new(row, "campaigns", raw_text(row, "id"));
     let template_json: serde_json::Value = r.get("template")?;
     let template: Template = serde_json::from_value(template_json)
         .map_err(|e| r.corrupt("template", format!("not a template: {e}")))?;
-    Ok(Some(Campaign {
-        id,
+    let campaign = Campaign {
+        id: r.parse("id")?,
         tenant: r.tenant("tenant")?,
         name: r.get("name")?,
         from: r.parse("from_addr")?,
         from_name: r.get("from_name")?,
         template,
-    }))
+    };
+    Ok((campaign, r.campaign_state()?))
+}
+
+pub(super) async fn campaign(
+    pool: &PgPool,
+    id: CampaignId,
+) -> Result<Option<Campaign>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = $1::uuid"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(pool)
+    .await
+    .map_err(db_err)?;
+    Ok(row.as_ref().map(campaign_row).transpose()?.map(|(c, _)| c))
 }
 
 pub(super) async fn suppress(
@@ -103,6 +122,20 @@ pub(super) async fn suppress(
     .await
     .map_err(|e| row_err(e, || format!("suppression {tenant}/{email}")))?;
     Ok(())
+}
+
+pub(super) async fn unsuppress(
+    pool: &PgPool,
+    tenant: &TenantId,
+    email: &EmailAddress,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM suppressions WHERE tenant = $1 AND email = $2")
+        .bind(tenant.as_str())
+        .bind(email.as_str())
+        .execute(pool)
+        .await
+        .map_err(db_err)?;
+    Ok(done.rows_affected() > 0)
 }
 
 pub(super) async fn is_suppressed(
@@ -143,7 +176,7 @@ pub(super) async fn suppressions(
 const SELECT_TENANT: &str = "SELECT id, name, \
      floor(extract(epoch FROM created_at) * 1000)::bigint AS created_at FROM tenants";
 
-fn tenant_row(row: &sqlx::postgres::PgRow) -> Result<TenantRecord, StoreError> {
+fn tenant_row(row: &PgRow) -> Result<TenantRecord, StoreError> {
     let r = RowReader::new(row, "tenants", raw_text(row, "id"));
     Ok(TenantRecord {
         id: r.tenant("id")?,

@@ -29,6 +29,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "api_keys",
         sql: include_str!("../../migrations/postgres/0002_api_keys.sql"),
     },
+    Migration {
+        version: 3,
+        name: "campaign_lifecycle",
+        sql: include_str!("../../migrations/postgres/0003_campaign_lifecycle.sql"),
+    },
 ];
 
 /// First half of the advisory lock key ("maily" in ASCII, truncated to 31 bits);
@@ -242,6 +247,7 @@ mod tests {
         }
         assert_eq!(MIGRATIONS[0].file_name(), "0001_initial.sql");
         assert_eq!(MIGRATIONS[1].file_name(), "0002_api_keys.sql");
+        assert_eq!(MIGRATIONS[2].file_name(), "0003_campaign_lifecycle.sql");
     }
 
     #[tokio::test]
@@ -279,6 +285,52 @@ mod tests {
         assert!(err.to_string().contains("0002_api_keys.sql"), "{err}");
         assert!(err.to_string().contains("move them away"), "{err}");
         let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(kept, 1, "the rows were not dropped");
+    }
+
+    #[tokio::test]
+    async fn campaigns_of_an_older_build_become_running() {
+        let pool = testing::empty_schema_pool().await;
+        run(&pool, &MIGRATIONS[..2]).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO tenants (id, name) VALUES ('acme', 'Acme');
+             INSERT INTO campaigns (id, tenant, name, from_addr, template, created_at)
+             VALUES (gen_random_uuid(), 'acme', 'Old', 'news@shop.example', '{}',
+                     to_timestamp(1.234))",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        run(&pool, MIGRATIONS).await.unwrap();
+        let state: (String, Option<i64>, i64) =
+            sqlx::query_as("SELECT status, scheduled_at, status_at FROM campaigns")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(state, ("running".to_string(), None, 1234));
+    }
+
+    #[tokio::test]
+    async fn placeholder_contacts_written_by_hand_stop_the_upgrade() {
+        let pool = testing::empty_schema_pool().await;
+        run(&pool, &MIGRATIONS[..2]).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO tenants (id, name) VALUES ('acme', 'Acme');
+             INSERT INTO contacts (tenant, email) VALUES ('acme', 'a@example.com')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let err = run(&pool, MIGRATIONS).await.unwrap_err();
+        assert!(
+            err.to_string().contains("0003_campaign_lifecycle.sql"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("move them away"), "{err}");
+        let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM contacts")
             .fetch_one(&pool)
             .await
             .unwrap();

@@ -16,9 +16,11 @@
 mod analytics;
 mod api_keys;
 mod catalog;
+mod contacts;
 mod flush;
 mod leases;
 mod ledger;
+mod lifecycle;
 pub(crate) mod migrate;
 mod rows;
 mod schema;
@@ -30,11 +32,12 @@ pub use flush::FlushMethod;
 use async_trait::async_trait;
 use maily_engine::merkle::Hash32;
 use maily_engine::ports::{
-    AggregateBatch, ApiKeyRecord, Fence, Lease, LedgerEntry, MessageState, NewApiKey, Settlement,
-    Store, StoreError, StoredOffset, StoredProof, TenantRecord,
+    AggregateBatch, ApiKeyRecord, Fence, IdempotentSend, Lease, LedgerEntry, MessageState,
+    NewApiKey, Settlement, Store, StoreError, StoredOffset, StoredProof, TenantRecord, Transition,
 };
 use maily_engine::{
-    Campaign, CampaignId, CampaignStats, EmailAddress, MessageId, TenantId, Timestamp,
+    Campaign, CampaignId, CampaignState, CampaignStats, CampaignStatus, Contact, ContactList,
+    EmailAddress, ListId, MessageId, Segment, SegmentId, StagedRecipient, TenantId, Timestamp,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool};
@@ -60,7 +63,8 @@ pub struct PostgresParams {
     pub statement_timeout: Duration,
     /// How long a caller waits for a free connection before failing as unavailable.
     pub acquire_timeout: Duration,
-    /// Rows per multi-row statement when flushing analytics.
+    /// Rows per multi-row statement when flushing analytics, staging recipients or
+    /// upserting contacts.
     pub batch_rows: usize,
 }
 
@@ -274,7 +278,12 @@ impl Store for PostgresStore {
     }
 
     async fn insert_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
-        catalog::insert_campaign(&self.pool, campaign).await
+        let state = CampaignState {
+            status: CampaignStatus::Running,
+            scheduled_at: None,
+            updated_at: Timestamp::now(),
+        };
+        catalog::insert_campaign(&self.pool, campaign, &state).await
     }
 
     async fn campaign(&self, id: CampaignId) -> Result<Option<Campaign>, StoreError> {
@@ -449,6 +458,183 @@ impl Store for PostgresStore {
         campaign: CampaignId,
     ) -> Result<Option<StoredProof>, StoreError> {
         ledger::proof(&self.pool, epoch, campaign).await
+    }
+
+    async fn create_campaign(
+        &self,
+        campaign: &Campaign,
+        state: &CampaignState,
+    ) -> Result<(), StoreError> {
+        catalog::insert_campaign(&self.pool, campaign, state).await
+    }
+
+    async fn update_campaign(&self, campaign: &Campaign) -> Result<bool, StoreError> {
+        lifecycle::update_campaign(&self.pool, campaign).await
+    }
+
+    async fn campaign_state(&self, id: CampaignId) -> Result<Option<CampaignState>, StoreError> {
+        lifecycle::campaign_state(&self.pool, id).await
+    }
+
+    async fn campaigns(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<(Campaign, CampaignState)>, StoreError> {
+        lifecycle::campaigns(&self.pool, tenant).await
+    }
+
+    async fn transition_campaign(
+        &self,
+        id: CampaignId,
+        from: &[CampaignStatus],
+        to: CampaignStatus,
+        scheduled_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<Transition, StoreError> {
+        lifecycle::transition_campaign(&self.pool, id, from, to, scheduled_at, now).await
+    }
+
+    async fn due_campaigns(&self, now: Timestamp) -> Result<Vec<CampaignId>, StoreError> {
+        lifecycle::due_campaigns(&self.pool, now).await
+    }
+
+    async fn stage_recipients(
+        &self,
+        campaign: CampaignId,
+        recipients: &[StagedRecipient],
+    ) -> Result<(), StoreError> {
+        lifecycle::stage_recipients(&self.pool, campaign, recipients, self.batch_rows).await
+    }
+
+    async fn pending_recipients(
+        &self,
+        campaign: CampaignId,
+        limit: usize,
+    ) -> Result<Vec<StagedRecipient>, StoreError> {
+        lifecycle::pending_recipients(&self.pool, campaign, limit).await
+    }
+
+    async fn mark_launched(
+        &self,
+        campaign: CampaignId,
+        ids: &[MessageId],
+    ) -> Result<(), StoreError> {
+        lifecycle::mark_launched(&self.pool, campaign, ids).await
+    }
+
+    async fn launchable_campaigns(&self) -> Result<Vec<CampaignId>, StoreError> {
+        lifecycle::launchable_campaigns(&self.pool).await
+    }
+
+    async fn staged_counts(&self, campaign: CampaignId) -> Result<(u64, u64), StoreError> {
+        lifecycle::staged_counts(&self.pool, campaign).await
+    }
+
+    async fn reserve_sends(
+        &self,
+        sends: &[IdempotentSend],
+    ) -> Result<Vec<IdempotentSend>, StoreError> {
+        lifecycle::reserve_sends(&self.pool, sends).await
+    }
+
+    async fn mark_sends_enqueued(
+        &self,
+        tenant: &TenantId,
+        keys: &[String],
+    ) -> Result<(), StoreError> {
+        lifecycle::mark_sends_enqueued(&self.pool, tenant, keys).await
+    }
+
+    async fn unsuppress(
+        &self,
+        tenant: &TenantId,
+        email: &EmailAddress,
+    ) -> Result<bool, StoreError> {
+        catalog::unsuppress(&self.pool, tenant, email).await
+    }
+
+    async fn upsert_contacts(&self, contacts: &[Contact]) -> Result<(), StoreError> {
+        contacts::upsert_contacts(&self.pool, contacts, self.batch_rows).await
+    }
+
+    async fn contact(
+        &self,
+        tenant: &TenantId,
+        email: &EmailAddress,
+    ) -> Result<Option<Contact>, StoreError> {
+        contacts::contact(&self.pool, tenant, email).await
+    }
+
+    async fn delete_contact(
+        &self,
+        tenant: &TenantId,
+        email: &EmailAddress,
+    ) -> Result<bool, StoreError> {
+        contacts::delete_contact(&self.pool, tenant, email).await
+    }
+
+    async fn contacts(
+        &self,
+        tenant: &TenantId,
+        list: Option<ListId>,
+        after: Option<&EmailAddress>,
+        limit: usize,
+    ) -> Result<Vec<Contact>, StoreError> {
+        contacts::contacts(&self.pool, tenant, list, after, limit).await
+    }
+
+    async fn create_list(&self, list: &ContactList) -> Result<(), StoreError> {
+        contacts::create_list(&self.pool, list).await
+    }
+
+    async fn lists(&self, tenant: &TenantId) -> Result<Vec<ContactList>, StoreError> {
+        contacts::lists(&self.pool, tenant).await
+    }
+
+    async fn list(&self, tenant: &TenantId, id: ListId) -> Result<Option<ContactList>, StoreError> {
+        contacts::list(&self.pool, tenant, id).await
+    }
+
+    async fn delete_list(&self, tenant: &TenantId, id: ListId) -> Result<bool, StoreError> {
+        contacts::delete_list(&self.pool, tenant, id).await
+    }
+
+    async fn add_list_members(
+        &self,
+        tenant: &TenantId,
+        list: ListId,
+        emails: &[EmailAddress],
+    ) -> Result<u64, StoreError> {
+        contacts::add_list_members(&self.pool, tenant, list, emails).await
+    }
+
+    async fn remove_list_members(
+        &self,
+        tenant: &TenantId,
+        list: ListId,
+        emails: &[EmailAddress],
+    ) -> Result<u64, StoreError> {
+        contacts::remove_list_members(&self.pool, tenant, list, emails).await
+    }
+
+    async fn create_segment(&self, segment: &Segment) -> Result<(), StoreError> {
+        contacts::create_segment(&self.pool, segment).await
+    }
+
+    async fn segments(&self, tenant: &TenantId) -> Result<Vec<Segment>, StoreError> {
+        contacts::segments(&self.pool, tenant).await
+    }
+
+    async fn segment(
+        &self,
+        tenant: &TenantId,
+        id: SegmentId,
+    ) -> Result<Option<Segment>, StoreError> {
+        contacts::segment(&self.pool, tenant, id).await
+    }
+
+    async fn delete_segment(&self, tenant: &TenantId, id: SegmentId) -> Result<bool, StoreError> {
+        contacts::delete_segment(&self.pool, tenant, id).await
     }
 }
 

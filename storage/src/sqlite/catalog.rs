@@ -3,9 +3,10 @@
 use super::rows::{RowReader, db_err, is_kind, raw_text};
 use maily_engine::ports::{StoreError, TenantRecord};
 use maily_engine::template::Template;
-use maily_engine::{Campaign, CampaignId, EmailAddress, TenantId, Timestamp};
+use maily_engine::{Campaign, CampaignId, CampaignState, EmailAddress, TenantId, Timestamp};
 use sqlx::SqlitePool;
 use sqlx::error::ErrorKind;
+use sqlx::sqlite::SqliteRow;
 
 pub(super) async fn upsert_tenant(
     pool: &SqlitePool,
@@ -27,14 +28,20 @@ pub(super) async fn upsert_tenant(
     Ok(())
 }
 
-pub(super) async fn insert_campaign(pool: &SqlitePool, c: &Campaign) -> Result<(), StoreError> {
+/// Stores a new campaign with its state; `created_at` is the store's own clock.
+pub(super) async fn insert_campaign(
+    pool: &SqlitePool,
+    c: &Campaign,
+    state: &CampaignState,
+) -> Result<(), StoreError> {
     let template = serde_json::to_string(&c.template).map_err(|e| StoreError::InvalidRow {
         row: format!("campaign {}", c.id),
         reason: format!("template does not serialise: {e}"),
     })?;
     sqlx::query(
-        "INSERT INTO campaigns (id, tenant, name, from_addr, from_name, template, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO campaigns (id, tenant, name, from_addr, from_name, template, created_at,
+             status, scheduled_at, status_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(c.id.to_string())
     .bind(c.tenant.as_str())
@@ -43,6 +50,9 @@ pub(super) async fn insert_campaign(pool: &SqlitePool, c: &Campaign) -> Result<(
     .bind(c.from_name.as_deref())
     .bind(template)
     .bind(Timestamp::now().0)
+    .bind(state.status.as_str())
+    .bind(state.scheduled_at.map(|t| t.0))
+    .bind(state.updated_at.0)
     .execute(pool)
     .await
     .map_err(|e| {
@@ -60,30 +70,39 @@ pub(super) async fn insert_campaign(pool: &SqlitePool, c: &Campaign) -> Result<(
     Ok(())
 }
 
-pub(super) async fn campaign(
-    pool: &SqlitePool,
-    id: CampaignId,
-) -> Result<Option<Campaign>, StoreError> {
-    let row = sqlx::query(
-        "SELECT tenant, name, from_addr, from_name, template FROM campaigns WHERE id = ?",
-    )
-    .bind(id.to_string())
-    .fetch_optional(pool)
-    .await
-    .map_err(db_err)?;
-    let Some(row) = row else { return Ok(None) };
-    let r = RowReader::new(&row, "campaigns", id);
+/// The columns [`campaign_row`] reads.
+pub(super) const CAMPAIGN_COLUMNS: &str =
+    "id, tenant, name, from_addr, from_name, template, status, scheduled_at, status_at";
+
+/// A campaign row read with [`CAMPAIGN_COLUMNS`], with its state.
+pub(super) fn campaign_row(row: &SqliteRow) -> Result<(Campaign, CampaignState), StoreError> {
+    let r = RowReader::new(row, "campaigns", raw_text(row, "id"));
     let template_json: String = r.get("template")?;
     let template: Template = serde_json::from_str(&template_json)
         .map_err(|e| r.corrupt("template", format!("not a template: {e}")))?;
-    Ok(Some(Campaign {
-        id,
+    let campaign = Campaign {
+        id: r.parse("id")?,
         tenant: r.tenant("tenant")?,
         name: r.get("name")?,
         from: r.parse("from_addr")?,
         from_name: r.get("from_name")?,
         template,
-    }))
+    };
+    Ok((campaign, r.campaign_state()?))
+}
+
+pub(super) async fn campaign(
+    pool: &SqlitePool,
+    id: CampaignId,
+) -> Result<Option<Campaign>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(pool)
+    .await
+    .map_err(db_err)?;
+    Ok(row.as_ref().map(campaign_row).transpose()?.map(|(c, _)| c))
 }
 
 pub(super) async fn suppress(
@@ -105,6 +124,20 @@ pub(super) async fn suppress(
     .await
     .map_err(db_err)?;
     Ok(())
+}
+
+pub(super) async fn unsuppress(
+    pool: &SqlitePool,
+    tenant: &TenantId,
+    email: &EmailAddress,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM suppressions WHERE tenant = ? AND email = ?")
+        .bind(tenant.as_str())
+        .bind(email.as_str())
+        .execute(pool)
+        .await
+        .map_err(db_err)?;
+    Ok(done.rows_affected() > 0)
 }
 
 pub(super) async fn is_suppressed(
@@ -142,7 +175,7 @@ pub(super) async fn suppressions(
 
 const SELECT_TENANT: &str = "SELECT id, name, created_at FROM tenants";
 
-fn tenant_row(row: &sqlx::sqlite::SqliteRow) -> Result<TenantRecord, StoreError> {
+fn tenant_row(row: &SqliteRow) -> Result<TenantRecord, StoreError> {
     let r = RowReader::new(row, "tenants", raw_text(row, "id"));
     Ok(TenantRecord {
         id: r.tenant("id")?,

@@ -29,6 +29,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "api_keys",
         sql: include_str!("../../migrations/sqlite/0003_api_keys.sql"),
     },
+    Migration {
+        version: 4,
+        name: "campaign_lifecycle",
+        sql: include_str!("../../migrations/sqlite/0004_campaign_lifecycle.sql"),
+    },
 ];
 
 /// Applies every migration in `migrations` that `pool`'s database lacks.
@@ -214,6 +219,7 @@ mod tests {
         assert_eq!(MIGRATIONS[0].file_name(), "0001_initial.sql");
         assert_eq!(MIGRATIONS[1].file_name(), "0002_leases.sql");
         assert_eq!(MIGRATIONS[2].file_name(), "0003_api_keys.sql");
+        assert_eq!(MIGRATIONS[3].file_name(), "0004_campaign_lifecycle.sql");
     }
 
     #[tokio::test]
@@ -229,5 +235,26 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(tables, vec!["api_keys", "leases", "members"]);
+    }
+
+    #[tokio::test]
+    async fn campaigns_of_an_older_build_become_running() {
+        let pool = memory_pool().await;
+        run(&pool, &MIGRATIONS[..3]).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO tenants VALUES ('acme', 'Acme', 1, 1);
+             INSERT INTO campaigns (id, tenant, name, from_addr, template, created_at)
+             VALUES ('c1', 'acme', 'Old', 'news@shop.example', '{}', 1234)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        run(&pool, MIGRATIONS).await.unwrap();
+        let state: (String, Option<i64>, i64) =
+            sqlx::query_as("SELECT status, scheduled_at, status_at FROM campaigns")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(state, ("running".to_string(), None, 1234));
     }
 }

@@ -1,0 +1,177 @@
+//! The launcher (leader role): starts scheduled campaigns when their time comes and
+//! moves the staged recipients of running campaigns into the send topic.
+//!
+//! Starting is a compare-and-set in the store (`Scheduled` to `Running`), so a
+//! campaign starts once however many processes look at it, and a restart in between
+//! only delays it until the next leader's first round. Launching produces a chunk of
+//! pending recipients, then marks them launched: a leader that stops in between leaves
+//! them pending and the next one produces them again under the same message ids, which
+//! the sender delivers once (its idempotency claims and the committed message states).
+
+use crate::common::Ports;
+use crate::worker::{Step, Worker};
+use anyhow::Context as _;
+use maily_engine::ports::Transition;
+use maily_engine::records::{self, SendRecord, topics};
+use maily_engine::{CampaignStatus, Timestamp};
+use std::time::Duration;
+use tracing::info;
+
+/// How the launcher paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct LauncherSettings {
+    /// Pause between rounds when there is nothing to launch; also how late a scheduled
+    /// campaign may start.
+    pub interval: Duration,
+    /// Recipients produced per write to the log.
+    pub chunk: usize,
+    /// Chunks launched per campaign per round, so one huge campaign does not hold back
+    /// the others (or the schedule) for long.
+    pub chunks_per_round: usize,
+}
+
+impl Default for LauncherSettings {
+    fn default() -> Self {
+        LauncherSettings {
+            interval: Duration::from_millis(200),
+            chunk: 1000,
+            chunks_per_round: 10,
+        }
+    }
+}
+
+/// The launcher actor (one per engine, with the leader role).
+pub struct LauncherWorker {
+    ports: Ports,
+    settings: LauncherSettings,
+}
+
+impl LauncherWorker {
+    pub fn new(ports: Ports, settings: LauncherSettings) -> Self {
+        LauncherWorker { ports, settings }
+    }
+
+    /// Moves due scheduled campaigns to running; returns how many started here.
+    async fn start_due(&self, now: Timestamp) -> anyhow::Result<usize> {
+        let store = &self.ports.store;
+        let due = store
+            .due_campaigns(now)
+            .await
+            .context("listing due campaigns")?;
+        let mut started = 0;
+        for id in due {
+            let t = store
+                .transition_campaign(
+                    id,
+                    &[CampaignStatus::Scheduled],
+                    CampaignStatus::Running,
+                    None,
+                    now,
+                )
+                .await
+                .with_context(|| format!("starting scheduled campaign {id}"))?;
+            if let Transition::Done(state) = t {
+                let late = state
+                    .scheduled_at
+                    .map_or(Duration::ZERO, |at| now.since(at));
+                info!(campaign = %id, late_ms = late.as_millis() as u64, "scheduled campaign started");
+                metrics::counter!("maily_campaigns_started_total", "how" => "schedule")
+                    .increment(1);
+                metrics::histogram!("maily_schedule_lateness_seconds").record(late.as_secs_f64());
+                started += 1;
+            }
+        }
+        Ok(started)
+    }
+
+    /// Launches up to a round's worth of each running campaign's pending recipients;
+    /// returns how many were launched.
+    async fn launch(&self) -> anyhow::Result<usize> {
+        let store = &self.ports.store;
+        let mut launched = 0;
+        for id in store
+            .launchable_campaigns()
+            .await
+            .context("listing campaigns to launch")?
+        {
+            let Some(campaign) = store
+                .campaign(id)
+                .await
+                .with_context(|| format!("loading campaign {id}"))?
+            else {
+                continue;
+            };
+            let key = id.to_string().into_bytes();
+            for _ in 0..self.settings.chunks_per_round.max(1) {
+                let rows = store
+                    .pending_recipients(id, self.settings.chunk.max(1))
+                    .await
+                    .with_context(|| format!("reading pending recipients of {id}"))?;
+                if rows.is_empty() {
+                    break;
+                }
+                let now = Timestamp::now();
+                let ids: Vec<_> = rows.iter().map(|r| r.message_id).collect();
+                let batch = rows
+                    .into_iter()
+                    .map(|r| {
+                        let rec = SendRecord {
+                            message_id: r.message_id,
+                            tenant: campaign.tenant.clone(),
+                            campaign: id,
+                            recipient: r.email,
+                            vars: r.vars,
+                            attempt: 1,
+                            accepted_at: now,
+                            not_before: None,
+                        };
+                        (key.clone(), records::encode(&rec))
+                    })
+                    .collect();
+                self.ports
+                    .log
+                    .produce(topics::SEND, batch)
+                    .await
+                    .context("producing launched recipients")?;
+                store
+                    .mark_launched(id, &ids)
+                    .await
+                    .with_context(|| format!("marking recipients of {id} launched"))?;
+                launched += ids.len();
+                metrics::counter!("maily_launched_total").increment(ids.len() as u64);
+            }
+        }
+        Ok(launched)
+    }
+}
+
+impl Worker for LauncherWorker {
+    type Command = ();
+    type Reply = ();
+
+    fn name(&self) -> String {
+        "launcher".into()
+    }
+
+    async fn load(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn step(&mut self) -> anyhow::Result<Step> {
+        let started = self.start_due(Timestamp::now()).await?;
+        let launched = self.launch().await?;
+        if started + launched > 0 {
+            Ok(Step::Busy)
+        } else {
+            Ok(Step::Idle(self.settings.interval))
+        }
+    }
+
+    async fn command(&mut self, _: ()) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
