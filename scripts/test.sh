@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 
 scripts/services.sh
 scripts/kafka.sh start
-# Real peers for the delivery tests: Postfix's smtp-sink, and dkimpy as the
-# independent DKIM verifier.
+# Real peers for the tests: Postfix's smtp-sink, dkimpy as the independent DKIM
+# verifier, openapi-spec-validator for the admin API's OpenAPI document.
 scripts/postfix-tools.sh >/dev/null
 scripts/python-tools.sh
 

@@ -1,5 +1,7 @@
-//! The `maily` binary's library: configuration wiring, the demo and `serve`.
+//! The `maily` binary's library: configuration wiring, the demo, `serve` and the admin
+//! API's hold on the engine.
 
+pub mod admin;
 pub mod demo;
 pub mod inbound;
 pub mod serve;

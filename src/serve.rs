@@ -2,8 +2,10 @@
 
 use crate::wiring::{Controls, build, engine_settings, migrate_store, token_keys};
 use anyhow::Context as _;
+use maily_api::auth::{Authenticator, JwksValidator, JwtSettings};
 use maily_config::Settings;
 use std::path::Path;
+use std::sync::Arc;
 use tracing::info;
 
 /// Runs the engine until SIGINT or SIGTERM, then shuts down gracefully.
@@ -12,16 +14,43 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     let (ports, controls) = build(&settings).await?;
     let engine_settings = engine_settings(&settings)?;
     let verp = engine_settings.sender.composer.verp.clone();
-    let engine = maily_actors::start(ports.clone(), engine_settings).await?;
+    let engine = maily_actors::start(ports.clone(), engine_settings.clone()).await?;
     let inbound = if settings.inbound.enabled {
         Some(crate::inbound::start(&settings.inbound, &ports, verp).await?)
     } else {
         None
     };
-    let grpc = if settings.grpc.enabled {
-        Some(start_grpc(&settings, &ports, &controls).await?)
+    // One authenticator (one JWKS cache) and one intake for both APIs.
+    let apis = if settings.grpc.enabled || settings.admin.enabled {
+        Some((
+            Arc::new(Authenticator::new(
+                ports.store.clone(),
+                jwt_validator(&settings)?,
+            )),
+            Arc::new(maily_api::Intake::new(
+                ports.log.clone(),
+                ports.store.clone(),
+            )),
+        ))
     } else {
         None
+    };
+    let grpc = match &apis {
+        Some((auth, intake)) if settings.grpc.enabled => {
+            Some(start_grpc(&settings, &ports, &controls, auth.clone(), intake.clone()).await?)
+        }
+        _ => None,
+    };
+    let mut admin = match &apis {
+        Some((auth, intake)) if settings.admin.enabled => Some(crate::admin::start(
+            &settings,
+            &engine_settings,
+            &ports,
+            controls.throttles.clone(),
+            intake.clone(),
+            auth.clone(),
+        )?),
+        _ => None,
     };
     let tracking = if settings.tracking.listen {
         Some(start_tracking(&settings, &ports)?)
@@ -29,9 +58,42 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
         None
     };
     info!(partitions = settings.engine.partitions, store = %settings.store.path, "maily serving");
-    wait_for_signal().await?;
+    // Until a signal, answer the admin API's status requests (the engine handle stays on
+    // this thread).
+    let signal = wait_for_signal();
+    tokio::pin!(signal);
+    loop {
+        let answered = async {
+            match admin.as_mut() {
+                Some(a) => a.requests.answer_next(&engine).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = &mut signal => {
+                r?;
+                break;
+            }
+            Some(()) = answered => {}
+        }
+    }
     info!("signal received, shutting down");
-    // Intake first: uploads in progress finish enqueueing before the log closes.
+    // Intake first: uploads and imports in progress finish before the log closes.
+    if let Some(crate::admin::AdminListener {
+        stop,
+        task,
+        requests,
+    }) = admin
+    {
+        // Status requests from now on fail at once instead of waiting for an answer.
+        drop(requests);
+        let _ = stop.send(());
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "admin API stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "admin API task failed"),
+        }
+    }
     if let Some((stop, task)) = grpc {
         let _ = stop.send(());
         match task.await {
@@ -59,37 +121,37 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
 
 type GrpcTask = tokio::task::JoinHandle<Result<(), maily_api::grpc::ServeError>>;
 
+/// The JWT validator `[auth.jwt]` configures, if any.
+fn jwt_validator(settings: &Settings) -> anyhow::Result<Option<JwksValidator>> {
+    let jwt = &settings.auth.jwt;
+    if jwt.jwks_url.is_empty() {
+        return Ok(None);
+    }
+    let mut s = JwtSettings::new(&jwt.jwks_url, &jwt.issuer, &jwt.audience);
+    s.leeway = jwt.leeway;
+    s.roles_claim = jwt.roles_claim.clone();
+    s.tenant_claim = (!jwt.tenant_claim.is_empty()).then(|| jwt.tenant_claim.clone());
+    Ok(Some(JwksValidator::new(s).context("auth.jwt")?))
+}
+
 /// Starts the gRPC API on `[grpc] bind`; returns its stop switch and task.
 async fn start_grpc(
     settings: &Settings,
     ports: &maily_actors::Ports,
     controls: &Controls,
+    auth: Arc<Authenticator>,
+    intake: Arc<maily_api::Intake>,
 ) -> anyhow::Result<(tokio::sync::oneshot::Sender<()>, GrpcTask)> {
-    use maily_api::auth::{Authenticator, JwksValidator, JwtSettings};
     use maily_api::events::EventHub;
     use maily_api::grpc::{GrpcDeps, serve};
-    use std::sync::Arc;
-    let jwt = &settings.auth.jwt;
-    let validator = if jwt.jwks_url.is_empty() {
-        None
-    } else {
-        let mut s = JwtSettings::new(&jwt.jwks_url, &jwt.issuer, &jwt.audience);
-        s.leeway = jwt.leeway;
-        s.roles_claim = jwt.roles_claim.clone();
-        s.tenant_claim = (!jwt.tenant_claim.is_empty()).then(|| jwt.tenant_claim.clone());
-        Some(JwksValidator::new(s).context("auth.jwt")?)
-    };
     let listener = tokio::net::TcpListener::bind(settings.grpc.bind)
         .await
         .with_context(|| format!("grpc.bind: listening on {}", settings.grpc.bind))?;
-    info!(addr = %settings.grpc.bind, jwt = validator.is_some(), "gRPC API listening");
+    info!(addr = %settings.grpc.bind, jwt = !settings.auth.jwt.jwks_url.is_empty(), "gRPC API listening");
     let deps = GrpcDeps {
-        intake: Arc::new(maily_api::Intake::new(
-            ports.log.clone(),
-            ports.store.clone(),
-        )),
         store: ports.store.clone(),
-        auth: Arc::new(Authenticator::new(ports.store.clone(), validator)),
+        intake,
+        auth,
         events: EventHub::start(controls.feed_log.clone())
             .await
             .context("starting the event feed")?,

@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{kafka_brokers, per_recipient, row, run};
+use common::procs::{
+    BATCH, PARTITIONS, Serve, use_postgres, wait_until, write_config, write_config_for,
+};
+use common::{per_recipient, row, run};
 use maily::wiring::build_ports;
 use maily_api::intake::{Intake, NewCampaign};
 use maily_config::Settings;
@@ -11,179 +14,9 @@ use maily_engine::template::Template;
 use maily_engine::{CampaignId, TenantId};
 use maily_smtp::{SinkConfig, SmtpSink};
 use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
-
-const PARTITIONS: u32 = 8;
-const BATCH: u64 = 100;
-
-/// A `maily serve` child process; killed when dropped.
-struct Serve {
-    child: Child,
-    member: String,
-    log: PathBuf,
-}
-
-impl Serve {
-    fn spawn(config: &Path, member: &str, dir: &Path) -> Serve {
-        let log = dir.join(format!("{member}.log"));
-        let out = File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_maily"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("MAILY__OWNERSHIP__MEMBER", member)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log handle"))
-            .stderr(out)
-            .spawn()
-            .expect("maily serve starts");
-        Serve {
-            child,
-            member: member.to_string(),
-            log,
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill runs")
-            .success();
-        assert!(ok, "could not send SIG{sig} to {}", self.member);
-    }
-
-    /// The process's log so far, colour codes removed.
-    fn log(&self) -> String {
-        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let mut out = String::with_capacity(raw.len());
-        let mut chars = raw.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                for c in chars.by_ref() {
-                    if c == 'm' {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
-
-    /// SIGTERM, then the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not stop:\n{}",
-                self.member,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A shared configuration for the processes and the test's own intake.
-fn write_config(dir: &Path, sink: std::net::SocketAddr, flush_interval: &str) -> PathBuf {
-    write_config_for(dir, sink, flush_interval, &kafka_brokers())
-}
-
-/// Like [`write_config`], against the broker at `brokers`.
-fn write_config_for(
-    dir: &Path,
-    sink: std::net::SocketAddr,
-    flush_interval: &str,
-    brokers: &str,
-) -> PathBuf {
-    let prefix = format!("test-{}.", uuid::Uuid::new_v4().simple());
-    let path = dir.join("maily.toml");
-    let toml = format!(
-        r#"
-[engine]
-partitions = {PARTITIONS}
-[log]
-kind = "kafka"
-[log.kafka]
-brokers = "{brokers}"
-topic_prefix = "{prefix}"
-group_prefix = "{prefix}"
-linger = "2ms"
-[store]
-path = "{db}"
-[smtp.routes]
-"*" = "{sink}"
-[ownership]
-lease_ttl = "3s"
-renew_interval = "500ms"
-[sender]
-batch_size = {BATCH}
-idle_wait = "20ms"
-[analytics]
-flush_interval = "{flush_interval}"
-"#,
-        db = dir.join("maily.db").display(),
-    );
-    std::fs::write(&path, toml).expect("config written");
-    path
-}
-
-/// Switches a written configuration to a Postgres store in a schema of its own.
-fn use_postgres(config: &Path) {
-    let url = std::env::var("MAILY_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let toml = std::fs::read_to_string(config).expect("config readable");
-    let (before, after) = toml.split_once("[store]").expect("a [store] section");
-    let rest = after.split_once('\n').map_or("", |(_, r)| r);
-    let rest = rest.split_once('\n').map_or("", |(_, r)| r);
-    let store = format!(
-        "[store]\nkind = \"postgres\"\n[store.postgres]\nurl = \"{url}\"\nschema = \"{schema}\"\n\
-         statement_timeout = \"2s\"\nacquire_timeout = \"2s\"\n"
-    );
-    std::fs::write(config, format!("{before}{store}{rest}")).expect("config written");
-}
-
-/// Waits until `check` holds, failing with `what` and the processes' logs.
-async fn wait_until<F, Fut>(what: &str, limit: Duration, procs: &[&Serve], mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        if Instant::now() > deadline {
-            let logs: Vec<String> = procs
-                .iter()
-                .map(|p| format!("--- {} ---\n{}", p.member, tail(&p.log(), 40)))
-                .collect();
-            panic!("timed out waiting for {what}\n{}", logs.join("\n"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
 
 async fn owners(settings: &Settings) -> Vec<String> {
     let ports = build_ports(settings).await.expect("ports");

@@ -39,6 +39,7 @@ pub struct Settings {
     pub tracking: TrackingSection,
     pub inbound: InboundSection,
     pub grpc: GrpcSection,
+    pub admin: AdminSection,
     pub auth: AuthSection,
     pub sender: SenderSection,
     pub bounce: BounceSection,
@@ -348,6 +349,14 @@ pub struct GrpcSection {
     pub bind: std::net::SocketAddr,
 }
 
+/// `[admin]`: the admin REST API for internal teams.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    pub enabled: bool,
+    pub bind: std::net::SocketAddr,
+}
+
 /// `[auth]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -563,6 +572,21 @@ impl Settings {
                 reason: "with jwks_url set, issuer and audience are required".into(),
             });
         }
+        if self.admin.enabled {
+            let taken = [
+                (self.grpc.enabled, self.grpc.bind, "grpc.bind"),
+                (self.tracking.listen, self.tracking.bind, "tracking.bind"),
+            ];
+            if let Some((_, _, key)) = taken
+                .iter()
+                .find(|(on, bind, _)| *on && *bind == self.admin.bind)
+            {
+                return Err(ConfigError::BadValue {
+                    key: "admin.bind",
+                    reason: format!("{} is {key} already", self.admin.bind),
+                });
+            }
+        }
         if self.inbound.tls_cert.is_empty() != self.inbound.tls_key.is_empty() {
             return Err(ConfigError::BadValue {
                 key: "inbound.tls_cert",
@@ -698,6 +722,39 @@ mod tests {
             jail.set_env("MAILY__TRACKING__BIND", "nowhere");
             let err = Settings::load(None).unwrap_err().to_string();
             assert!(err.to_lowercase().contains("tracking.bind"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_admin_api_is_off_by_default_and_its_bind_is_checked() {
+        // Files, not environment variables: tests outside a Jail read the environment.
+        figment::Jail::expect_with(|jail| {
+            let s = Settings::load(None).expect("defaults are valid");
+            assert!(!s.admin.enabled);
+            assert_eq!(s.admin.bind.port(), 8081);
+            let load = |jail: &mut figment::Jail, toml: &str| {
+                jail.create_file("maily.toml", toml)?;
+                Ok::<_, figment::Error>(Settings::load(Some(Path::new("maily.toml"))))
+            };
+            let err = load(jail, "[admin]\nenabled = true\nbind = \"nowhere\"\n")?
+                .unwrap_err()
+                .to_string();
+            assert!(err.to_lowercase().contains("admin.bind"), "{err}");
+            let err = load(
+                jail,
+                "[admin]\nenabled = true\nbind = \"127.0.0.1:50051\"\n[grpc]\nenabled = true\n",
+            )?
+            .unwrap_err()
+            .to_string();
+            assert_eq!(
+                err,
+                "invalid value for admin.bind: 127.0.0.1:50051 is grpc.bind already"
+            );
+            let s =
+                load(jail, "[admin]\nenabled = true\nbind = \"0.0.0.0:9443\"\n")?.expect("valid");
+            assert!(s.admin.enabled);
+            assert_eq!(s.admin.bind.port(), 9443);
             Ok(())
         });
     }

@@ -13,6 +13,7 @@ pub mod ports;
 pub mod records;
 pub mod report;
 pub mod reward;
+pub mod segment;
 pub mod template;
 pub mod time;
 pub mod tracking;

@@ -182,6 +182,17 @@ impl HotState for MemoryHotState {
         Ok(())
     }
 
+    async fn unsuppress(&self, tenant: &TenantId, email: &EmailAddress) -> Result<(), HotError> {
+        let mut sets = self
+            .suppressed
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(set) = sets.get_mut(tenant) {
+            set.remove(email);
+        }
+        Ok(())
+    }
+
     async fn is_suppressed(
         &self,
         tenant: &TenantId,

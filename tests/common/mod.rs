@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod postfix;
+pub mod procs;
 
 use figment::Figment;
 use maily::wiring::{build_ports, engine_settings};

@@ -48,6 +48,9 @@ pub trait HotState: Send + Sync + 'static {
     /// Adds an address to the tenant's suppression set.
     async fn suppress(&self, tenant: &TenantId, email: &EmailAddress) -> Result<(), HotError>;
 
+    /// Removes an address from the tenant's suppression set (absent: a no-op).
+    async fn unsuppress(&self, tenant: &TenantId, email: &EmailAddress) -> Result<(), HotError>;
+
     /// Whether the address is suppressed for the tenant.
     async fn is_suppressed(
         &self,

@@ -70,7 +70,8 @@ pub async fn claims_expire(hot: &impl HotState) {
     );
 }
 
-/// Suppressing an address for one tenant leaves other tenants alone.
+/// Suppressing an address for one tenant leaves other tenants alone; unsuppressing
+/// removes it for that tenant only, and unsuppressing again is harmless.
 pub async fn suppression_is_per_tenant(hot: &impl HotState) {
     let a = TenantId::parse("tenant-a").unwrap();
     let b = TenantId::parse("tenant-b").unwrap();
@@ -80,6 +81,14 @@ pub async fn suppression_is_per_tenant(hot: &impl HotState) {
     hot.suppress(&a, &ann).await.unwrap();
     assert!(hot.is_suppressed(&a, &ann).await.unwrap());
     assert!(!hot.is_suppressed(&b, &ann).await.unwrap());
+    hot.suppress(&b, &ann).await.unwrap();
+    hot.unsuppress(&a, &ann).await.unwrap();
+    assert!(!hot.is_suppressed(&a, &ann).await.unwrap());
+    assert!(hot.is_suppressed(&b, &ann).await.unwrap());
+    hot.unsuppress(&a, &ann).await.unwrap();
+    hot.unsuppress(&a, &addr("nobody@example.com"))
+        .await
+        .unwrap();
 }
 
 /// Live counters are replaced as a whole.

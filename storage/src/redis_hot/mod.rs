@@ -423,6 +423,16 @@ impl HotState for RedisHotState {
             .map_err(|e| self.fail(&key, e))
     }
 
+    async fn unsuppress(&self, tenant: &TenantId, email: &EmailAddress) -> Result<(), HotError> {
+        let key = self.keys.suppression(tenant);
+        self.client()
+            .await?
+            .srem::<i64, _, _>(&key, email.as_str())
+            .await
+            .map(drop)
+            .map_err(|e| self.fail(&key, e))
+    }
+
     async fn is_suppressed(
         &self,
         tenant: &TenantId,
