@@ -167,7 +167,7 @@ impl StatusRequests {
 /// The consumer stages and the topics they read. The group names are the actors'
 /// (`maily_actors::{sender, bounce, analytics}`); the reward actor reads the stats
 /// topic with offsets kept in its settlements, not as a log group.
-fn consumers(settings: &EngineSettings) -> Vec<(String, String)> {
+pub(crate) fn consumers(settings: &EngineSettings) -> Vec<(String, String)> {
     let mut out = vec![("sender".to_string(), topics::SEND.to_string())];
     out.extend(
         (0..settings.sender.retry_tiers.len()).map(|t| ("sender".to_string(), topics::retry(t))),

@@ -4,5 +4,6 @@
 pub mod admin;
 pub mod demo;
 pub mod inbound;
+pub mod metrics;
 pub mod serve;
 pub mod wiring;

@@ -11,8 +11,19 @@ use tracing::info;
 /// Runs the engine until SIGINT or SIGTERM, then shuts down gracefully.
 pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     let settings = Settings::load(config).context("loading configuration")?;
+    // Before anything records, so no early figure is lost.
+    if settings.metrics.enabled {
+        crate::metrics::install(&settings.metrics)?;
+    }
     let (ports, controls) = build(&settings).await?;
     let engine_settings = engine_settings(&settings)?;
+    let lag_probe = settings.metrics.enabled.then(|| {
+        crate::metrics::spawn_lag_probe(
+            ports.clone(),
+            &engine_settings,
+            settings.metrics.lag_interval,
+        )
+    });
     let verp = engine_settings.sender.composer.verp.clone();
     let engine = maily_actors::start(ports.clone(), engine_settings.clone()).await?;
     let inbound = if settings.inbound.enabled {
@@ -116,6 +127,9 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
         listener.shutdown().await;
     }
     engine.shutdown().await;
+    if let Some(probe) = lag_probe {
+        probe.abort();
+    }
     Ok(())
 }
 

@@ -721,20 +721,26 @@ fn an_upload_cut_off_midway_keeps_what_was_accepted_and_the_server_serves_on() {
     });
 }
 
-/// `maily serve` with `[grpc] enabled` answers health checks and stops cleanly on SIGTERM.
+/// `maily serve` with `[grpc] enabled` answers health checks, serves Prometheus metrics
+/// with `[metrics] enabled`, and stops cleanly on SIGTERM.
 #[test]
 fn maily_serve_runs_the_grpc_api_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let port = free_port();
+    let metrics_port = free_port();
     let config = dir.path().join("maily.toml");
     std::fs::write(
         &config,
         format!(
-            "[store]\npath = \"{}\"\n[grpc]\nenabled = true\nbind = \"127.0.0.1:{port}\"\n",
+            "[store]\npath = \"{}\"\n[grpc]\nenabled = true\nbind = \"127.0.0.1:{port}\"\n\
+             [metrics]\nenabled = true\nbind = \"127.0.0.1:{metrics_port}\"\nlag_interval = \"50ms\"\n",
             dir.path().join("maily.db").display()
         ),
     )
@@ -746,9 +752,9 @@ fn maily_serve_runs_the_grpc_api_and_stops_on_sigterm() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("maily serve starts");
-    let served = run(async move {
+    let (served, scraped) = run(async move {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
+        let serving = loop {
             if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
                 .unwrap()
                 .connect()
@@ -760,14 +766,26 @@ fn maily_serve_runs_the_grpc_api_and_stops_on_sigterm() {
                     })
                     .await;
                 if let Ok(reply) = reply {
-                    return reply.into_inner().status() == ServingStatus::Serving;
+                    let serving = reply.into_inner().status() == ServingStatus::Serving;
+                    break serving;
                 }
             }
             if std::time::Instant::now() > deadline {
-                return false;
+                return (false, String::new());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        // Scrape until the lag probe has run once.
+        let mut text = String::new();
+        while std::time::Instant::now() < deadline && !text.contains("maily_consumer_lag{") {
+            if let Ok(reply) =
+                reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics")).await
+            {
+                text = reply.text().await.unwrap_or_default();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        (serving, text)
     });
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -776,5 +794,14 @@ fn maily_serve_runs_the_grpc_api_and_stops_on_sigterm() {
     assert!(killed.success());
     let status = child.wait().expect("maily serve exits");
     assert!(served, "the gRPC API never answered SERVING");
+    assert!(
+        scraped.contains("maily_consumer_lag{group=\"sender\",topic=\"send\"} 0"),
+        "{scraped}"
+    );
+    assert!(scraped.contains("maily_owned_partitions "), "{scraped}");
+    assert!(
+        scraped.contains("# HELP maily_owned_partitions Partitions this process owns."),
+        "{scraped}"
+    );
     assert!(status.success(), "maily serve exited with {status}");
 }

@@ -40,6 +40,7 @@ pub struct Settings {
     pub inbound: InboundSection,
     pub grpc: GrpcSection,
     pub admin: AdminSection,
+    pub metrics: MetricsSection,
     pub auth: AuthSection,
     pub sender: SenderSection,
     pub bounce: BounceSection,
@@ -349,6 +350,16 @@ pub struct GrpcSection {
     pub bind: std::net::SocketAddr,
 }
 
+/// `[metrics]`: the Prometheus scrape listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    pub enabled: bool,
+    pub bind: std::net::SocketAddr,
+    #[serde(with = "humantime_serde")]
+    pub lag_interval: Duration,
+}
+
 /// `[admin]`: the admin REST API for internal teams.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -571,6 +582,28 @@ impl Settings {
                 key: "auth.jwt",
                 reason: "with jwks_url set, issuer and audience are required".into(),
             });
+        }
+        if self.metrics.enabled {
+            if self.metrics.lag_interval.is_zero() {
+                return Err(ConfigError::BadValue {
+                    key: "metrics.lag_interval",
+                    reason: "must be above zero".into(),
+                });
+            }
+            let taken = [
+                (self.grpc.enabled, self.grpc.bind, "grpc.bind"),
+                (self.tracking.listen, self.tracking.bind, "tracking.bind"),
+                (self.admin.enabled, self.admin.bind, "admin.bind"),
+            ];
+            if let Some((_, _, key)) = taken
+                .iter()
+                .find(|(on, bind, _)| *on && *bind == self.metrics.bind)
+            {
+                return Err(ConfigError::BadValue {
+                    key: "metrics.bind",
+                    reason: format!("{} is {key} already", self.metrics.bind),
+                });
+            }
         }
         if self.admin.enabled {
             let taken = [
