@@ -805,3 +805,159 @@ fn maily_serve_runs_the_grpc_api_and_stops_on_sigterm() {
     );
     assert!(status.success(), "maily serve exited with {status}");
 }
+
+#[test]
+fn keyed_sends_go_out_once_and_campaigns_pause_resume_and_cancel() {
+    use maily_api::grpc::proto::send_result::Outcome;
+    use maily_api::grpc::proto::{KeyedMessage, SendMessagesRequest};
+    run(async {
+        let h = Harness::start(HashMap::new()).await;
+        let server = GrpcServer::start(&h).await;
+        let key = api_key(&h, &h.tenant, &[Scope::Send, Scope::Read]).await;
+        let mut client = server.client().await;
+        let create = |name: &str| authed(new_campaign(name), &key);
+        let receipts = client
+            .create_campaign(create("receipts"))
+            .await
+            .expect("created")
+            .into_inner()
+            .campaign
+            .expect("campaign");
+
+        // The same batch twice: sent once, the repeat answers the first ids.
+        let batch = |emails: &[&str]| SendMessagesRequest {
+            campaign_id: receipts.id.clone(),
+            messages: emails
+                .iter()
+                .enumerate()
+                .map(|(i, e)| KeyedMessage {
+                    idempotency_key: format!("order-{i}"),
+                    email: e.to_string(),
+                    variables: recipient(i).variables,
+                })
+                .collect(),
+        };
+        let emails = ["k0@example.com", "k1@example.com", "k2@example.com"];
+        let first = client
+            .send_messages(authed(batch(&emails), &key))
+            .await
+            .expect("sent")
+            .into_inner()
+            .results;
+        assert!(
+            first.iter().all(|r| r.outcome() == Outcome::Accepted),
+            "{first:?}"
+        );
+        let again = client
+            .send_messages(authed(batch(&emails), &key))
+            .await
+            .expect("sent again")
+            .into_inner()
+            .results;
+        assert!(
+            again.iter().all(|r| r.outcome() == Outcome::Repeated),
+            "{again:?}"
+        );
+        let ids = |rs: &[maily_api::grpc::proto::SendResult]| {
+            rs.iter().map(|r| r.message_id.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&first), ids(&again));
+        // A key reused for another message is refused; the others of the batch go on.
+        let reused = client
+            .send_messages(authed(
+                batch(&["other@example.com", "k1@example.com"]),
+                &key,
+            ))
+            .await
+            .expect("answered")
+            .into_inner()
+            .results;
+        assert_eq!(reused[0].outcome(), Outcome::Rejected);
+        assert!(reused[0].reason.contains("different message"), "{reused:?}");
+        assert_eq!(reused[1].outcome(), Outcome::Repeated);
+        let receipts_id = CampaignId::parse(&receipts.id).unwrap();
+        h.wait_finished(&[(receipts_id, 3)]).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let per = per_recipient(&h.sink.received());
+        assert_eq!(per.len(), 3);
+        assert!(per.values().all(|n| *n == 1), "{per:?}");
+
+        // Pause while running: nothing more goes out until it resumes; nothing is lost.
+        let news = client
+            .create_campaign(create("news"))
+            .await
+            .expect("created")
+            .into_inner()
+            .campaign
+            .expect("campaign");
+        let command = |id: &str| {
+            authed(
+                CampaignCommandRequest {
+                    campaign_id: id.to_string(),
+                },
+                &key,
+            )
+        };
+        let upload = futures::stream::iter(vec![chunk(Some(&news.id), 100..2100)]);
+        let reply = client
+            .upload_recipients(authed(upload, &key))
+            .await
+            .expect("uploaded")
+            .into_inner();
+        assert_eq!(reply.accepted, 2000);
+        client
+            .start_campaign(command(&news.id))
+            .await
+            .expect("started");
+        let paused = client
+            .pause_campaign(command(&news.id))
+            .await
+            .expect("paused")
+            .into_inner();
+        assert_eq!(paused.status(), CampaignStatus::Paused);
+        // Deliveries already handed to the mail server finish; then the count holds.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let held_at = h.sink.accepted();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(h.sink.accepted(), held_at, "nothing is sent while paused");
+        assert!(held_at < 2003, "the pause held some messages back");
+        let resumed = client
+            .resume_campaign(command(&news.id))
+            .await
+            .expect("resumed")
+            .into_inner();
+        assert_eq!(resumed.status(), CampaignStatus::Running);
+        let news_id = CampaignId::parse(&news.id).unwrap();
+        h.wait_finished(&[(news_id, 2000)]).await;
+        let per = per_recipient(&h.sink.received());
+        assert_eq!(per.len(), 2003);
+        assert!(per.values().all(|n| *n == 1), "each recipient once");
+
+        // Cancel: staged recipients are dropped, nothing is sent, it cannot start again.
+        let dropped = client
+            .create_campaign(create("dropped"))
+            .await
+            .expect("created")
+            .into_inner()
+            .campaign
+            .expect("campaign");
+        let upload = futures::stream::iter(vec![chunk(Some(&dropped.id), 3000..3050)]);
+        client
+            .upload_recipients(authed(upload, &key))
+            .await
+            .expect("uploaded");
+        client
+            .cancel_campaign(command(&dropped.id))
+            .await
+            .expect("cancelled");
+        let status = assert_code(
+            client.start_campaign(command(&dropped.id)).await,
+            Code::FailedPrecondition,
+        );
+        assert!(status.message().contains("is cancelled"), "{status:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(per_recipient(&h.sink.received()).len(), 2003);
+
+        server.stop().await;
+    });
+}
