@@ -169,12 +169,43 @@ async fn start_grpc(
         events: EventHub::start(controls.feed_log.clone())
             .await
             .context("starting the event feed")?,
+        quotas: Arc::new(quotas(&settings.grpc.quota)?),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, deps, async {
         let _ = stopped.await;
     }));
     Ok((stop, task))
+}
+
+/// The tenants' API quotas of `[grpc.quota]`; a bad entry is an error naming its key.
+pub fn quotas(section: &maily_config::QuotaSection) -> anyhow::Result<maily_api::quota::Quotas> {
+    use maily_api::quota::{Quota, Quotas};
+    use maily_engine::rate::Rate;
+    fn quota(key: &str, rate: &str, burst: Option<u32>) -> anyhow::Result<Quota> {
+        let rate: Rate = rate.parse().with_context(|| format!("{key}.rate"))?;
+        match burst {
+            Some(0) => anyhow::bail!("{key}.burst: must be at least 1"),
+            Some(burst) => Ok(Quota { rate, burst }),
+            None => Ok(Quota::per_period(rate)),
+        }
+    }
+    let default = section
+        .rate
+        .as_deref()
+        .map(|rate| quota("grpc.quota", rate, section.burst))
+        .transpose()?;
+    if default.is_none() && section.burst.is_some() {
+        anyhow::bail!("grpc.quota.burst: set grpc.quota.rate too, a burst alone limits nothing");
+    }
+    let mut tenants = std::collections::HashMap::new();
+    for (name, entry) in &section.tenants {
+        let key = format!("grpc.quota.tenants.{name}");
+        let tenant = maily_engine::TenantId::parse(name)
+            .map_err(|e| anyhow::anyhow!("{key}: not a tenant id: {e}"))?;
+        tenants.insert(tenant, quota(&key, &entry.rate, entry.burst)?);
+    }
+    Ok(Quotas::new(default, tenants))
 }
 
 type TrackingTask = tokio::task::JoinHandle<std::io::Result<()>>;
@@ -215,5 +246,69 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     tokio::select! {
         r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT"),
         _ = term.recv() => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quotas;
+    use maily_config::{QuotaSection, TenantQuotaSection};
+    use maily_engine::TenantId;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn quotas_are_read_and_bad_entries_name_their_key() {
+        let section = QuotaSection {
+            rate: Some("100/s".into()),
+            burst: None,
+            tenants: BTreeMap::from([(
+                "big".to_string(),
+                TenantQuotaSection {
+                    rate: "10000/m".into(),
+                    burst: Some(500),
+                },
+            )]),
+        };
+        let q = quotas(&section).expect("valid");
+        let small = q.quota_of(&TenantId::parse("small").unwrap()).unwrap();
+        assert_eq!((small.rate.to_string(), small.burst), ("100/s".into(), 100));
+        let big = q.quota_of(&TenantId::parse("big").unwrap()).unwrap();
+        assert_eq!((big.rate.to_string(), big.burst), ("10000/m".into(), 500));
+        assert!(
+            quotas(&QuotaSection::default())
+                .unwrap()
+                .quota_of(&TenantId::parse("any").unwrap())
+                .is_none()
+        );
+
+        let error = |section: QuotaSection| format!("{:#}", quotas(&section).unwrap_err());
+        let bad_rate = error(QuotaSection {
+            rate: Some("fast".into()),
+            ..QuotaSection::default()
+        });
+        assert!(
+            bad_rate.contains("grpc.quota.rate") && bad_rate.contains("\"fast\""),
+            "{bad_rate}"
+        );
+        let zero = error(QuotaSection {
+            rate: Some("1/s".into()),
+            burst: Some(0),
+            ..QuotaSection::default()
+        });
+        assert!(zero.contains("grpc.quota.burst"), "{zero}");
+        let bad_tenant = error(QuotaSection {
+            tenants: BTreeMap::from([(
+                "x".to_string(),
+                TenantQuotaSection {
+                    rate: "1/d".into(),
+                    burst: None,
+                },
+            )]),
+            ..QuotaSection::default()
+        });
+        assert!(
+            bad_tenant.contains("grpc.quota.tenants.x.rate"),
+            "{bad_tenant}"
+        );
     }
 }

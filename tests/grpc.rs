@@ -14,6 +14,7 @@ use maily_api::grpc::proto::{
 };
 use maily_api::grpc::{GrpcDeps, MAX_MESSAGE_BYTES, ServeError, serve};
 use maily_api::intake::Intake;
+use maily_api::quota::{Quota, Quotas};
 use maily_engine::{CampaignId, TenantId, Timestamp};
 use maily_smtp::SinkReply;
 use std::collections::{BTreeMap, HashMap};
@@ -42,6 +43,10 @@ struct GrpcServer {
 
 impl GrpcServer {
     async fn start(h: &Harness) -> GrpcServer {
+        GrpcServer::start_with(h, Quotas::unlimited()).await
+    }
+
+    async fn start_with(h: &Harness, quotas: Quotas) -> GrpcServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let store = h.ports.store.clone();
@@ -51,6 +56,7 @@ impl GrpcServer {
             events: EventHub::start(h.ports.log.clone())
                 .await
                 .expect("event feed"),
+            quotas: Arc::new(quotas),
             store,
         };
         let (stop, stopped) = oneshot::channel();
@@ -239,7 +245,6 @@ fn ten_thousand_streamed_recipients_are_started_followed_and_counted() {
             .stream_events(authed(
                 StreamEventsRequest {
                     campaign_id: created.id.clone(),
-                    from_beginning: false,
                 },
                 &key,
             ))
@@ -382,7 +387,6 @@ fn credentials_scopes_tenants_and_bad_input_get_clear_statuses() {
             .stream_events(authed(
                 StreamEventsRequest {
                     campaign_id: campaign.id.clone(),
-                    from_beginning: false,
                 },
                 &other_tenant,
             ))
@@ -958,6 +962,134 @@ fn keyed_sends_go_out_once_and_campaigns_pause_resume_and_cancel() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(per_recipient(&h.sink.received()).len(), 2003);
 
+        server.stop().await;
+    });
+}
+
+#[test]
+fn a_tenant_over_its_quota_is_told_to_wait_and_others_go_on() {
+    use maily_api::grpc::proto::send_result::Outcome;
+    use maily_api::grpc::proto::{KeyedMessage, SendMessagesRequest};
+    run(async {
+        let h = Harness::start(HashMap::new()).await;
+        let beta = TenantId::parse("beta").expect("tenant");
+        let gamma = TenantId::parse("gamma").expect("tenant");
+        for t in [&beta, &gamma] {
+            h.ports.store.upsert_tenant(t, "T").await.expect("tenant");
+        }
+        // acme may hand in 5 messages a minute; gamma 2000 a second in bursts of
+        // 100; beta is unlimited.
+        let quotas = Quotas::new(
+            None,
+            HashMap::from([
+                (
+                    h.tenant.clone(),
+                    Quota {
+                        rate: "5/m".parse().unwrap(),
+                        burst: 5,
+                    },
+                ),
+                (
+                    gamma.clone(),
+                    Quota {
+                        rate: "2000/s".parse().unwrap(),
+                        burst: 100,
+                    },
+                ),
+            ]),
+        );
+        let server = GrpcServer::start_with(&h, quotas).await;
+        let mut client = server.client().await;
+        let mut campaigns = HashMap::new();
+        for t in [&h.tenant, &beta, &gamma] {
+            let key = api_key(&h, t, &[Scope::Send, Scope::Read]).await;
+            let c = client
+                .create_campaign(authed(new_campaign("receipts"), &key))
+                .await
+                .expect("created")
+                .into_inner()
+                .campaign
+                .expect("campaign");
+            campaigns.insert(t.to_string(), (key, c.id));
+        }
+        let send = |tenant: &TenantId, from: usize, n: usize| {
+            let (key, id) = campaigns[tenant.as_str()].clone();
+            authed(
+                SendMessagesRequest {
+                    campaign_id: id,
+                    messages: (from..from + n)
+                        .map(|i| KeyedMessage {
+                            idempotency_key: format!("q-{i}"),
+                            email: format!("q{i}@example.com"),
+                            variables: recipient(i).variables,
+                        })
+                        .collect(),
+                },
+                &key,
+            )
+        };
+
+        let first = client
+            .send_messages(send(&h.tenant, 0, 5))
+            .await
+            .expect("within the burst")
+            .into_inner()
+            .results;
+        assert!(first.iter().all(|r| r.outcome() == Outcome::Accepted));
+        let refused = assert_code(
+            client.send_messages(send(&h.tenant, 5, 1)).await,
+            Code::ResourceExhausted,
+        );
+        assert!(refused.message().contains("tenant acme"), "{refused:?}");
+        let details = refused.get_error_details();
+        let quota = details.quota_failure().expect("quota failure details");
+        assert_eq!(quota.violations[0].subject, "tenant:acme");
+        let retry = details.retry_info().expect("retry info");
+        let delay = retry.retry_delay.expect("retry delay");
+        assert!(
+            delay > Duration::from_secs(1) && delay <= Duration::from_secs(12),
+            "one message every 12 s: {delay:?}"
+        );
+        // Nothing of the refused call was taken: its key is still unused.
+        let beta_sent = client
+            .send_messages(send(&beta, 0, 50))
+            .await
+            .expect("beta is unlimited")
+            .into_inner()
+            .results;
+        assert!(beta_sent.iter().all(|r| r.outcome() == Outcome::Accepted));
+
+        // An upload over the quota is slowed down, not refused: every row is kept.
+        let (_, gamma_id) = campaigns[gamma.as_str()].clone();
+        let key = campaigns[gamma.as_str()].0.clone();
+        client
+            .start_campaign(authed(
+                CampaignCommandRequest {
+                    campaign_id: gamma_id.clone(),
+                },
+                &key,
+            ))
+            .await
+            .expect("started");
+        let chunks = (0..10).map(|i| {
+            let id = (i == 0).then_some(gamma_id.as_str());
+            chunk(id, i * 100..(i + 1) * 100)
+        });
+        let uploaded = client
+            .upload_recipients(authed(
+                futures::stream::iter(chunks.collect::<Vec<_>>()),
+                &key,
+            ))
+            .await
+            .expect("upload under a quota")
+            .into_inner();
+        assert_eq!((uploaded.rows, uploaded.accepted), (1000, 1000));
+
+        let acme_id = CampaignId::parse(&campaigns[h.tenant.as_str()].1).unwrap();
+        let beta_id = CampaignId::parse(&campaigns[beta.as_str()].1).unwrap();
+        let gamma_id = CampaignId::parse(&gamma_id).unwrap();
+        h.wait_finished(&[(acme_id, 5), (beta_id, 50), (gamma_id, 1000)])
+            .await;
         server.stop().await;
     });
 }

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod events;
 pub mod grpc;
 pub mod intake;
+pub mod quota;
 pub mod tracking;
 
 pub use intake::{EnqueueReport, Intake, IntakeError, RowError};

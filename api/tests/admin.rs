@@ -1450,6 +1450,7 @@ async fn stats_over_rest_equal_what_grpc_says() {
         store,
         auth: s.auth.clone(),
         events: EventHub::start(s.log.clone()).await.unwrap(),
+        quotas: Arc::new(maily_api::quota::Quotas::unlimited()),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let grpc = tokio::spawn(maily_api::grpc::serve(listener, deps, async {

@@ -348,6 +348,30 @@ pub struct SenderSection {
 pub struct GrpcSection {
     pub enabled: bool,
     pub bind: std::net::SocketAddr,
+    #[serde(default)]
+    pub quota: QuotaSection,
+}
+
+/// `[grpc.quota]`: messages each tenant may hand in (uploaded rows and keyed sends).
+/// Without `rate`, tenants without an entry of their own are unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSection {
+    /// "<messages>/<s|m|h>", e.g. "2000/s".
+    pub rate: Option<String>,
+    /// Messages that may arrive back to back; one period's worth when absent.
+    pub burst: Option<u32>,
+    /// `[grpc.quota.tenants.<tenant>]`: a tenant's own quota instead of the default.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantQuotaSection>,
+}
+
+/// One tenant's quota.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantQuotaSection {
+    pub rate: String,
+    pub burst: Option<u32>,
 }
 
 /// `[metrics]`: the Prometheus scrape listener.

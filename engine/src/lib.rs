@@ -10,6 +10,7 @@ pub mod merkle;
 pub mod message;
 pub mod partition;
 pub mod ports;
+pub mod rate;
 pub mod records;
 pub mod report;
 pub mod reward;

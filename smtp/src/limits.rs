@@ -15,12 +15,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+pub use maily_engine::rate::{Rate, RateParseError};
 
 /// What a limit applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -64,63 +64,6 @@ pub enum ScopeKind {
     Domain,
     Tenant,
     Pool,
-}
-
-/// A message rate: `messages` per `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub messages: u32,
-    pub per: Duration,
-}
-
-impl Rate {
-    /// The time between two messages at this rate.
-    pub fn interval(&self) -> Duration {
-        self.per / self.messages.max(1)
-    }
-}
-
-/// Why a rate could not be parsed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "bad rate {input:?}: expected <messages>/<unit> with unit s, m or h (e.g. \"50/s\", \"3000/m\")"
-)]
-pub struct RateParseError {
-    pub input: String,
-}
-
-impl FromStr for Rate {
-    type Err = RateParseError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || RateParseError {
-            input: s.to_string(),
-        };
-        let (n, unit) = s.trim().split_once('/').ok_or_else(bad)?;
-        let messages: u32 = n.trim().parse().map_err(|_| bad())?;
-        let per = match unit.trim() {
-            "s" | "sec" | "second" => Duration::from_secs(1),
-            "m" | "min" | "minute" => Duration::from_secs(60),
-            "h" | "hour" => Duration::from_secs(3600),
-            _ => return Err(bad()),
-        };
-        if messages == 0 {
-            return Err(bad());
-        }
-        Ok(Rate { messages, per })
-    }
-}
-
-impl fmt::Display for Rate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let unit = match self.per.as_secs() {
-            1 => "s",
-            60 => "m",
-            3600 => "h",
-            _ => return write!(f, "{}/{}ms", self.messages, self.per.as_millis()),
-        };
-        write!(f, "{}/{unit}", self.messages)
-    }
 }
 
 /// The limits of one scope; `None` leaves that dimension unlimited.
@@ -375,6 +318,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn limit(conns: Option<usize>, rate: Option<&str>) -> Limit {
         Limit {

@@ -8,6 +8,7 @@ use super::{status, upload};
 use crate::auth::{Principal, Scope};
 use crate::events::EventHub;
 use crate::intake::{Command, Intake, NewCampaign};
+use crate::quota::Quotas;
 use maily_engine::ports::Store;
 use maily_engine::template::Template;
 use maily_engine::{Campaign, CampaignId, CampaignState, CampaignStats, TenantId};
@@ -22,6 +23,8 @@ pub(crate) struct CampaignApi {
     pub(super) store: Arc<dyn Store>,
     /// The event feed `StreamEvents` subscribes to.
     pub(super) events: Arc<EventHub>,
+    /// What each tenant may hand in (uploaded rows and keyed sends).
+    pub(super) quotas: Arc<Quotas>,
     /// Cloned into each upload task; see [`super::serve`].
     pub(super) uploads: mpsc::Sender<()>,
     /// Turns true when shutdown begins: event streams, which never end by themselves,
@@ -34,6 +37,7 @@ impl CampaignApi {
         intake: Arc<Intake>,
         store: Arc<dyn Store>,
         events: Arc<EventHub>,
+        quotas: Arc<Quotas>,
         uploads: mpsc::Sender<()>,
         closing: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
@@ -41,6 +45,7 @@ impl CampaignApi {
             intake,
             store,
             events,
+            quotas,
             uploads,
             closing,
         }

@@ -8,10 +8,11 @@ use super::proto;
 use super::status;
 use crate::auth::{Principal, Scope};
 use crate::events::{EventFilter, FeedError};
-use crate::intake::{Command, KeyedMessage, SendOutcome};
+use crate::intake::{Command, KeyedMessage, MAX_BATCH, SendOutcome};
 use maily_engine::records::EventRecord;
 use maily_engine::{CampaignState, CampaignStatus, EventKind, Timestamp};
 use std::pin::Pin;
+use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -84,6 +85,13 @@ pub(super) async fn send(
     req: proto::SendMessagesRequest,
 ) -> Result<proto::SendMessagesResponse, Status> {
     let campaign = campaign_for(api.store.as_ref(), caller, Scope::Send, &req.campaign_id).await?;
+    // A batch intake refuses for its size costs nothing.
+    if req.messages.len() <= MAX_BATCH {
+        let n = req.messages.len() as u32;
+        api.quotas
+            .admit(&campaign.tenant, n, Instant::now())
+            .map_err(status::exhausted)?;
+    }
     let keys: Vec<String> = req
         .messages
         .iter()
@@ -140,12 +148,6 @@ pub(super) async fn stream_events(
     req: proto::StreamEventsRequest,
 ) -> Result<EventStream, Status> {
     caller.require(Scope::Read).map_err(denied)?;
-    if req.from_beginning {
-        return Err(status::bad_request(
-            "from_beginning",
-            "not supported: the stream starts at the time of the call; read past figures with GetCampaignStats",
-        ));
-    }
     let campaign = if req.campaign_id.trim().is_empty() {
         None
     } else {

@@ -40,6 +40,7 @@ mod upload;
 use crate::auth::Authenticator;
 use crate::events::EventHub;
 use crate::intake::Intake;
+use crate::quota::Quotas;
 use campaigns::CampaignApi;
 use maily_engine::ports::Store;
 use proto::campaign_service_server::CampaignServiceServer;
@@ -81,6 +82,8 @@ pub struct GrpcDeps {
     pub auth: Arc<Authenticator>,
     /// The event feed behind `StreamEvents`.
     pub events: Arc<EventHub>,
+    /// Each tenant's allowance of messages handed in; see [`crate::quota`].
+    pub quotas: Arc<Quotas>,
 }
 
 /// Why the gRPC server could not start or stopped with an error.
@@ -105,7 +108,14 @@ pub async fn serve(
     // close once the server and every such task have dropped theirs.
     let (uploads, mut uploads_done) = mpsc::channel::<()>(1);
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
-    let api = CampaignApi::new(deps.intake, deps.store, deps.events, uploads, closing_rx);
+    let api = CampaignApi::new(
+        deps.intake,
+        deps.store,
+        deps.events,
+        deps.quotas,
+        uploads,
+        closing_rx,
+    );
     let campaigns = auth::Authenticated::new(
         CampaignServiceServer::new(api)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -5,6 +5,7 @@
 
 use super::MAX_MESSAGE_BYTES;
 use crate::intake::IntakeError;
+use crate::quota::Exhausted;
 use maily_engine::CampaignId;
 use maily_engine::ports::StoreError;
 use maily_engine::template::TemplateError;
@@ -125,6 +126,21 @@ pub(crate) fn with_progress(status: Status, reason: &str, p: &Progress) -> Statu
         )
     };
     Status::with_error_details(status.code(), message, details)
+}
+
+/// A tenant over its API quota: `RESOURCE_EXHAUSTED` with a `QuotaFailure` naming the
+/// tenant and a `RetryInfo` saying when the same request would be admitted.
+pub(crate) fn exhausted(e: Exhausted) -> Status {
+    let mut details = ErrorDetails::new();
+    details.add_quota_failure_violation(
+        format!("tenant:{}", e.tenant),
+        format!(
+            "at most {} messages handed in, bursts of {}",
+            e.rate, e.burst
+        ),
+    );
+    details.set_retry_info(Some(e.retry_after));
+    Status::with_error_details(Code::ResourceExhausted, e.to_string(), details)
 }
 
 /// Whether `status` is tonic's refusal of a message above the decoding limit.

@@ -20,6 +20,7 @@ use super::proto::{self, UploadRecipientsRequest};
 use super::status::{self, Progress};
 use crate::auth::{Principal, Scope};
 use crate::intake::{CHUNK, Intake, Row};
+use crate::quota::Quotas;
 use maily_engine::Campaign;
 use maily_engine::ports::Store;
 use std::future::Future;
@@ -48,6 +49,7 @@ pub(super) async fn run(
     let upload = Upload {
         intake: api.intake.clone(),
         store: api.store.clone(),
+        quotas: api.quotas.clone(),
         caller,
         campaign: None,
         pending: Vec::with_capacity(CHUNK),
@@ -67,6 +69,7 @@ pub(super) async fn run(
 struct Upload {
     intake: Arc<Intake>,
     store: Arc<dyn Store>,
+    quotas: Arc<Quotas>,
     caller: Principal,
     /// Set by the first message.
     campaign: Option<Campaign>,
@@ -183,6 +186,11 @@ impl Upload {
         if self.pending.is_empty() {
             return Ok(());
         }
+        // Over its quota, the tenant's upload waits here: unread messages stay in the
+        // stream and flow control slows the client.
+        self.quotas
+            .wait(&campaign.tenant, self.pending.len() as u32)
+            .await;
         let first_row = self.rows - self.pending.len() as u64 + 1;
         let rows = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK));
         let report = self
