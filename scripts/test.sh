@@ -16,4 +16,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
-cargo nextest run --workspace --no-fail-fast "$@"
+# Failures print their panic message without a backtrace (set MAILY_TEST_BACKTRACE=1 for
+# one), so a failing run's report stays readable; nextest repeats them at the end.
+export RUST_BACKTRACE="${MAILY_TEST_BACKTRACE:-0}"
+cargo nextest run --workspace --no-fail-fast --failure-output immediate-final "$@"

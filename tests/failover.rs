@@ -3,26 +3,21 @@
 
 mod common;
 
-use common::procs::{
-    BATCH, PARTITIONS, Serve, use_postgres, wait_until, write_config, write_config_for,
-};
+use common::procs::{BATCH, Broker, PARTITIONS, Serve, use_postgres, wait_until, write_config_for};
 use common::{per_recipient, row, run};
 use maily::wiring::build_ports;
 use maily_api::intake::{Intake, NewCampaign};
 use maily_config::Settings;
+use maily_engine::ports::Store;
 use maily_engine::template::Template;
 use maily_engine::{CampaignId, TenantId};
 use maily_smtp::{SinkConfig, SmtpSink};
-use std::fs::File;
-use std::path::Path;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-async fn owners(settings: &Settings) -> Vec<String> {
-    let ports = build_ports(settings).await.expect("ports");
+/// The members holding a live partition lease.
+async fn owners(store: &dyn Store) -> Vec<String> {
     let now = maily_engine::Timestamp::now();
-    ports
-        .store
+    store
         .leases()
         .await
         .expect("leases")
@@ -54,10 +49,8 @@ async fn campaign(
         .unwrap()
 }
 
-async fn finished(settings: &Settings, id: CampaignId) -> u64 {
-    let ports = build_ports(settings).await.expect("ports");
-    ports
-        .store
+async fn finished(store: &dyn Store, id: CampaignId) -> u64 {
+    store
         .campaign_stats(id)
         .await
         .unwrap()
@@ -75,8 +68,13 @@ fn a_killed_process_hands_its_partitions_to_the_survivor() {
         })
         .await
         .unwrap();
-        let config = write_config(dir.path(), sink.addr(), "100ms");
+        let broker = Broker::start(dir.path(), "broker.log");
+        let config = write_config_for(dir.path(), sink.addr(), "100ms", &broker.addr());
+        // Several processes share one store: Postgres, as docs/kafka.md asks.
+        use_postgres(&config);
         let settings = Settings::load(Some(&config)).unwrap();
+        // One set of clients for the whole test: the checks below poll every 100 ms.
+        let ports = build_ports(&settings).await.unwrap();
         let a = Serve::spawn(&config, "a", dir.path());
         let b = Serve::spawn(&config, "b", dir.path());
         wait_until(
@@ -84,13 +82,12 @@ fn a_killed_process_hands_its_partitions_to_the_survivor() {
             Duration::from_secs(60),
             &[&a, &b],
             || async {
-                let o = owners(&settings).await;
+                let o = owners(ports.store.as_ref()).await;
                 o.len() == PARTITIONS as usize && o.contains(&"a".into()) && o.contains(&"b".into())
             },
         )
         .await;
 
-        let ports = build_ports(&settings).await.unwrap();
         let intake = Intake::new(ports.log.clone(), ports.store.clone());
         let c = campaign(&intake, ports.store.as_ref()).await;
         let report = intake.enqueue(&c, (0..20_000).map(row)).await.unwrap();
@@ -110,10 +107,10 @@ fn a_killed_process_hands_its_partitions_to_the_survivor() {
             "the campaign to finish",
             Duration::from_secs(240),
             &[&b],
-            || async { finished(&settings, c.id).await >= 20_000 },
+            || async { finished(ports.store.as_ref(), c.id).await >= 20_000 },
         )
         .await;
-        let o = owners(&settings).await;
+        let o = owners(ports.store.as_ref()).await;
         assert!(
             o.iter().all(|m| m == "b"),
             "survivor owns everything: {o:?}"
@@ -156,20 +153,22 @@ fn a_paused_process_that_lost_its_lease_cannot_write() {
         let dir = tempfile::tempdir().unwrap();
         let sink = SmtpSink::start(SinkConfig::default()).await.unwrap();
         // A long flush interval: the zombie is all but sure to hold unflushed events.
-        let config = write_config(dir.path(), sink.addr(), "2s");
+        let broker = Broker::start(dir.path(), "broker.log");
+        let config = write_config_for(dir.path(), sink.addr(), "2s", &broker.addr());
         // Postgres, not SQLite: a process frozen inside a SQLite write transaction
         // locks the whole file for everyone, while Postgres ends its session.
         use_postgres(&config);
         let settings = Settings::load(Some(&config)).unwrap();
+        // One set of clients for the whole test: the checks below poll every 100 ms.
+        let ports = build_ports(&settings).await.unwrap();
         let a = Serve::spawn(&config, "a", dir.path());
         wait_until(
             "a to own every partition",
             Duration::from_secs(60),
             &[&a],
-            || async { owners(&settings).await.len() == PARTITIONS as usize },
+            || async { owners(ports.store.as_ref()).await.len() == PARTITIONS as usize },
         )
         .await;
-        let ports = build_ports(&settings).await.unwrap();
         let intake = Intake::new(ports.log.clone(), ports.store.clone());
         let c = campaign(&intake, ports.store.as_ref()).await;
         intake.enqueue(&c, (0..6_000).map(row)).await.unwrap();
@@ -189,7 +188,7 @@ fn a_paused_process_that_lost_its_lease_cannot_write() {
             "b to finish the campaign",
             Duration::from_secs(240),
             &[&b],
-            || async { finished(&settings, c.id).await >= 6_000 },
+            || async { finished(ports.store.as_ref(), c.id).await >= 6_000 },
         )
         .await;
         let before = ports.store.campaign_stats(c.id).await.unwrap().unwrap();
@@ -253,7 +252,10 @@ fn a_paused_process_that_lost_its_lease_cannot_write() {
         }
         // Having given its stale leases up, a may rejoin as a live member with fresh
         // leases; every partition still has exactly one owner.
-        assert_eq!(owners(&settings).await.len(), PARTITIONS as usize);
+        assert_eq!(
+            owners(ports.store.as_ref()).await.len(),
+            PARTITIONS as usize
+        );
         assert_eq!(before.finished(), 6_000);
         drop(b);
         drop(a);
@@ -270,18 +272,22 @@ fn a_process_joining_mid_campaign_takes_its_share_without_duplicates() {
         })
         .await
         .unwrap();
-        let config = write_config(dir.path(), sink.addr(), "100ms");
+        let broker = Broker::start(dir.path(), "broker.log");
+        let config = write_config_for(dir.path(), sink.addr(), "100ms", &broker.addr());
+        // Several processes share one store: Postgres, as docs/kafka.md asks.
+        use_postgres(&config);
         let settings = Settings::load(Some(&config)).unwrap();
+        // One set of clients for the whole test: the checks below poll every 100 ms.
+        let ports = build_ports(&settings).await.unwrap();
         let a = Serve::spawn(&config, "a", dir.path());
         let b = Serve::spawn(&config, "b", dir.path());
         wait_until(
             "a and b to own partitions",
             Duration::from_secs(60),
             &[&a, &b],
-            || async { owners(&settings).await.len() == PARTITIONS as usize },
+            || async { owners(ports.store.as_ref()).await.len() == PARTITIONS as usize },
         )
         .await;
-        let ports = build_ports(&settings).await.unwrap();
         let intake = Intake::new(ports.log.clone(), ports.store.clone());
         let c = campaign(&intake, ports.store.as_ref()).await;
         intake.enqueue(&c, (0..20_000).map(row)).await.unwrap();
@@ -299,7 +305,7 @@ fn a_process_joining_mid_campaign_takes_its_share_without_duplicates() {
             Duration::from_secs(60),
             &[&a, &b, &joined],
             || async {
-                owners(&settings)
+                owners(ports.store.as_ref())
                     .await
                     .iter()
                     .filter(|m| m.as_str() == "c")
@@ -313,11 +319,11 @@ fn a_process_joining_mid_campaign_takes_its_share_without_duplicates() {
             "the campaign to finish",
             Duration::from_secs(240),
             &[&a, &b, &joined],
-            || async { finished(&settings, c.id).await >= 20_000 },
+            || async { finished(ports.store.as_ref(), c.id).await >= 20_000 },
         )
         .await;
 
-        let o = owners(&settings).await;
+        let o = owners(ports.store.as_ref()).await;
         for m in ["a", "b", "c"] {
             assert!(
                 o.iter().any(|x| x == m),
@@ -337,84 +343,30 @@ fn a_process_joining_mid_campaign_takes_its_share_without_duplicates() {
     });
 }
 
-/// A tansu broker of the test's own, on its own port and storage.
-struct Broker {
-    child: Child,
-}
-
-impl Broker {
-    /// Starts tansu with its SQLite storage in `dir`, which survives a restart.
-    fn start(port: u16, dir: &Path, log: &Path) -> Broker {
-        let bin = std::env::var("MAILY_TANSU").unwrap_or_else(|_| {
-            format!(
-                "{}/.cache/maily/tools/bin/tansu",
-                std::env::var("HOME").unwrap_or_default()
-            )
-        });
-        let out = File::create(log).expect("broker log");
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "sqlite://broker.db"])
-            .current_dir(dir)
-            .stdout(out.try_clone().expect("log handle"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {bin} (run scripts/kafka.sh install): {e}"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "broker did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Broker { child }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn a_broker_restart_loses_nothing_acknowledged() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let broker = Broker::start(port, dir.path(), &dir.path().join("broker.log"));
+        let broker = Broker::start(dir.path(), "broker.log");
+        let port = broker.port;
         let sink = SmtpSink::start(SinkConfig {
             capture: true,
             ..SinkConfig::default()
         })
         .await
         .unwrap();
-        let brokers = format!("127.0.0.1:{port}");
-        let config = write_config_for(dir.path(), sink.addr(), "100ms", &brokers);
+        let config = write_config_for(dir.path(), sink.addr(), "100ms", &broker.addr());
         let settings = Settings::load(Some(&config)).unwrap();
+        // One set of clients for the whole test: the checks below poll every 100 ms.
+        let ports = build_ports(&settings).await.unwrap();
         let a = Serve::spawn(&config, "a", dir.path());
         wait_until(
             "a to own every partition",
             Duration::from_secs(60),
             &[&a],
-            || async { owners(&settings).await.len() == PARTITIONS as usize },
+            || async { owners(ports.store.as_ref()).await.len() == PARTITIONS as usize },
         )
         .await;
-        let ports = build_ports(&settings).await.unwrap();
         let intake = Intake::new(ports.log.clone(), ports.store.clone());
         let c = campaign(&intake, ports.store.as_ref()).await;
         let report = intake.enqueue(&c, (0..5_000).map(row)).await.unwrap();
@@ -432,12 +384,12 @@ fn a_broker_restart_loses_nothing_acknowledged() {
 
         drop(broker);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let _broker = Broker::start(port, dir.path(), &dir.path().join("broker-2.log"));
+        let _broker = Broker::restart(port, dir.path(), "broker-2.log");
         wait_until(
             "the campaign to finish after the restart",
             Duration::from_secs(240),
             &[&a],
-            || async { finished(&settings, c.id).await >= 5_000 },
+            || async { finished(ports.store.as_ref(), c.id).await >= 5_000 },
         )
         .await;
         let counts = per_recipient(&sink.received());

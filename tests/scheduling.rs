@@ -79,29 +79,24 @@ fn a_scheduled_campaign_starts_once_with_two_engine_processes() {
         let config = write_config(dir.path(), sink.addr(), "100ms");
         use_postgres(&config);
         let settings = Settings::load(Some(&config)).unwrap();
+        let ports = build_ports(&settings).await.unwrap();
         let a = Serve::spawn(&config, "a", dir.path());
         let b = Serve::spawn(&config, "b", dir.path());
-        let leader = |settings: &Settings| {
-            let settings = settings.clone();
-            async move {
-                let ports = build_ports(&settings).await.expect("ports");
-                let now = Timestamp::now();
-                ports
-                    .store
-                    .leases()
-                    .await
-                    .expect("leases")
-                    .into_iter()
-                    .find(|l| l.resource == "leader" && l.expires_at > now)
-                    .map(|l| l.owner)
-            }
+        let leader = |store: std::sync::Arc<dyn maily_engine::ports::Store>| async move {
+            let now = Timestamp::now();
+            store
+                .leases()
+                .await
+                .expect("leases")
+                .into_iter()
+                .find(|l| l.resource == "leader" && l.expires_at > now)
+                .map(|l| l.owner)
         };
         wait_until("a leader", Duration::from_secs(60), &[&a, &b], || async {
-            leader(&settings).await.is_some()
+            leader(ports.store.clone()).await.is_some()
         })
         .await;
 
-        let ports = build_ports(&settings).await.unwrap();
         let intake = Intake::new(ports.log.clone(), ports.store.clone());
         let tenant = TenantId::parse("acme").unwrap();
         ports.store.upsert_tenant(&tenant, "Acme").await.unwrap();
@@ -131,7 +126,7 @@ fn a_scheduled_campaign_starts_once_with_two_engine_processes() {
             .expect("scheduled");
 
         // The leader stops (gracefully) before the time: the other takes over.
-        let first = leader(&settings).await.expect("leader");
+        let first = leader(ports.store.clone()).await.expect("leader");
         let (stopped, survivor) = if first == "a" { (a, b) } else { (b, a) };
         let status = stopped.terminate();
         assert!(status.success(), "{status}");

@@ -178,3 +178,67 @@ pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// A tansu broker of the test's own, on a port and storage of its own: a test that runs
+/// several engine processes does not share the suite's broker, whose storage grows
+/// with every test and whose CPU every other test competes for.
+pub struct Broker {
+    child: Child,
+    pub port: u16,
+}
+
+impl Broker {
+    /// Starts tansu on a free port with its SQLite storage in `dir`; `log` is a file
+    /// name in `dir`.
+    pub fn start(dir: &Path, log: &str) -> Broker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Broker::restart(port, dir, log)
+    }
+
+    /// Starts tansu on `port` over the storage a broker left in `dir`, if any.
+    pub fn restart(port: u16, dir: &Path, log: &str) -> Broker {
+        let bin = std::env::var("MAILY_TANSU").unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/maily/tools/bin/tansu",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        });
+        let out = File::create(dir.join(log)).expect("broker log");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://broker.db"])
+            .current_dir(dir)
+            .stdout(out.try_clone().expect("log handle"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {bin} (run scripts/kafka.sh install): {e}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "broker did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker { child, port }
+    }
+
+    /// The bootstrap address for `[log.kafka] brokers`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
