@@ -1093,3 +1093,132 @@ fn a_tenant_over_its_quota_is_told_to_wait_and_others_go_on() {
         server.stop().await;
     });
 }
+
+/// Bytes as they are: a client that sends what is not protobuf at all.
+#[derive(Clone, Copy)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        use bytes::Buf;
+        let out = src.chunk().to_vec();
+        src.advance(out.len());
+        Ok(Some(out))
+    }
+}
+
+#[test]
+fn bytes_that_are_not_protobuf_are_refused_and_what_came_before_is_kept() {
+    use prost::Message;
+    use tonic::codegen::http::uri::PathAndQuery;
+    run(async {
+        let h = Harness::start(HashMap::new()).await;
+        let server = GrpcServer::start(&h).await;
+        let key = api_key(&h, &h.tenant, &[Scope::Send, Scope::Read]).await;
+        let mut client = server.client().await;
+        let campaign = client
+            .create_campaign(authed(new_campaign("raw"), &key))
+            .await
+            .expect("created")
+            .into_inner()
+            .campaign
+            .expect("campaign");
+        client
+            .start_campaign(authed(
+                CampaignCommandRequest {
+                    campaign_id: campaign.id.clone(),
+                },
+                &key,
+            ))
+            .await
+            .expect("started");
+
+        // A truncated varint and a field of wire type 7: no protobuf decoder accepts them.
+        let garbage = vec![
+            0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f,
+        ];
+        let invalid_wire_type = vec![0x0f, 0x01];
+        let mut raw = tonic::client::Grpc::new(server.channel().await);
+        for body in [garbage.clone(), invalid_wire_type] {
+            raw.ready().await.expect("ready");
+            let status = raw
+                .unary(
+                    authed(body, &key),
+                    PathAndQuery::from_static("/maily.v1.CampaignService/GetCampaign"),
+                    RawCodec,
+                )
+                .await
+                .expect_err("refused");
+            // INTERNAL is the code the gRPC status code list gives a request that does
+            // not parse; the message says what went wrong.
+            assert_eq!(status.code(), Code::Internal, "{status:?}");
+            assert!(status.message().contains("decode"), "{status:?}");
+        }
+
+        // Mid-stream: the rows of the whole messages before the bad one are kept.
+        let good = chunk(Some(&campaign.id), 0..25).encode_to_vec();
+        raw.ready().await.expect("ready");
+        let status = raw
+            .client_streaming(
+                authed(futures::stream::iter(vec![good, garbage]), &key),
+                PathAndQuery::from_static("/maily.v1.CampaignService/UploadRecipients"),
+                RawCodec,
+            )
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::Internal, "{status:?}");
+        let info = status.get_details_error_info().expect("upload progress");
+        assert_eq!(info.metadata["rows"], "25");
+        assert_eq!(info.metadata["accepted"], "25");
+
+        // The server serves on, and the accepted rows are sent.
+        let id = CampaignId::parse(&campaign.id).expect("uuid");
+        h.wait_finished(&[(id, 25)]).await;
+        let counted = client
+            .get_campaign_stats(authed(
+                GetCampaignStatsRequest {
+                    campaign_id: campaign.id.clone(),
+                },
+                &key,
+            ))
+            .await
+            .expect("still serving")
+            .into_inner()
+            .stats
+            .expect("stats");
+        assert_eq!(counted.delivered, 25);
+        server.stop().await;
+    });
+}
