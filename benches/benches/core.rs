@@ -1,5 +1,6 @@
 //! Criterion micro-benchmarks of the core's hot paths: the per-message work (render,
-//! build, DKIM-sign, classify a reply, pick a partition) and the per-epoch Merkle work.
+//! build, DKIM-sign, classify a reply, pick a partition), the inbound work (analyse a
+//! bounce) and the per-epoch Merkle work.
 //!
 //! Run with `cargo bench -p maily-benches --bench core`; every group reports
 //! elements per second, an element being one message, reply, key or tree leaf.
@@ -15,6 +16,7 @@ use maily_engine::bounce::classify_reply;
 use maily_engine::merkle::MerkleTree;
 use maily_engine::message::{self, Envelope};
 use maily_engine::partition::partition_for;
+use maily_engine::report::{analyse, mbox_messages};
 use maily_engine::template::{CompiledTemplate, Rendered};
 use maily_smtp::{DkimKey, DkimSigner};
 use std::hint::black_box;
@@ -112,6 +114,32 @@ fn dkim(c: &mut Criterion) {
     group.finish();
 }
 
+/// Real bounces, complaints and auto-replies (Sisimai's corpus, as the engine's tests
+/// read it).
+const BOUNCE_CORPUS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../engine/tests/data/bounces/eml"
+);
+
+/// Every message of the bounce corpus, in file order (mailbox files split).
+fn bounce_corpus() -> Vec<Vec<u8>> {
+    let mut paths: Vec<_> = std::fs::read_dir(BOUNCE_CORPUS)
+        .expect("the bounce corpus")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .flat_map(|p| {
+            let raw = std::fs::read(p).expect("readable");
+            mbox_messages(&raw)
+                .into_iter()
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 fn bounce(c: &mut Criterion) {
     let replies = sample_replies();
     let mut group = c.benchmark_group("bounce");
@@ -120,6 +148,17 @@ fn bounce(c: &mut Criterion) {
         b.iter(|| {
             for reply in &replies {
                 black_box(classify_reply(black_box(reply)));
+            }
+        })
+    });
+    // What the inbound path does per received report: parse the MIME tree, find the
+    // format, read each recipient, classify it. One element is one message.
+    let messages = bounce_corpus();
+    group.throughput(Throughput::Elements(messages.len() as u64));
+    group.bench_function("analyse_corpus", |b| {
+        b.iter(|| {
+            for message in &messages {
+                let _ = black_box(analyse(black_box(message)));
             }
         })
     });

@@ -151,6 +151,10 @@ fn split_enhanced(text: &str) -> (Option<EnhancedStatus>, String) {
 }
 
 /// Why a message bounced, in Sisimai's vocabulary.
+///
+/// The last three are not failures: the bounce analyser ([`crate::report::analyse`])
+/// names with them a delivery report's successful recipients, a complaint and an
+/// automatic reply, as Sisimai does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Reason {
@@ -183,12 +187,22 @@ pub enum Reason {
     FailedStartTls,
     RequirePtr,
     NotCompliantRfc,
+    /// The sending IP address has a bad reputation.
+    BadReputation,
+    /// The report says too little to decide.
+    OnHold,
     Undefined,
+    /// Delivered (a positive delivery status notification).
+    Delivered,
+    /// A complaint (ARF feedback report).
+    Feedback,
+    /// An automatic reply (RFC 3834), such as an out-of-office message.
+    Vacation,
 }
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 30] = {
+    pub const ALL: [Reason; 35] = {
         use Reason::*;
         [
             UserUnknown,
@@ -220,7 +234,12 @@ impl Reason {
             FailedStartTls,
             RequirePtr,
             NotCompliantRfc,
+            BadReputation,
+            OnHold,
             Undefined,
+            Delivered,
+            Feedback,
+            Vacation,
         ]
     };
 
@@ -257,11 +276,18 @@ impl Reason {
             FailedStartTls => "failedstarttls",
             RequirePtr => "requireptr",
             NotCompliantRfc => "notcompliantrfc",
+            BadReputation => "badreputation",
+            OnHold => "onhold",
             Undefined => "undefined",
+            Delivered => "delivered",
+            Feedback => "feedback",
+            Vacation => "vacation",
         }
     }
 
-    /// Whether a permanent failure for this reason means the address itself is dead.
+    /// Whether a permanent failure for this reason means the address itself is dead
+    /// (Sisimai's rule: the mailbox or its domain does not exist, or moved, or the
+    /// domain accepts no mail).
     pub fn is_hard(&self) -> bool {
         matches!(
             self,
@@ -275,13 +301,16 @@ impl Reason {
         match self {
             UserUnknown | HasMoved | Suspend => Category::BadMailbox,
             MailboxFull => Category::Quota,
-            Blocked | SpamDetected | VirusDetected | Filtered => Category::SpamBlock,
+            Blocked | BadReputation | SpamDetected | VirusDetected | Filtered => {
+                Category::SpamBlock
+            }
             PolicyViolation | Rejected | SecurityError | AuthFailure | RequirePtr
             | NotCompliantRfc | NoRelaying | Speeding | TooManyConn => Category::Policy,
             HostUnknown | NotAccept => Category::Dns,
             FailedStartTls => Category::Tls,
             Expired | MesgTooBig | ExceedLimit | NetworkError | SystemError | SystemFull
-            | SyntaxError | ContentError | MailerError | Undefined => Category::Other,
+            | SyntaxError | ContentError | MailerError | OnHold | Undefined | Delivered
+            | Feedback | Vacation => Category::Other,
         }
     }
 }
@@ -383,34 +412,58 @@ pub fn reason_from_code(code: u16) -> Reason {
     }
 }
 
-/// The reason an enhanced status code alone implies (RFC 3463 and its registry).
+/// The reason an enhanced status code alone implies, as Sisimai reads RFC 3463 and
+/// its IANA registry. Codes that say too little (`x.0.0`, `4.4.0`, `5.5.0`...) imply
+/// none.
 pub fn reason_from_status(s: EnhancedStatus) -> Option<Reason> {
     use Reason::*;
+    let permanent = s.class == 5;
     Some(match (s.subject, s.detail) {
-        (1, 1) | (1, 0) | (1, 3) => UserUnknown,
-        (1, 2) | (1, 10) => HostUnknown,
+        (1, 0) | (1, 1) | (1, 3) if permanent => UserUnknown,
+        (1, 2) if permanent => HostUnknown,
+        (1, 4) if permanent => Filtered,
         (1, 6) => HasMoved,
-        (1, 8) => Rejected,
-        (2, 1) => Suspend,
+        (1, 7) | (1, 8) => Rejected,
+        (1, 9) => SystemError,
+        (1, 10) if permanent => NotAccept,
+        (2, 0) | (2, 1) if permanent => Filtered,
+        (2, 1) => Blocked,
         (2, 2) => MailboxFull,
-        (2, 3) => MesgTooBig,
-        (2, 4) => MailerError,
+        (2, 3) => ExceedLimit,
+        (2, 4) => Filtered,
+        (3, 0) if permanent => SystemError,
         (3, 1) => SystemFull,
-        (3, 4) => MesgTooBig,
-        (3, _) => SystemError,
-        (4, 1) | (4, 2) | (4, 6) => NetworkError,
-        (4, 3) | (4, 4) => HostUnknown,
-        (4, 7) => Expired,
-        (4, _) => NetworkError,
-        (5, _) => SyntaxError,
-        (6, _) => ContentError,
-        (7, 1) => Rejected,
-        (7, 7) => SecurityError,
-        (7, 8) | (7, 9) => AuthFailure,
-        (7, 10) | (7, 11) => FailedStartTls,
+        (3, 2) => NotAccept,
+        (3, 3) | (3, 5) => SystemError,
+        (3, 4) if permanent => MesgTooBig,
+        (4, 0) if permanent => NetworkError,
+        (4, 1) if !permanent => Expired,
+        (4, 2) | (4, 4) | (4, 6) | (4, 8) if !permanent => NetworkError,
+        (4, 3) => SystemError,
+        (4, 4) => HostUnknown,
+        (4, 5) if !permanent => SystemFull,
+        (4, 7) if !permanent => Expired,
+        (5, 2) | (5, 6) if permanent => SyntaxError,
+        (5, 3) if permanent => TooManyConn,
+        (5, 3) | (5, 4) | (5, 5) => SystemError,
+        (6, 0) | (6, 1) | (6, 2) | (6, 3) | (6, 5) | (6, 6) | (6, 7) | (6, 8) | (6, 9) => {
+            ContentError
+        }
+        (7, 1) | (7, 2) if !permanent => Blocked,
+        (7, 13) if permanent => Suspend,
+        (7, 16) => MesgTooBig,
+        (7, 17) | (7, 18) if permanent => HasMoved,
+        (7, 20) | (7, 21) | (7, 22) | (7, 23) | (7, 24) | (7, 26) | (7, 29) => AuthFailure,
         (7, 25) => RequirePtr,
-        (7, 23) | (7, 24) | (7, 26) => PolicyViolation,
-        (7, _) => SecurityError,
+        (7, 27) if permanent => NotAccept,
+        (7, 28) if permanent => SpamDetected,
+        (7, 30) if permanent => FailedStartTls,
+        (7, 0) if !permanent => return None,
+        (7, 3) | (7, 4) | (7, 8) | (7, 9) | (7, 10) | (7, 11) | (7, 14) | (7, 19) if permanent => {
+            SecurityError
+        }
+        (7, 0) | (7, 1) | (7, 2) => SecurityError,
+        (7, 5) | (7, 6) | (7, 7) | (7, 12) | (7, 15) => SecurityError,
         _ => return None,
     })
 }

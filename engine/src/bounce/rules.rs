@@ -27,6 +27,11 @@ pub const DEFAULT_RULES_TOML: &str = include_str!("../../../config/bounce-rules.
 /// cannot exhaust memory.
 const SIZE_LIMIT: usize = 16 << 20;
 
+/// Room for the lazy DFA that matches the whole set in one pass. The default (2 MiB)
+/// is too small for a set this size: the DFA keeps clearing its cache and falls back
+/// to a much slower engine.
+const DFA_CACHE_LIMIT: usize = 32 << 20;
+
 static DEFAULTS: LazyLock<Rules> =
     LazyLock::new(|| match Rules::parse(DEFAULT_RULES_TOML, false) {
         Ok(rules) => rules,
@@ -345,6 +350,7 @@ impl Rules {
         let set = RegexSetBuilder::new(&patterns)
             .case_insensitive(true)
             .size_limit(SIZE_LIMIT)
+            .dfa_size_limit(DFA_CACHE_LIMIT)
             .build()
             .map_err(|e| RulesError::TooLarge(e.to_string()))?;
         Ok(Rules { rules, set, owner })
@@ -469,6 +475,11 @@ impl Rules {
             classification: verdict(reply, reason_from_code(reply.code), None),
             basis: Basis::Code(reply.code),
         }
+    }
+
+    /// The first rule that matches the reply, without falling back to status or code.
+    pub fn find(&self, reply: &SmtpReply) -> Option<&Rule> {
+        self.matching_rule(reply).map(|i| &self.rules[i])
     }
 
     fn matching_rule(&self, reply: &SmtpReply) -> Option<usize> {
@@ -826,7 +837,7 @@ mod tests {
             (
                 421,
                 "4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes",
-                Reason::Blocked,
+                Reason::BadReputation,
                 BounceClass::Soft,
                 Category::SpamBlock,
             ),

@@ -44,7 +44,7 @@ pub enum Action {
 }
 
 impl Action {
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         let word = s.split(|c: char| c.is_whitespace() || c == '(').next()?;
         Some(match word.to_ascii_lowercase().as_str() {
             "failed" => Action::Failed,
@@ -276,7 +276,7 @@ fn bad_field(field: &'static str, location: String, value: &str) -> ReportError 
 }
 
 /// `dns; mx.example.net (comment)` -> `mx.example.net`.
-fn typed_name(value: &str) -> String {
+pub(crate) fn typed_name(value: &str) -> String {
     let v = match value.split_once(';') {
         Some((_, rest)) => rest,
         None => value,
@@ -289,7 +289,7 @@ fn typed_name(value: &str) -> String {
 }
 
 /// Splits `type; text` and reads the SMTP reply out of the text.
-fn parse_diagnostic(value: &str) -> Diagnostic {
+pub(crate) fn parse_diagnostic(value: &str) -> Diagnostic {
     let (kind, text) = match value.split_once(';') {
         Some((k, t))
             if !k.trim().is_empty() && k.len() <= 40 && !k.trim().contains(char::is_whitespace) =>

@@ -1,6 +1,13 @@
 //! Asynchronous reports: delivery status notifications (bounces, RFC 3464) and abuse
 //! complaints (ARF, RFC 5965), read from the raw bytes of an inbound message.
 //!
+//! Two readers share the MIME layer. [`parse_report`] is strict: standard reports only,
+//! and a precise error for anything else. [`analyse`] is the bounce analyser for
+//! real-world mail: it also reads the non-standard bounces of the common MTAs and
+//! mailbox providers (one module per format under `mta/`), automatic replies, and
+//! classifies every recipient in Sisimai's vocabulary with the bounce rules
+//! ([`Analysis`], [`Finding`]).
+//!
 //! [`parse_report`] finds the `multipart/report` (at the top or wrapped in other
 //! multiparts or forwarded as `message/rfc822`), reads its machine-readable part and the
 //! headers of the returned original message, and says precisely why when the input is
@@ -18,13 +25,19 @@
 //! multipart splitting and two transfer encodings, and owning those few hundred lines
 //! keeps the limits above under our control.
 
+mod analysis;
 mod arf;
 mod dsn;
+mod mail;
 mod mime;
+mod mta;
+mod verdict;
 
+pub use analysis::{Analysis, Finding, MessageKind, analyse, analyse_with};
 pub use arf::{Arf, FeedbackType};
 pub use dsn::{Action, Diagnostic, Dsn, DsnRecipient};
 pub use mime::{Headers, MAX_PARTS};
+pub use mta::SmtpCommand;
 
 use crate::domain::{
     address::EmailAddress,
@@ -119,6 +132,42 @@ pub enum ReportError {
         location: String,
         value: String,
     },
+}
+
+/// The messages of an mbox file, each starting with its `From sender date` line; the
+/// whole input when it is one message. Body lines that start with "From " are not
+/// separators unless they end in a year, as the separator line does.
+pub fn mbox_messages(raw: &[u8]) -> Vec<&[u8]> {
+    let mut starts = vec![0];
+    let mut start = 0;
+    for (line, next) in mime::lines(raw) {
+        if start > 0 && is_mbox_separator(line) {
+            starts.push(start);
+        }
+        start = next;
+    }
+    starts.push(raw.len());
+    starts
+        .windows(2)
+        .map(|w| &raw[w[0]..w[1]])
+        .filter(|m| m.iter().any(|b| !b.is_ascii_whitespace()))
+        .collect()
+}
+
+/// `From MAILER-DAEMON  Thu Jul  2 12:05:05 2020`.
+fn is_mbox_separator(line: &[u8]) -> bool {
+    let Some(rest) = line.strip_prefix(b"From ") else {
+        return false;
+    };
+    let words: Vec<&[u8]> = rest
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.len() >= 3
+        && !words[0].contains(&b':')
+        && words
+            .last()
+            .is_some_and(|y| y.len() == 4 && y.iter().all(u8::is_ascii_digit))
 }
 
 /// Parses a raw inbound message as a DSN or an ARF complaint.
@@ -297,18 +346,7 @@ impl Report {
     /// (`Delivered-To`, `X-Original-To`, `Envelope-To`, `X-Envelope-To`, then `To`).
     /// Prefer the SMTP RCPT TO when the report arrived over SMTP.
     pub fn envelope_recipient(&self) -> Option<&str> {
-        let h = self.headers();
-        [
-            "delivered-to",
-            "x-original-to",
-            "envelope-to",
-            "x-envelope-to",
-            "to",
-        ]
-        .iter()
-        .find_map(|n| h.get(n))
-        .map(bare_address)
-        .filter(|a| a.contains('@'))
+        envelope_recipient_in(self.headers())
     }
 
     /// Addresses that may be the VERP return path of the original message, most
@@ -344,21 +382,12 @@ impl Report {
     /// The engine's id of the returned message: `X-Maily-Message-Id`, else the
     /// `Message-ID` the engine builds (`<uuid@domain>`).
     pub fn original_message_id(&self) -> Option<MessageId> {
-        if let Some(id) = self
-            .original_header(MESSAGE_ID_HEADER)
-            .and_then(|v| MessageId::parse(v.trim()).ok())
-        {
-            return Some(id);
-        }
-        let mid = self.original_header("message-id")?;
-        let inner = bare_address(mid);
-        MessageId::parse(inner.split('@').next()?).ok()
+        engine_message_id(self.original_headers())
     }
 
     /// The campaign of the returned message (`X-Maily-Campaign`).
     pub fn original_campaign(&self) -> Option<CampaignId> {
-        self.original_header(CAMPAIGN_HEADER)
-            .and_then(|v| CampaignId::parse(v.trim()).ok())
+        engine_campaign(self.original_headers())
     }
 
     /// The recipients the report is about, where they parse as addresses: each DSN
@@ -377,6 +406,43 @@ impl Report {
                 .collect(),
         }
     }
+}
+
+/// The address a message was delivered to, from its header fields (`Delivered-To`,
+/// `X-Original-To`, `Envelope-To`, `X-Envelope-To`, then `To`).
+fn envelope_recipient_in(h: &Headers) -> Option<&str> {
+    [
+        "delivered-to",
+        "x-original-to",
+        "envelope-to",
+        "x-envelope-to",
+        "to",
+    ]
+    .iter()
+    .find_map(|n| h.get(n))
+    .map(bare_address)
+    .filter(|a| a.contains('@'))
+}
+
+/// The engine's id of a returned message: `X-Maily-Message-Id`, else the `Message-ID`
+/// the engine builds (`<uuid@domain>`).
+fn engine_message_id(original: Option<&Headers>) -> Option<MessageId> {
+    let original = original?;
+    if let Some(id) = original
+        .get(MESSAGE_ID_HEADER)
+        .and_then(|v| MessageId::parse(v.trim()).ok())
+    {
+        return Some(id);
+    }
+    let inner = bare_address(original.get("message-id")?);
+    MessageId::parse(inner.split('@').next()?).ok()
+}
+
+/// The campaign of a returned message (`X-Maily-Campaign`).
+fn engine_campaign(original: Option<&Headers>) -> Option<CampaignId> {
+    original?
+        .get(CAMPAIGN_HEADER)
+        .and_then(|v| CampaignId::parse(v.trim()).ok())
 }
 
 /// Reads the blocks of a machine-readable part (fields separated by blank lines).
@@ -535,6 +601,17 @@ X-Maily-Campaign: 6f1c7c1e-3b7a-4c55-9a55-0f3c1b2a9d10\r\n\
         let folded = format!("Subject: a\n{}", " b\n".repeat(MAX_INPUT / 3 - 10));
         let _ = parse_report(folded.as_bytes());
         assert!(start.elapsed().as_secs() < 10, "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn mbox_files_split_into_messages() {
+        let one = b"From a@b  Thu Apr 29 2015\nSubject: x\n\nbody\n";
+        assert_eq!(mbox_messages(one), [&one[..]]);
+        let two = b"From a  Thu Jul  2 12:05:05 2020\nSubject: x\n\nbody\nFrom here is not a separator\n--b--\nFrom b  Thu Jul  2 12:05:06 2020\nSubject: y\n\n";
+        let parts = mbox_messages(two);
+        assert_eq!(parts.len(), 2);
+        assert!(parts[1].starts_with(b"From b"));
+        assert!(mbox_messages(b"").is_empty());
     }
 
     #[test]
