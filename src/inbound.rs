@@ -38,6 +38,12 @@ impl MessageHandler for ReportHandler {
                     format!("5.6.0 not a usable report: {e}"),
                 ))
             }
+            Err(e @ InboundError::NotAReport) => {
+                info!(peer = %message.peer, "inbound message refused: not a report");
+                metrics::counter!("maily_inbound_reports_total", "result" => "not_a_report")
+                    .increment(1);
+                Verdict::Refuse(SinkReply::new(554, format!("5.6.0 {e}")))
+            }
             Err(e @ InboundError::Unavailable(_)) => {
                 warn!(peer = %message.peer, error = %e, "inbound report deferred");
                 Verdict::Refuse(SinkReply::new(

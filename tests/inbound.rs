@@ -210,12 +210,23 @@ fn reports_to_verp_and_feedback_addresses_bounce_complain_and_suppress() {
         let replies = submit(
             listener.addr(),
             &m.mail_from,
-            "Subject: out of office\n\nI am away.\n",
+            "Subject: a question\n\nWho sent this?\n",
         )
         .await;
         let (code, text) = replies.last().unwrap();
         assert_eq!(*code, 554, "{replies:?}");
-        assert!(text.contains("not a multipart/report"), "{text}");
+        assert!(
+            text.contains("not a bounce, complaint or automatic reply"),
+            "{text}"
+        );
+        // An automatic reply (RFC 3834) is taken and acts on nothing.
+        let replies = submit(
+            listener.addr(),
+            &m.mail_from,
+            "From: person3@example.com\nAuto-Submitted: auto-replied\nSubject: Out of office\n\nI am away.\n",
+        )
+        .await;
+        assert_eq!(replies.last().unwrap().0, 250, "{replies:?}");
 
         let deadline = Instant::now() + Duration::from_secs(30);
         let s = loop {

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use maily_engine::bounce::SmtpReply;
 use maily_engine::bounce::rules::Rules;
 use maily_engine::ports::Fence;
-use maily_engine::records::{EventRecord, InboundRecord, ReportKind, topics};
+use maily_engine::records::{EventRecord, InboundRecord, ReportKind, ReportVerdict, topics};
 use maily_engine::{BounceClass, EmailAddress, EventKind, TenantId, Timestamp};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,15 +49,24 @@ impl BounceWorker {
 }
 
 impl BounceWorker {
-    /// Classifies a failure reply; a hard bounce suppresses the address.
+    /// Classifies a failure reply (or takes the bounce analyser's verdict on a report,
+    /// which saw the whole report); a hard bounce suppresses the address.
     async fn bounce(
         &self,
         tenant: &TenantId,
         recipient: &EmailAddress,
         reply: &SmtpReply,
+        analysed: Option<&ReportVerdict>,
         source: &'static str,
     ) -> anyhow::Result<EventKind> {
-        let verdict = self.rules.classify(reply);
+        let (reason, class, status) = match analysed {
+            Some(v) => (v.reason, v.class, v.status.clone()),
+            None => {
+                let v = self.rules.classify(reply);
+                (v.reason, v.class, reply.enhanced.map(|e| e.to_string()))
+            }
+        };
+        let verdict = Classified { reason, class };
         let class = match verdict.class {
             BounceClass::Hard => "hard",
             BounceClass::Soft => "soft",
@@ -71,7 +80,7 @@ impl BounceWorker {
         Ok(EventKind::Bounced {
             class: verdict.class,
             reason: verdict.reason,
-            status: reply.enhanced.map(|e| e.to_string()),
+            status,
             reply: reply.to_string(),
         })
     }
@@ -145,7 +154,9 @@ impl Worker for BounceWorker {
                     recipient,
                     reply,
                 } => {
-                    let kind = self.bounce(&tenant, &recipient, &reply, "sync").await?;
+                    let kind = self
+                        .bounce(&tenant, &recipient, &reply, None, "sync")
+                        .await?;
                     Some((message_id, tenant, campaign, recipient, kind))
                 }
                 InboundRecord::Report {
@@ -166,7 +177,15 @@ impl Worker for BounceWorker {
                             let reply = report.reply.clone().unwrap_or_else(|| {
                                 SmtpReply::new(550, "5.0.0 bounce report without a status")
                             });
-                            let kind = self.bounce(&tenant, &recipient, &reply, "report").await?;
+                            let kind = self
+                                .bounce(
+                                    &tenant,
+                                    &recipient,
+                                    &reply,
+                                    report.verdict.as_ref(),
+                                    "report",
+                                )
+                                .await?;
                             Some((message_id, tenant, campaign, recipient, kind))
                         }
                         // A relay still trying tells nothing to act on yet.
@@ -210,4 +229,10 @@ impl Worker for BounceWorker {
     async fn shutdown(&mut self) -> anyhow::Result<()> {
         Ok(())
     }
+}
+
+/// A bounce's reason and class, whoever decided them.
+struct Classified {
+    reason: maily_engine::bounce::Reason,
+    class: BounceClass,
 }

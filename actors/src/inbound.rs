@@ -1,6 +1,9 @@
-//! The inbound side: reports (DSNs and ARF complaints) received by the listener are
-//! parsed, attributed to the message they are about and published to the inbound
-//! topic, where the bounce actor classifies them.
+//! The inbound side: reports received by the listener are read by the bounce analyser
+//! (`maily_engine::report::analyse`: RFC 3464 DSNs, ARF complaints and the formats of
+//! the common MTAs and mailbox providers), attributed to the message they are about and
+//! published to the inbound topic with the analyser's verdict, where the bounce actor
+//! records them and applies the suppression policy. Automatic replies and delivery
+//! confirmations are accepted and dropped; anything else is refused as not a report.
 //!
 //! Attribution, most trusted first: the VERP address the report was sent to (signed,
 //! so it cannot be forged to suppress someone else's address); a VERP address among
@@ -15,9 +18,12 @@
 //! reporting server is asked to try again later.
 
 use crate::common::Outbox;
+use maily_engine::bounce::SmtpReply;
 use maily_engine::ports::{EventLog, Store};
-use maily_engine::records::{InboundRecord, ReceivedReport, ReportKind, topics};
-use maily_engine::report::{Action, Report, ReportError, parse_report};
+use maily_engine::records::{InboundRecord, ReceivedReport, ReportKind, ReportVerdict, topics};
+use maily_engine::report::{
+    Action, Analysis, Finding, MessageKind, Report, ReportError, analyse, parse_report,
+};
 use maily_engine::verp::{VerpCodec, VerpTag};
 use maily_engine::{CampaignId, EmailAddress, MessageId, TenantId};
 use std::sync::Arc;
@@ -29,6 +35,10 @@ pub enum InboundError {
     /// Not a report, or a broken one; the reporting server should not try again.
     #[error("not a usable report: {0}")]
     Malformed(#[from] ReportError),
+    /// A readable message that is neither a bounce nor a complaint nor an automatic
+    /// reply (a person writing to a return path, say).
+    #[error("not a bounce, complaint or automatic reply")]
+    NotAReport,
     /// The report could not be stored; the reporting server should try again later.
     #[error("the report could not be stored: {0:#}")]
     Unavailable(anyhow::Error),
@@ -102,9 +112,29 @@ impl InboundReports {
         }
     }
 
-    /// Parses `raw`, attributes it and publishes one record per attributed recipient.
+    /// Analyses `raw`, attributes it and publishes one record per attributed recipient.
     pub async fn accept(&self, rcpt_to: &[String], raw: &[u8]) -> Result<Outcome, InboundError> {
-        let report = parse_report(raw)?;
+        let report = analyse(raw)?;
+        match report.kind {
+            MessageKind::Bounce | MessageKind::Complaint => {}
+            MessageKind::AutoReply | MessageKind::Delivered => {
+                let kind = if report.kind == MessageKind::AutoReply {
+                    "auto_reply"
+                } else {
+                    "delivered"
+                };
+                metrics::counter!("maily_inbound_reports_total", "result" => kind).increment(1);
+                debug!(kind, "nothing to act on");
+                return Ok(Outcome {
+                    published: 0,
+                    unattributed: 0,
+                });
+            }
+            MessageKind::Other => return Err(InboundError::NotAReport),
+        }
+        // Sender fields only a structured report carries (a complaint's
+        // Original-Mail-From, X-Postfix-Sender) are further VERP candidates.
+        let structured = parse_report(raw).ok();
         let envelope_tag = rcpt_to
             .iter()
             .find_map(|a| self.verp.as_ref()?.decode(a).ok());
@@ -113,10 +143,15 @@ impl InboundReports {
             published: 0,
             unattributed: 0,
         };
-        for (named, detail) in lines(&report) {
+        for (named, detail) in lines(&report, structured.as_ref()) {
             let Some(detail) = detail else { continue };
             let found = self
-                .attribute(&report, envelope_tag.as_ref(), named.as_ref())
+                .attribute(
+                    &report,
+                    structured.as_ref(),
+                    envelope_tag.as_ref(),
+                    named.as_ref(),
+                )
                 .await
                 .map_err(InboundError::Unavailable)?;
             let Some(a) = found else {
@@ -157,7 +192,8 @@ impl InboundReports {
     /// Ties one report line (about `named`, when the report says) to a message.
     async fn attribute(
         &self,
-        report: &Report,
+        report: &Analysis,
+        structured: Option<&Report>,
         envelope_tag: Option<&VerpTag>,
         named: Option<&EmailAddress>,
     ) -> anyhow::Result<Option<Attributed>> {
@@ -170,13 +206,15 @@ impl InboundReports {
         };
         // One message per recipient is sent, so a VERP tag names exactly one line:
         // the one about its recipient, or the only one.
-        let single = lines(report).len() == 1;
+        let single = report.findings.len() == 1;
         let fits = |tag: &VerpTag| single || named.is_none_or(|n| *n == tag.recipient);
         if let Some(tag) = envelope_tag.filter(|t| fits(t)) {
             return Ok(Some(from_tag(tag, "verp")));
         }
         if let Some(verp) = &self.verp {
-            for candidate in report.verp_candidates() {
+            let mut candidates = report.verp_candidates();
+            candidates.extend(structured.map(Report::verp_candidates).unwrap_or_default());
+            for candidate in candidates {
                 if let Ok(tag) = verp.decode(candidate)
                     && fits(&tag)
                 {
@@ -185,8 +223,8 @@ impl InboundReports {
             }
         }
         let (Some(message_id), Some(campaign), Some(recipient)) = (
-            report.original_message_id(),
-            report.original_campaign(),
+            report.engine_message_id(),
+            report.engine_campaign(),
             named.cloned().or_else(|| {
                 report
                     .original_header("to")
@@ -211,47 +249,70 @@ impl InboundReports {
 }
 
 /// The report's lines: the recipient each is about (when it parses) and what it says
-/// (`None` for DSN actions that need nothing: delivered, relayed, expanded).
-fn lines(report: &Report) -> Vec<(Option<EmailAddress>, Option<ReceivedReport>)> {
-    match report {
-        Report::Dsn(dsn) => dsn
-            .recipients
-            .iter()
-            .map(|r| {
-                let kind = match r.action {
-                    Action::Failed => Some(ReportKind::Bounce),
-                    Action::Delayed => Some(ReportKind::Delay),
-                    Action::Delivered | Action::Relayed | Action::Expanded => None,
-                };
-                let detail = kind.map(|kind| ReceivedReport {
-                    kind,
-                    reply: Some(r.reply()),
-                    remote_mta: r.remote_mta.clone(),
-                    reporting_mta: dsn.reporting_mta.clone(),
-                    attributed_by: String::new(),
-                });
-                (r.address().ok(), detail)
-            })
-            .collect(),
-        Report::Complaint(arf) => {
-            // not-spam and auth-failure reports say nothing about the recipient's wishes.
-            let detail = arf.feedback_type.is_complaint().then(|| ReceivedReport {
-                kind: ReportKind::Complaint {
-                    feedback_type: arf.feedback_type.as_str().to_string(),
+/// (`None` for what needs nothing: delivered, relayed or expanded recipients, and
+/// complaints that are not about the recipient's wishes, such as not-spam).
+fn lines(
+    report: &Analysis,
+    structured: Option<&Report>,
+) -> Vec<(Option<EmailAddress>, Option<ReceivedReport>)> {
+    let reporting_mta = structured.and_then(|r| match r {
+        Report::Dsn(dsn) => dsn.reporting_mta.clone(),
+        Report::Complaint(arf) => arf.reporting_mta.clone(),
+    });
+    report
+        .findings
+        .iter()
+        .map(|f| {
+            let kind = match report.kind {
+                MessageKind::Complaint => f
+                    .feedback_type
+                    .as_ref()
+                    .filter(|t| t.is_complaint())
+                    .map(|t| ReportKind::Complaint {
+                        feedback_type: t.as_str().to_string(),
+                    }),
+                _ => match f.action {
+                    Some(Action::Delayed) => Some(ReportKind::Delay),
+                    Some(Action::Delivered | Action::Relayed | Action::Expanded) => None,
+                    Some(Action::Failed) | None => Some(ReportKind::Bounce),
                 },
-                reply: None,
-                remote_mta: None,
-                reporting_mta: arf.reporting_mta.clone(),
-                attributed_by: String::new(),
+            };
+            let detail = kind.map(|kind| {
+                let complaint = matches!(kind, ReportKind::Complaint { .. });
+                ReceivedReport {
+                    reply: (!complaint).then(|| reply_of(f)),
+                    remote_mta: f.remote_host.clone(),
+                    reporting_mta: reporting_mta.clone(),
+                    attributed_by: String::new(),
+                    verdict: (!complaint).then(|| ReportVerdict {
+                        reason: f.reason,
+                        class: f.class,
+                        status: f.status.map(|s| s.to_string()),
+                        format: report.format.clone(),
+                    }),
+                    kind,
+                }
             });
-            // A complaint is about one message; its recipient is often redacted.
-            let named = arf
-                .original_rcpt_to
-                .iter()
-                .find_map(|r| EmailAddress::parse(r).ok());
-            vec![(named, detail)]
-        }
-    }
+            (f.address().ok(), detail)
+        })
+        .collect()
+}
+
+/// The failure reply of a finding: its reply code (else one of the status's class),
+/// the status the report gave, and the diagnostic text.
+fn reply_of(f: &Finding) -> SmtpReply {
+    let status = f.status.filter(|_| !f.pseudo_status);
+    let code = f.reply_code.unwrap_or(match status.map(|s| s.class) {
+        Some(4) => 450,
+        _ => 550,
+    });
+    let text = match status {
+        Some(s) if !f.diagnostic.contains(&s.to_string()) => format!("{s} {}", f.diagnostic),
+        _ => f.diagnostic.clone(),
+    };
+    let mut reply = SmtpReply::new(code, text);
+    reply.enhanced = reply.enhanced.or(status);
+    reply
 }
 
 /// The address inside `Name <addr>` or `<addr>`.

@@ -101,6 +101,23 @@ pub struct ReceivedReport {
     pub reporting_mta: Option<String>,
     /// How the report was tied to the message: "verp", "return-path" or "headers".
     pub attributed_by: String,
+    /// The bounce analyser's verdict on this recipient (reason, hard or soft, status),
+    /// read with the whole report in view (its MTA's format and wording, the SMTP step
+    /// that failed). Absent on records written before the analyser: the bounce actor
+    /// then classifies the reply alone.
+    #[serde(default)]
+    pub verdict: Option<ReportVerdict>,
+}
+
+/// What the bounce analyser concluded about one recipient of a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportVerdict {
+    pub reason: crate::bounce::Reason,
+    pub class: crate::domain::event::BounceClass,
+    /// The RFC 3463 status the report gave, or the pseudo code for the reason.
+    pub status: Option<String>,
+    /// The MTA format that read the report (`postfix`, `rfc3464`, `arf`...).
+    pub format: Option<String>,
 }
 
 /// The kinds of asynchronous report.
