@@ -13,6 +13,7 @@ use maily_chain::LedgerChain;
 use maily_config::{
     HotKind, LimitSection, LimitsSection, LogKind, Settings, SmtpSection, StoreKind,
 };
+use maily_engine::bounce::policy::{Selection, SuppressionPolicy};
 use maily_engine::bounce::rules::Rules;
 use maily_engine::ports::{Chain, EventLog, HotState, Resolver, Store};
 use maily_engine::reward::RewardFormula;
@@ -378,6 +379,21 @@ pub fn bounce_rules(s: &Settings) -> anyhow::Result<Arc<Rules>> {
     Ok(Arc::new(rules))
 }
 
+/// The suppression policy of `[bounce] suppress` and `[bounce.tenants]`.
+pub fn suppression(s: &Settings) -> anyhow::Result<SuppressionPolicy> {
+    let default = Selection::parse(&s.bounce.suppress).context("bounce.suppress")?;
+    let mut tenants = std::collections::HashMap::new();
+    for (name, section) in &s.bounce.tenants {
+        let key = format!("bounce.tenants.{name}");
+        let tenant = maily_engine::TenantId::parse(name)
+            .map_err(|e| anyhow::anyhow!("{key}: not a tenant id: {e}"))?;
+        let list =
+            Selection::parse(&section.suppress).with_context(|| format!("{key}.suppress"))?;
+        tenants.insert(tenant, list);
+    }
+    Ok(SuppressionPolicy::new(default, tenants))
+}
+
 /// The actors' settings.
 pub fn engine_settings(s: &Settings) -> anyhow::Result<EngineSettings> {
     let f = s.reward.formula;
@@ -397,6 +413,7 @@ pub fn engine_settings(s: &Settings) -> anyhow::Result<EngineSettings> {
         },
         bounce_batch_size: s.bounce.batch_size,
         bounce_rules: bounce_rules(s)?,
+        suppression: Arc::new(suppression(s)?),
         analytics: AnalyticsSettings {
             flush_size: s.analytics.flush_size,
             flush_interval: s.analytics.flush_interval,

@@ -5,6 +5,7 @@ use crate::common::{Cursor, Outbox, Ports, decode_or_dead_letter, save_positions
 use crate::worker::{Step, Worker};
 use anyhow::Context as _;
 use maily_engine::bounce::SmtpReply;
+use maily_engine::bounce::policy::SuppressionPolicy;
 use maily_engine::bounce::rules::Rules;
 use maily_engine::ports::Fence;
 use maily_engine::records::{EventRecord, InboundRecord, ReportKind, ReportVerdict, topics};
@@ -24,6 +25,7 @@ pub struct BounceWorker {
     cursor: Option<Cursor>,
     fence: Option<Fence>,
     rules: Arc<Rules>,
+    policy: Arc<SuppressionPolicy>,
 }
 
 impl BounceWorker {
@@ -35,6 +37,7 @@ impl BounceWorker {
         idle_wait: Duration,
         fence: Option<Fence>,
         rules: Arc<Rules>,
+        policy: Arc<SuppressionPolicy>,
     ) -> Self {
         BounceWorker {
             ports,
@@ -44,13 +47,15 @@ impl BounceWorker {
             cursor: None,
             fence,
             rules,
+            policy,
         }
     }
 }
 
 impl BounceWorker {
     /// Classifies a failure reply (or takes the bounce analyser's verdict on a report,
-    /// which saw the whole report); a hard bounce suppresses the address.
+    /// which saw the whole report); the tenant's suppression policy decides whether
+    /// the address is suppressed (by default: hard bounces).
     async fn bounce(
         &self,
         tenant: &TenantId,
@@ -73,8 +78,11 @@ impl BounceWorker {
         };
         metrics::counter!("maily_bounces_total", "reason" => verdict.reason.as_str(), "class" => class, "source" => source)
             .increment(1);
-        if verdict.class == BounceClass::Hard {
-            let why = format!("hard bounce: {}", verdict.reason);
+        if self
+            .policy
+            .suppresses(tenant, verdict.reason, verdict.class)
+        {
+            let why = format!("{class} bounce: {}", verdict.reason);
             self.suppress(tenant, recipient, &why).await?;
         }
         Ok(EventKind::Bounced {

@@ -14,6 +14,7 @@ use crate::worker::{Command, Shutdown, Worker, WorkerActor};
 use actix::{Actor, Addr};
 use anyhow::{Context as _, anyhow};
 use maily_engine::Timestamp;
+use maily_engine::bounce::policy::SuppressionPolicy;
 use maily_engine::bounce::rules::Rules;
 use maily_engine::ports::AnchorReceipt;
 use maily_engine::ports::Lease;
@@ -37,6 +38,8 @@ pub struct EngineSettings {
     pub bounce_batch_size: usize,
     /// Reply-text rules for classifying bounces.
     pub bounce_rules: Arc<Rules>,
+    /// Which bounces suppress an address, per tenant.
+    pub suppression: Arc<SuppressionPolicy>,
     pub analytics: AnalyticsSettings,
     pub reward_formula: RewardFormula,
     pub epoch_interval: Duration,
@@ -190,12 +193,13 @@ impl Inner {
                 Some(g.clone()),
             )
         });
-        let (ports, batch, idle, fe, rules) = (
+        let (ports, batch, idle, fe, rules, policy) = (
             self.ports.clone(),
             self.settings.bounce_batch_size,
             self.settings.sender.idle_wait,
             fence.clone(),
             Arc::clone(&self.settings.bounce_rules),
+            Arc::clone(&self.settings.suppression),
         );
         let bounce = self.sup.spawn(format!("bounce/{p}"), move || {
             BounceWorker::new(
@@ -205,6 +209,7 @@ impl Inner {
                 idle,
                 Some(fe.clone()),
                 Arc::clone(&rules),
+                Arc::clone(&policy),
             )
         });
         let (ports, a, f, fe) = (

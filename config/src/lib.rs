@@ -421,6 +421,24 @@ pub struct BounceSection {
     pub batch_size: usize,
     /// A TOML file of reply-text rules; empty uses the shipped rules.
     pub rules_file: String,
+    /// Bounce reasons that suppress an address for good; `hard` stands for every hard
+    /// bounce.
+    #[serde(default = "hard_only")]
+    pub suppress: Vec<String>,
+    /// `[bounce.tenants.<tenant>]`: a tenant's own list instead of `suppress`.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, BounceTenantSection>,
+}
+
+fn hard_only() -> Vec<String> {
+    vec!["hard".into()]
+}
+
+/// One tenant's suppression list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BounceTenantSection {
+    pub suppress: Vec<String>,
 }
 
 /// `[analytics]`
