@@ -57,6 +57,22 @@ fn a_tenant_list_suppresses_the_reasons_it_names() {
                 "person1@example.com".to_string()
             ])
         );
+        // The bounces by reason add up to the counters.
+        let reasons = h.ports.store.bounce_reasons(c.id).await.unwrap();
+        assert_eq!(
+            reasons.iter().map(|r| r.count).sum::<u64>(),
+            3,
+            "{reasons:?}"
+        );
+        let of = |name: &str| reasons.iter().find(|r| r.reason == name).cloned();
+        assert_eq!(
+            of("userunknown").map(|r| (r.hard, r.count)),
+            Some((true, 1))
+        );
+        assert_eq!(
+            of("mailboxfull").map(|r| (r.hard, r.count)),
+            Some((false, 1))
+        );
         let full = maily_engine::EmailAddress::parse("person1@example.com").unwrap();
         assert!(h.ports.hot.is_suppressed(&h.tenant, &full).await.unwrap());
     });

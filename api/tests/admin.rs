@@ -1437,7 +1437,21 @@ async fn stats_over_rest_equal_what_grpc_says() {
             fence: None,
             offsets: vec![],
             stats: vec![(TenantId::parse("acme").unwrap(), campaign_id, stats)],
-            messages: vec![],
+            messages: [
+                ("bounced_hard", "userunknown: 550 5.1.1 no such user"),
+                ("bounced_soft", "mailboxfull: 552 5.2.2 mailbox full"),
+            ]
+            .into_iter()
+            .map(|(status, detail)| maily_engine::ports::MessageState {
+                message_id: maily_engine::MessageId::new(),
+                tenant: TenantId::parse("acme").unwrap(),
+                campaign: campaign_id,
+                recipient: maily_engine::EmailAddress::parse("ann@example.com").unwrap(),
+                mask: 0b1000,
+                status: status.into(),
+                detail: Some(detail.into()),
+            })
+            .collect(),
         })
         .await
         .unwrap();
@@ -1465,13 +1479,17 @@ async fn stats_over_rest_equal_what_grpc_says() {
     request
         .metadata_mut()
         .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    let from_grpc = client
+    let answer = client
         .get_campaign_stats(request)
         .await
         .unwrap()
-        .into_inner()
-        .stats
-        .unwrap();
+        .into_inner();
+    let from_grpc = answer.stats.unwrap();
+    let reasons: Vec<_> = answer
+        .bounces_by_reason
+        .iter()
+        .map(|r| json!({"reason": r.reason, "class": r.class, "count": r.count}))
+        .collect();
     let from_rest = s
         .get(&format!("/v1/tenants/acme/campaigns/{id}/stats"), &key)
         .await;
@@ -1487,6 +1505,14 @@ async fn stats_over_rest_equal_what_grpc_says() {
     });
     assert_eq!(from_rest.body["stats"], grpc_json);
     assert_eq!(from_rest.body["stats"]["finished"], 10);
+    assert_eq!(
+        from_rest.body["bounces_by_reason"],
+        json!([
+            {"reason": "mailboxfull", "class": "soft", "count": 1},
+            {"reason": "userunknown", "class": "hard", "count": 1},
+        ])
+    );
+    assert_eq!(from_rest.body["bounces_by_reason"], json!(reasons));
     stop.send(()).unwrap();
     grpc.await.unwrap().unwrap();
     s.shut_down().await;

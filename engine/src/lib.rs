@@ -31,6 +31,6 @@ pub use domain::{
     },
     event::{BounceClass, EventKind},
     ids::{CampaignId, IdError, ListId, MessageId, SegmentId, TenantId},
-    stats::CampaignStats,
+    stats::{CampaignStats, ReasonCount},
 };
 pub use time::{TimeError, Timestamp};

@@ -13,7 +13,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use maily_engine::template::Template;
 use maily_engine::{
-    Campaign, CampaignId, CampaignState, CampaignStats, CampaignStatus, TenantId, Timestamp,
+    Campaign, CampaignId, CampaignState, CampaignStats, CampaignStatus, ReasonCount, TenantId,
+    Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -195,6 +196,32 @@ impl From<&CampaignStats> for StatsBody {
 pub struct CampaignStatsBody {
     pub campaign_id: String,
     pub stats: StatsBody,
+    /// Bounced messages by reason and class, most frequent first; together they make
+    /// `bounced_hard` and `bounced_soft` (read a moment apart, so a flush in between
+    /// may show here first).
+    pub bounces_by_reason: Vec<BounceReasonBody>,
+}
+
+/// How many messages bounced for one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct BounceReasonBody {
+    /// In Sisimai's vocabulary: `userunknown`, `mailboxfull`, `blocked`...
+    #[schema(example = "userunknown")]
+    pub reason: String,
+    /// `hard` or `soft`.
+    #[schema(example = "hard")]
+    pub class: String,
+    pub count: u64,
+}
+
+impl From<&ReasonCount> for BounceReasonBody {
+    fn from(r: &ReasonCount) -> Self {
+        BounceReasonBody {
+            reason: r.reason.clone(),
+            class: if r.hard { "hard" } else { "soft" }.to_string(),
+            count: r.count,
+        }
+    }
 }
 
 /// One recipient of a JSON upload.
@@ -499,9 +526,11 @@ pub async fn stats(
             .await
             .map_err(problem::store)?
             .unwrap_or_default();
+        let reasons = s.store.bounce_reasons(c.id).await.map_err(problem::store)?;
         Ok(CampaignStatsBody {
             campaign_id: c.id.to_string(),
             stats: StatsBody::from(&stats),
+            bounces_by_reason: reasons.iter().map(BounceReasonBody::from).collect(),
         })
     })
     .await?;

@@ -323,9 +323,22 @@ impl CampaignService for CampaignApi {
             .await
             .map_err(status::store)?
             .unwrap_or_default();
+        let reasons = self
+            .store
+            .bounce_reasons(campaign.id)
+            .await
+            .map_err(status::store)?;
         Ok(Response::new(proto::GetCampaignStatsResponse {
             campaign_id: campaign.id.to_string(),
             stats: Some(stats_proto(&stats)),
+            bounces_by_reason: reasons
+                .into_iter()
+                .map(|r| proto::BounceReason {
+                    class: if r.hard { "hard" } else { "soft" }.to_string(),
+                    reason: r.reason,
+                    count: r.count,
+                })
+                .collect(),
         }))
     }
 }

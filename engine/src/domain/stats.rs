@@ -112,3 +112,38 @@ impl CampaignStats {
         "suppressed",
     ];
 }
+
+/// How many of a campaign's messages ended bounced for one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReasonCount {
+    /// The reason in Sisimai's vocabulary (`userunknown`, `mailboxfull`...).
+    pub reason: String,
+    /// Whether these bounces were hard.
+    pub hard: bool,
+    pub count: u64,
+}
+
+/// The reason of a bounced message's stored detail (`"<reason>: <reply>"`).
+pub fn bounce_reason_of(detail: Option<&str>) -> &str {
+    detail
+        .and_then(|d| d.split_once(':'))
+        .map_or("unknown", |(reason, _)| reason.trim())
+}
+
+/// Counts `(reason, hard)` pairs, most frequent first, then by reason.
+pub fn count_reasons<'a>(bounces: impl IntoIterator<Item = (&'a str, bool)>) -> Vec<ReasonCount> {
+    let mut counts: std::collections::BTreeMap<(&str, bool), u64> = Default::default();
+    for key in bounces {
+        *counts.entry(key).or_default() += 1;
+    }
+    let mut out: Vec<ReasonCount> = counts
+        .into_iter()
+        .map(|((reason, hard), count)| ReasonCount {
+            reason: reason.to_string(),
+            hard,
+            count,
+        })
+        .collect();
+    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+    out
+}

@@ -9,7 +9,7 @@ use crate::domain::{
         Campaign, CampaignState, CampaignStatus, Contact, ContactList, Segment, StagedRecipient,
     },
     ids::{CampaignId, ListId, MessageId, SegmentId, TenantId},
-    stats::CampaignStats,
+    stats::{CampaignStats, ReasonCount, bounce_reason_of, count_reasons},
 };
 use crate::merkle::{CampaignLeaf, Hash32};
 use crate::time::Timestamp;
@@ -334,6 +334,23 @@ pub trait Store: Send + Sync + 'static {
         campaign: CampaignId,
         status: &str,
     ) -> Result<Vec<MessageState>, StoreError>;
+
+    /// A campaign's bounced messages counted by reason and class, most frequent
+    /// first, as committed with its stats (so the counts add up to `bounced_hard` and
+    /// `bounced_soft`). Adapters answer it with one grouped query; this default reads
+    /// the bounced messages.
+    async fn bounce_reasons(&self, campaign: CampaignId) -> Result<Vec<ReasonCount>, StoreError> {
+        let hard = self.messages_with_status(campaign, "bounced_hard").await?;
+        let soft = self.messages_with_status(campaign, "bounced_soft").await?;
+        let reasons = hard
+            .iter()
+            .map(|m| (bounce_reason_of(m.detail.as_deref()), true))
+            .chain(
+                soft.iter()
+                    .map(|m| (bounce_reason_of(m.detail.as_deref()), false)),
+            );
+        Ok(count_reasons(reasons))
+    }
 
     /// Adds an address to a tenant's suppression list (idempotent).
     async fn suppress(

@@ -15,7 +15,7 @@ use crate::ports::{
     AggregateBatch, ApiKeyRecord, Fence, Lease, LedgerEntry, MessageState, NewApiKey, Settlement,
     SettlementEntry, Store, StoreError, StoredOffset, StoredProof,
 };
-use crate::{CampaignStats, MessageId, TenantId, Timestamp};
+use crate::{CampaignId, CampaignStats, MessageId, TenantId, Timestamp};
 use std::time::Duration;
 
 /// Generates the store contract tests for the adapter returned by `$make().await`.
@@ -32,6 +32,11 @@ macro_rules! store_contract {
             async fn offsets_round_trip() {
                 suite::offsets_round_trip(&super::$make().await).await
             }
+            #[tokio::test]
+            async fn bounce_reasons_count_the_committed_bounces() {
+                suite::bounce_reasons_count_the_committed_bounces(&super::$make().await).await
+            }
+
             #[tokio::test]
             async fn aggregates_commit_with_their_offsets() {
                 suite::aggregates_commit_with_their_offsets(&super::$make().await).await
@@ -186,6 +191,79 @@ pub async fn offsets_round_trip(store: &impl Store) {
     assert!(
         store
             .load_offsets("sender", "events")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Bounced messages are counted by the reason in their detail and by class, most
+/// frequent first; other statuses and other campaigns are not counted.
+pub async fn bounce_reasons_count_the_committed_bounces(store: &impl Store) {
+    let c = sample_campaign("acme");
+    let other = sample_campaign("acme");
+    store.upsert_tenant(&c.tenant, "Acme").await.unwrap();
+    store.insert_campaign(&c).await.unwrap();
+    store.insert_campaign(&other).await.unwrap();
+    let state = |campaign: CampaignId, status: &str, detail: Option<&str>| MessageState {
+        message_id: MessageId::new(),
+        tenant: c.tenant.clone(),
+        campaign,
+        recipient: addr("ann@example.com"),
+        mask: 0b1000,
+        status: status.into(),
+        detail: detail.map(String::from),
+    };
+    let messages = vec![
+        state(
+            c.id,
+            "bounced_hard",
+            Some("userunknown: 550 5.1.1 no such user"),
+        ),
+        state(
+            c.id,
+            "bounced_hard",
+            Some("userunknown: 550 5.1.1 unknown: gone"),
+        ),
+        state(c.id, "bounced_soft", Some("mailboxfull: 552 5.2.2 full")),
+        state(
+            c.id,
+            "bounced_hard",
+            Some("hostunknown: 550 5.1.2 no such domain"),
+        ),
+        state(c.id, "bounced_soft", None),
+        state(c.id, "delivered", None),
+        state(c.id, "deferred", Some("451 4.7.1 try later")),
+        state(other.id, "bounced_hard", Some("userunknown: 550 5.1.1 x")),
+    ];
+    store
+        .commit_aggregates(&AggregateBatch {
+            group: "analytics".into(),
+            fence: None,
+            offsets: vec![],
+            stats: vec![],
+            messages,
+        })
+        .await
+        .unwrap();
+    let counted: Vec<(String, bool, u64)> = store
+        .bounce_reasons(c.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.reason, r.hard, r.count))
+        .collect();
+    let expected = [
+        ("userunknown", true, 2),
+        ("hostunknown", true, 1),
+        ("mailboxfull", false, 1),
+        ("unknown", false, 1),
+    ]
+    .map(|(r, h, n)| (r.to_string(), h, n));
+    assert_eq!(counted, expected);
+    assert!(
+        store
+            .bounce_reasons(CampaignId::new())
             .await
             .unwrap()
             .is_empty()

@@ -4,7 +4,7 @@ use super::flush::{self, FlushMethod, MessageRow, Rejected, StatsRow};
 use super::leases::check_fence;
 use super::rows::{RowReader, db_err, raw_text, row_err, stats_columns, stats_to_i64, to_i64};
 use maily_engine::ports::{AggregateBatch, Fence, MessageState, StoreError, StoredOffset};
-use maily_engine::{CampaignId, CampaignStats, MessageId, TenantId};
+use maily_engine::{CampaignId, CampaignStats, MessageId, ReasonCount, TenantId};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
@@ -263,6 +263,36 @@ pub(super) async fn message_masks(
             out.insert(r.parse("message_id")?, r.u32("mask")?);
         }
     }
+    Ok(out)
+}
+
+/// Bounced messages of a campaign by reason (the part of `detail` before the colon)
+/// and class, in one grouped query.
+pub(super) async fn bounce_reasons(
+    pool: &PgPool,
+    campaign: CampaignId,
+) -> Result<Vec<ReasonCount>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT CASE WHEN strpos(detail, ':') > 0 THEN btrim(split_part(detail, ':', 1))
+                     ELSE 'unknown' END AS reason,
+                status = 'bounced_hard' AS hard, count(*) AS n
+         FROM messages WHERE campaign = $1::uuid AND status IN ('bounced_hard', 'bounced_soft')
+         GROUP BY 1, 2",
+    )
+    .bind(campaign.to_string())
+    .fetch_all(pool)
+    .await
+    .map_err(db_err)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let r = RowReader::new(row, "messages", campaign.to_string());
+        out.push(ReasonCount {
+            reason: r.get("reason")?,
+            hard: r.get("hard")?,
+            count: r.u64("n")?,
+        });
+    }
+    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
     Ok(out)
 }
 

@@ -341,6 +341,13 @@ impl Store for PostgresStore {
         analytics::all_stats(&self.pool).await
     }
 
+    async fn bounce_reasons(
+        &self,
+        campaign: CampaignId,
+    ) -> Result<Vec<maily_engine::ReasonCount>, StoreError> {
+        analytics::bounce_reasons(&self.pool, campaign).await
+    }
+
     async fn message_masks(
         &self,
         ids: &[MessageId],

@@ -3,7 +3,7 @@
 use super::leases::check_fence;
 use super::rows::{RowReader, db_err, placeholders, raw_text, stats_columns, stats_to_i64, to_i64};
 use maily_engine::ports::{AggregateBatch, Fence, MessageState, StoreError, StoredOffset};
-use maily_engine::{CampaignId, CampaignStats, MessageId, TenantId, Timestamp};
+use maily_engine::{CampaignId, CampaignStats, MessageId, ReasonCount, TenantId, Timestamp};
 use sqlx::{SqliteConnection, SqlitePool};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
@@ -241,6 +241,36 @@ pub(super) async fn message_masks(
             out.insert(r.parse("message_id")?, r.u32("mask")?);
         }
     }
+    Ok(out)
+}
+
+/// Bounced messages of a campaign by reason (the part of `detail` before the colon)
+/// and class, in one grouped query.
+pub(super) async fn bounce_reasons(
+    pool: &SqlitePool,
+    campaign: CampaignId,
+) -> Result<Vec<ReasonCount>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT CASE WHEN instr(detail, ':') > 0 THEN trim(substr(detail, 1, instr(detail, ':') - 1))
+                     ELSE 'unknown' END AS reason,
+                status = 'bounced_hard' AS hard, count(*) AS n
+         FROM messages WHERE campaign = ? AND status IN ('bounced_hard', 'bounced_soft')
+         GROUP BY 1, 2",
+    )
+    .bind(campaign.to_string())
+    .fetch_all(pool)
+    .await
+    .map_err(db_err)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let r = RowReader::new(row, "messages", campaign.to_string());
+        out.push(ReasonCount {
+            reason: r.get("reason")?,
+            hard: r.get("hard")?,
+            count: r.u64("n")?,
+        });
+    }
+    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
     Ok(out)
 }
 

@@ -28,7 +28,8 @@ use maily_engine::ports::{
 };
 use maily_engine::{
     Campaign, CampaignId, CampaignState, CampaignStats, CampaignStatus, Contact, ContactList,
-    EmailAddress, ListId, MessageId, Segment, SegmentId, StagedRecipient, TenantId, Timestamp,
+    EmailAddress, ListId, MessageId, ReasonCount, Segment, SegmentId, StagedRecipient, TenantId,
+    Timestamp,
 };
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -222,6 +223,10 @@ impl Store for SqliteStore {
 
     async fn all_stats(&self) -> Result<Vec<(TenantId, CampaignId, CampaignStats)>, StoreError> {
         analytics::all_stats(&self.pool).await
+    }
+
+    async fn bounce_reasons(&self, campaign: CampaignId) -> Result<Vec<ReasonCount>, StoreError> {
+        analytics::bounce_reasons(&self.pool, campaign).await
     }
 
     async fn message_masks(
