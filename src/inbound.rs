@@ -60,6 +60,7 @@ pub async fn start(
     section: &InboundSection,
     ports: &Ports,
     verp: Option<Arc<VerpCodec>>,
+    rules: Arc<maily_engine::bounce::rules::Rules>,
 ) -> anyhow::Result<SinkHandle> {
     let tls = if section.tls_cert.is_empty() {
         None
@@ -74,7 +75,8 @@ pub async fn start(
         ports.store.clone(),
         verp,
         section.complaint_addresses.clone(),
-    );
+    )
+    .with_rules(rules);
     let handle = SmtpSink::start(SinkConfig {
         bind: section.bind,
         capture: false,

@@ -27,7 +27,15 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     let verp = engine_settings.sender.composer.verp.clone();
     let engine = maily_actors::start(ports.clone(), engine_settings.clone()).await?;
     let inbound = if settings.inbound.enabled {
-        Some(crate::inbound::start(&settings.inbound, &ports, verp).await?)
+        Some(
+            crate::inbound::start(
+                &settings.inbound,
+                &ports,
+                verp,
+                engine_settings.bounce_rules.clone(),
+            )
+            .await?,
+        )
     } else {
         None
     };

@@ -152,9 +152,10 @@ fn reports_to_verp_and_feedback_addresses_bounce_complain_and_suppress() {
             tls_key: String::new(),
         };
         let verp = h.settings.sender.composer.verp.clone();
-        let listener = maily::inbound::start(&section, &h.ports, verp)
-            .await
-            .unwrap();
+        let listener =
+            maily::inbound::start(&section, &h.ports, verp, h.settings.bounce_rules.clone())
+                .await
+                .unwrap();
         let c = h.campaign("reports").await;
         let report = h.intake.enqueue(&c, (0..5).map(row)).await.unwrap();
         h.wait_finished(&[(c.id, report.accepted)]).await;

@@ -19,10 +19,11 @@
 
 use crate::common::Outbox;
 use maily_engine::bounce::SmtpReply;
+use maily_engine::bounce::rules::Rules;
 use maily_engine::ports::{EventLog, Store};
 use maily_engine::records::{InboundRecord, ReceivedReport, ReportKind, ReportVerdict, topics};
 use maily_engine::report::{
-    Action, Analysis, Finding, MessageKind, Report, ReportError, analyse, parse_report,
+    Action, Analysis, Finding, MessageKind, Report, ReportError, analyse_with, parse_report,
 };
 use maily_engine::verp::{VerpCodec, VerpTag};
 use maily_engine::{CampaignId, EmailAddress, MessageId, TenantId};
@@ -65,6 +66,9 @@ pub struct InboundReports {
     log: Arc<dyn EventLog>,
     store: Arc<dyn Store>,
     verp: Option<Arc<VerpCodec>>,
+    /// The reply-text rules the analyser classifies failures with (`[bounce]
+    /// rules_file`, the same the delivery path uses).
+    rules: Arc<Rules>,
     /// Addresses complaints (feedback loops) are sent to, lower case.
     complaint_addresses: Vec<String>,
 }
@@ -89,11 +93,18 @@ impl InboundReports {
             log,
             store,
             verp,
+            rules: Arc::new(Rules::defaults().clone()),
             complaint_addresses: complaint_addresses
                 .into_iter()
                 .map(|a| a.to_ascii_lowercase())
                 .collect(),
         }
+    }
+
+    /// Classifies failures with `rules` instead of the shipped ones.
+    pub fn with_rules(mut self, rules: Arc<Rules>) -> Self {
+        self.rules = rules;
+        self
     }
 
     /// Whether `address` may receive reports: a valid VERP address of ours or a
@@ -114,7 +125,7 @@ impl InboundReports {
 
     /// Analyses `raw`, attributes it and publishes one record per attributed recipient.
     pub async fn accept(&self, rcpt_to: &[String], raw: &[u8]) -> Result<Outcome, InboundError> {
-        let report = analyse(raw)?;
+        let report = analyse_with(raw, &self.rules)?;
         match report.kind {
             MessageKind::Bounce | MessageKind::Complaint => {}
             MessageKind::AutoReply | MessageKind::Delivered => {
