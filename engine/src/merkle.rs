@@ -158,6 +158,12 @@ mod tests {
         assert_eq!(enc.len(), 137);
         assert_eq!(enc[0], LEAF_VERSION);
         assert_eq!(&enc[1..9], &7u64.to_be_bytes());
+        // The same leaf hashed by an independent keccak implementation (docs/chain.md):
+        // what a contract or a verifier in another language must reproduce.
+        assert_eq!(
+            hex::encode(leaf.hash()),
+            "bd21735c07c59acc7ff7762c793939d4b02972be8e95515f9c53126a48e6d183"
+        );
     }
 
     proptest! {
