@@ -31,6 +31,6 @@ pub use domain::{
     },
     event::{BounceClass, EventKind},
     ids::{CampaignId, IdError, ListId, MessageId, SegmentId, TenantId},
-    stats::{CampaignStats, ReasonCount},
+    stats::{CampaignStats, ReasonCount, by_frequency},
 };
 pub use time::{TimeError, Timestamp};

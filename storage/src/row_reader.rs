@@ -3,7 +3,9 @@
 
 use maily_engine::merkle::Hash32;
 use maily_engine::ports::StoreError;
-use maily_engine::{CampaignState, CampaignStats, CampaignStatus, TenantId, Timestamp};
+use maily_engine::{
+    CampaignState, CampaignStats, CampaignStatus, ReasonCount, TenantId, Timestamp,
+};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -61,6 +63,18 @@ where
     pub(crate) fn u32(&self, column: &str) -> Result<u32, StoreError> {
         let v: i64 = self.get(column)?;
         u32::try_from(v).map_err(|_| self.corrupt(column, format!("{v} is not a u32")))
+    }
+
+    /// One row of a bounce-reason count (`reason`, `hard`, `n`).
+    pub(crate) fn reason_count(&self) -> Result<ReasonCount, StoreError>
+    where
+        bool: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        Ok(ReasonCount {
+            reason: self.get("reason")?,
+            hard: self.get("hard")?,
+            count: self.u64("n")?,
+        })
     }
 
     /// A text column parsed with `FromStr` (ids, addresses, decimal u128s).

@@ -144,6 +144,11 @@ pub fn count_reasons<'a>(bounces: impl IntoIterator<Item = (&'a str, bool)>) -> 
             count,
         })
         .collect();
-    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+    by_frequency(&mut out);
     out
+}
+
+/// Orders counts most frequent first, then by reason: the order the store reports.
+pub fn by_frequency(counts: &mut [ReasonCount]) {
+    counts.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
 }

@@ -336,18 +336,10 @@ impl Analysis {
     /// reliable first: the address the report was delivered to, then the returned
     /// message's `Return-Path`.
     pub fn verp_candidates(&self) -> Vec<&str> {
-        let mut out: Vec<&str> = Vec::new();
-        let delivered_to = super::envelope_recipient_in(&self.headers);
-        for candidate in [delivered_to, self.original_header("return-path")]
-            .into_iter()
-            .flatten()
-        {
-            let a = bare_address(candidate);
-            if a.contains('@') && !out.contains(&a) {
-                out.push(a);
-            }
-        }
-        out
+        super::distinct_addresses([
+            super::envelope_recipient_in(&self.headers),
+            self.original_header("return-path"),
+        ])
     }
 }
 

@@ -8,22 +8,10 @@
 //! and the returned original message.
 
 use super::mime::{self, Entity};
-use super::{Headers, MAX_DEPTH};
+use super::{ARF_TYPE, DSN_TYPES, Headers, MAX_DEPTH, ORIGINAL_TYPES};
 
 /// Longest text kept from one message (bytes); a real bounce's text is a few kilobytes.
 const MAX_TEXT: usize = 512 * 1024;
-
-/// Content types of a part carrying the returned message or its header section.
-const ORIGINAL_TYPES: &[&str] = &[
-    "message/rfc822",
-    "message/global",
-    "text/rfc822-headers",
-    "message/rfc822-headers",
-    "message/global-headers",
-    "message/partial",
-];
-const STATUS_TYPES: &[&str] = &["message/delivery-status", "message/global-delivery-status"];
-const FEEDBACK_TYPE: &str = "message/feedback-report";
 
 /// An inbound message, flattened.
 #[derive(Debug, Default)]
@@ -105,7 +93,7 @@ impl Mail {
             }
             return;
         }
-        if ORIGINAL_TYPES.contains(&mime) {
+        if ORIGINAL_TYPES.contains(&mime) || mime == "message/partial" {
             if self.original.is_none()
                 && let Ok(body) = entity.body()
             {
@@ -114,11 +102,11 @@ impl Mail {
             return;
         }
         let Ok(body) = entity.body() else { return };
-        if STATUS_TYPES.contains(&mime) {
+        if DSN_TYPES.contains(&mime) {
             let text = decode_text(cut_bytes(&body, MAX_TEXT));
             self.push_text(&text);
             self.status_parts.push(text);
-        } else if mime == FEEDBACK_TYPE {
+        } else if mime == ARF_TYPE {
             self.feedback_parts
                 .push(decode_text(cut_bytes(&body, MAX_TEXT)));
         } else if self.text.len() < MAX_TEXT {

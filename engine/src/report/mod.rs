@@ -59,15 +59,16 @@ pub const MAX_RECIPIENTS: usize = 1000;
 pub const MAX_DIAGNOSTIC_LEN: usize = 2048;
 
 /// Content types of the part carrying the returned original message (or its headers).
-const ORIGINAL_TYPES: &[&str] = &[
+pub(crate) const ORIGINAL_TYPES: &[&str] = &[
     "message/rfc822",
     "message/global",
     "text/rfc822-headers",
     "message/rfc822-headers",
     "message/global-headers",
 ];
-const DSN_TYPES: &[&str] = &["message/delivery-status", "message/global-delivery-status"];
-const ARF_TYPE: &str = "message/feedback-report";
+pub(crate) const DSN_TYPES: &[&str] =
+    &["message/delivery-status", "message/global-delivery-status"];
+pub(crate) const ARF_TYPE: &str = "message/feedback-report";
 
 /// A parsed report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -361,22 +362,12 @@ impl Report {
             ),
             Report::Complaint(a) => (a.original_mail_from.as_deref(), None),
         };
-        let mut out: Vec<&str> = Vec::new();
-        for candidate in [
+        distinct_addresses([
             self.envelope_recipient(),
             self.original_header("return-path"),
             first,
             second,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let a = bare_address(candidate);
-            if a.contains('@') && !out.contains(&a) {
-                out.push(a);
-            }
-        }
-        out
+        ])
     }
 
     /// The engine's id of the returned message: `X-Maily-Message-Id`, else the
@@ -466,6 +457,21 @@ fn field_blocks(text: &str) -> Vec<Headers> {
         }
     }
     blocks
+}
+
+/// The bare addresses among `candidates`, in order, each once; values without an `@`
+/// are skipped.
+pub(crate) fn distinct_addresses<'a>(
+    candidates: impl IntoIterator<Item = Option<&'a str>>,
+) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for candidate in candidates.into_iter().flatten() {
+        let a = bare_address(candidate);
+        if a.contains('@') && !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 use super::leases::check_fence;
 use super::rows::{RowReader, db_err, placeholders, raw_text, stats_columns, stats_to_i64, to_i64};
 use maily_engine::ports::{AggregateBatch, Fence, MessageState, StoreError, StoredOffset};
-use maily_engine::{CampaignId, CampaignStats, MessageId, ReasonCount, TenantId, Timestamp};
+use maily_engine::{
+    CampaignId, CampaignStats, MessageId, ReasonCount, TenantId, Timestamp, by_frequency,
+};
 use sqlx::{SqliteConnection, SqlitePool};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
@@ -261,16 +263,11 @@ pub(super) async fn bounce_reasons(
     .fetch_all(pool)
     .await
     .map_err(db_err)?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let r = RowReader::new(row, "messages", campaign.to_string());
-        out.push(ReasonCount {
-            reason: r.get("reason")?,
-            hard: r.get("hard")?,
-            count: r.u64("n")?,
-        });
-    }
-    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+    let mut out = rows
+        .iter()
+        .map(|row| RowReader::new(row, "messages", campaign).reason_count())
+        .collect::<Result<Vec<_>, _>>()?;
+    by_frequency(&mut out);
     Ok(out)
 }
 
