@@ -8,6 +8,9 @@
 #   scripts/evm-node.sh stop      stop the nodes this script started
 #   scripts/evm-node.sh accounts  print the funded accounts and their private keys
 #   scripts/evm-node.sh install   only install; prints the ganache binary's path
+#   scripts/evm-node.sh run PORT CHAIN_ID
+#                                 one more node in the foreground (a test's private
+#                                 chain it may stop mining on); ends with its parent
 #
 #   name      chain id  RPC (HTTP and WebSocket)
 #   ethereum  1337      http://127.0.0.1:8545
@@ -167,10 +170,26 @@ stop() {
   done
 }
 
+run() {
+  local port="$1" id="$2"
+  install
+  exec "$ganache" \
+    --server.host 127.0.0.1 \
+    --server.port "$port" \
+    --chain.chainId "$id" \
+    --chain.networkId "$id" \
+    --chain.hardfork "$hardfork" \
+    --miner.blockTime "$block_time" \
+    --wallet.mnemonic "$mnemonic" \
+    --wallet.totalAccounts 2 \
+    --logging.quiet
+}
+
 case "${1:-start}" in
   start) start ;;
   stop) stop ;;
   accounts) accounts ;;
   install) install; echo "$ganache" ;;
-  *) echo "usage: $0 [start|stop|accounts|install]" >&2; exit 2 ;;
+  run) [ $# -eq 3 ] || { echo "usage: $0 run PORT CHAIN_ID" >&2; exit 2; }; run "$2" "$3" ;;
+  *) echo "usage: $0 [start|stop|accounts|install|run PORT CHAIN_ID]" >&2; exit 2 ;;
 esac

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 scripts/services.sh
 scripts/kafka.sh start
+# Two EVM chains (ganache: ethereum, chain id 1337; polygon, 80002) for the chain tests.
+scripts/evm-node.sh start >/dev/null
 # Real peers for the tests: Postfix's smtp-sink, dkimpy as the independent DKIM
 # verifier, openapi-spec-validator for the admin API's OpenAPI document.
 scripts/postfix-tools.sh >/dev/null

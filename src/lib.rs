@@ -6,4 +6,5 @@ pub mod demo;
 pub mod inbound;
 pub mod metrics;
 pub mod serve;
+pub mod verify;
 pub mod wiring;

@@ -29,6 +29,9 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Check a campaign's figures in an epoch against the roots on chain, or a proof
+    /// file offline against a root.
+    Verify(maily::verify::VerifyArgs),
     /// Apply the store's migrations and exit.
     Migrate {
         #[arg(long)]
@@ -39,7 +42,7 @@ enum Cmd {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Cmd::Demo(_) => "warn",
+        Cmd::Demo(_) | Cmd::Verify(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -59,6 +62,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Cmd::Demo(args) => maily::demo::run_cli(args).await,
             Cmd::Serve { config } => maily::serve::run(config.as_deref()).await,
+            Cmd::Verify(args) => maily::verify::run(args).await,
             Cmd::Migrate { config } => maily::serve::migrate(config.as_deref()).await,
         }
     });

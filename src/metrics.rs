@@ -238,7 +238,22 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "maily_anchor_failures_total",
         Kind::Counter,
-        "Failed anchoring attempts, per chain.",
+        "Failed anchoring attempts, per chain and kind (unavailable, misconfigured, underfunded, rejected, conflict).",
+    ),
+    (
+        "maily_chain_transactions_total",
+        Kind::Counter,
+        "Transactions sent to EVM chains, per chain and kind (anchor, rewards); resubmissions not counted.",
+    ),
+    (
+        "maily_chain_fee_bumps_total",
+        Kind::Counter,
+        "Stuck transactions resubmitted with higher fees, per chain.",
+    ),
+    (
+        "maily_chain_reverts_total",
+        Kind::Counter,
+        "Transactions mined as reverted, per chain.",
     ),
 ];
 

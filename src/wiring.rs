@@ -3,20 +3,23 @@
 use anyhow::{Context as _, bail};
 use maily_actors::Ports;
 use maily_actors::analytics::AnalyticsSettings;
+use maily_actors::anchor::AnchorSettings;
 use maily_actors::compose::{Composer, MessageSigner};
 use maily_actors::engine::EngineSettings;
 use maily_actors::log::{KafkaLog, KafkaParams, MemoryLog};
 use maily_actors::ownership::OwnershipSettings;
 use maily_actors::sender::SenderSettings;
 use maily_actors::supervisor::RestartPolicy;
-use maily_chain::LedgerChain;
+use maily_chain::{Address, EvmChain, EvmParams, LedgerChain, SignerKey};
+use maily_config::parse_wei;
 use maily_config::{
-    HotKind, LimitSection, LimitsSection, LogKind, Settings, SmtpSection, StoreKind,
+    EvmSection, HotKind, LimitSection, LimitsSection, LogKind, Settings, SmtpSection, StoreKind,
 };
+use maily_engine::TenantId;
 use maily_engine::bounce::policy::{Selection, SuppressionPolicy};
 use maily_engine::bounce::rules::Rules;
 use maily_engine::ports::{Chain, EventLog, HotState, Resolver, Store};
-use maily_engine::reward::RewardFormula;
+use maily_engine::reward::{Account, RewardFormula};
 use maily_engine::tracking::{TokenKey, TokenKeys, Tracking};
 use maily_engine::verp::VerpCodec;
 use maily_engine::{Domain, EmailAddress};
@@ -29,6 +32,7 @@ use maily_smtp::{
 use maily_storage::postgres::{PostgresParams, PostgresStore};
 use maily_storage::redis_hot::{RedisHotState, RedisParams};
 use maily_storage::{MemoryHotState, SqliteParams, SqliteStore};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Opens the configured store (running its migrations).
@@ -171,13 +175,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<(Ports, Controls)> {
         }
     };
     let transport = build_transport(&settings.smtp)?;
-    let mut chains: Vec<Arc<dyn Chain>> = Vec::new();
-    for name in &settings.anchor.chains {
-        match name.as_str() {
-            "ledger" => chains.push(Arc::new(LedgerChain::new("ledger", store.clone()))),
-            other => bail!("anchor.chains: unknown chain {other:?} (available: \"ledger\")"),
-        }
-    }
+    let chains = build_chains(settings, &store)?;
     let controls = Controls {
         throttles: Arc::clone(transport.throttles()),
         feed_log,
@@ -190,6 +188,80 @@ pub async fn build(settings: &Settings) -> anyhow::Result<(Ports, Controls)> {
         chains,
     };
     Ok((ports, controls))
+}
+
+/// The chains of `anchor.chains`: the local ledger and `[anchor.evm.<name>]` entries.
+pub fn build_chains(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+) -> anyhow::Result<Vec<Arc<dyn Chain>>> {
+    let mut chains: Vec<Arc<dyn Chain>> = Vec::new();
+    for name in &settings.anchor.chains {
+        if name == "ledger" {
+            chains.push(Arc::new(LedgerChain::new("ledger", store.clone())));
+            continue;
+        }
+        let section = settings
+            .anchor
+            .evm
+            .get(name)
+            .with_context(|| format!("anchor.chains: {name:?} has no [anchor.evm.{name}]"))?;
+        if section.signer_key.0.trim().is_empty() {
+            bail!(
+                "anchor.evm.{name}: no signer key; set MAILY__ANCHOR__EVM__{}__SIGNER_KEY",
+                name.to_ascii_uppercase()
+            );
+        }
+        let chain = EvmChain::new(evm_params(name, section)?)?.with_journal(store.clone());
+        chains.push(Arc::new(chain));
+    }
+    Ok(chains)
+}
+
+/// One `[anchor.evm.<name>]` section as the adapter's parameters.
+pub fn evm_params(name: &str, c: &EvmSection) -> anyhow::Result<EvmParams> {
+    let address = |what: &str, v: &str| -> anyhow::Result<Address> {
+        v.parse()
+            .with_context(|| format!("anchor.evm.{name}.{what} {v:?} is not an address"))
+    };
+    let wei = |what: &str, v: &str| -> anyhow::Result<u128> {
+        parse_wei(v).map_err(|e| anyhow::anyhow!("anchor.evm.{name}.{what}: {e}"))
+    };
+    Ok(EvmParams {
+        name: name.to_string(),
+        rpc_url: c.rpc_url.clone(),
+        chain_id: c.chain_id,
+        registry: address("registry", &c.registry)?,
+        distributor: c
+            .distributor
+            .as_deref()
+            .map(|d| address("distributor", d))
+            .transpose()?,
+        signer_key: SignerKey::new(c.signer_key.0.clone()),
+        confirmations: c.confirmations,
+        max_fee_per_gas: wei("max_fee_per_gas", &c.max_fee_per_gas)?,
+        priority_fee_per_gas: wei("priority_fee_per_gas", &c.priority_fee_per_gas)?,
+        bump_after: c.bump_after,
+        bump_percent: c.bump_percent,
+        poll_interval: c.poll_interval,
+        rpc_timeout: c.rpc_timeout,
+    })
+}
+
+/// `[reward.payees]` as tenant → account.
+pub fn payees(s: &Settings) -> anyhow::Result<HashMap<TenantId, Account>> {
+    s.reward
+        .payees
+        .iter()
+        .map(|(tenant, account)| {
+            let t = TenantId::parse(tenant)
+                .with_context(|| format!("reward.payees: {tenant:?} is not a tenant id"))?;
+            let a: Address = account.parse().with_context(|| {
+                format!("reward.payees.{tenant}: {account:?} is not an address")
+            })?;
+            Ok((t, a.into_array()))
+        })
+        .collect()
 }
 
 /// The SMTP transport: routes, TLS, source-IP pools and limits from `[smtp]`.
@@ -427,7 +499,11 @@ pub fn engine_settings(s: &Settings) -> anyhow::Result<EngineSettings> {
             per_bounce_penalty: f.per_bounce_penalty,
         },
         epoch_interval: s.reward.epoch_interval,
-        anchor_interval: s.anchor.interval,
+        anchor: AnchorSettings {
+            interval: s.anchor.interval,
+            max_backoff: s.anchor.max_backoff,
+            payees: Arc::new(payees(s)?),
+        },
         launcher: maily_actors::launcher::LauncherSettings::default(),
         restart: RestartPolicy {
             min_backoff: s.supervisor.min_backoff,

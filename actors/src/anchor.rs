@@ -1,104 +1,231 @@
 //! The anchor actor: for every settled epoch, builds the Merkle tree over the
 //! campaigns' leaves, stores each campaign's proof, and anchors the root on every
-//! configured chain. An epoch is anchored once per chain: a restart re-submits the
+//! configured chain; on chains with a reward distributor it then publishes the
+//! epoch's reward root. An epoch is anchored once per chain: a restart re-submits the
 //! same root, which the chain adapter answers with the first receipt.
+//!
+//! Chains are worked on side by side, so a slow or unreachable chain delays only its
+//! own epochs. A chain that fails is retried with exponential backoff (from the anchor
+//! interval up to `max_backoff`); its failures never stop the actor, and mail is never
+//! waiting on it.
 
 use crate::common::Ports;
 use crate::worker::{Step, Worker};
 use anyhow::Context as _;
+use maily_engine::TenantId;
 use maily_engine::merkle::{CampaignLeaf, MerkleTree};
-use maily_engine::ports::{AnchorReceipt, StoredProof};
+use maily_engine::ports::{AnchorReceipt, Chain, ChainError, StoredProof};
+use maily_engine::reward::{Account, RewardTree};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-/// Anchor every pending epoch now; replies with the receipts made.
+/// Anchor every pending epoch now, on every chain, backoff or not; replies with the
+/// receipts made.
 #[derive(Debug)]
 pub struct AnchorNow;
+
+/// How the anchor actor runs.
+#[derive(Debug, Clone)]
+pub struct AnchorSettings {
+    /// How often settled epochs are looked for.
+    pub interval: Duration,
+    /// The longest wait between attempts on a failing chain.
+    pub max_backoff: Duration,
+    /// Each tenant's reward account on the distributors.
+    pub payees: Arc<HashMap<TenantId, Account>>,
+}
+
+/// The store key under which a chain's published reward roots are recorded.
+pub fn rewards_key(chain: &str) -> String {
+    format!("{chain}/rewards")
+}
 
 /// The anchor actor (one per engine).
 pub struct AnchorWorker {
     ports: Ports,
-    interval: Duration,
+    settings: AnchorSettings,
     next_tick: Instant,
+    /// Per failing chain: when to try again, and the wait after that.
+    backoff: HashMap<String, (Instant, Duration)>,
+}
+
+/// A chain's round failed: either the chain (retried with backoff) or the store.
+enum Failure {
+    Chain(ChainError),
+    Store(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Store(e)
+    }
 }
 
 impl AnchorWorker {
-    /// An anchor worker checking for settled epochs every `interval`.
-    pub fn new(ports: Ports, interval: Duration) -> Self {
+    /// An anchor worker.
+    pub fn new(ports: Ports, settings: AnchorSettings) -> Self {
         AnchorWorker {
             ports,
-            interval,
+            settings,
             next_tick: Instant::now(),
+            backoff: HashMap::new(),
         }
     }
 
-    async fn anchor_pending(&mut self) -> anyhow::Result<Vec<AnchorReceipt>> {
+    async fn anchor_pending(&mut self, forced: bool) -> anyhow::Result<Vec<AnchorReceipt>> {
+        let now = Instant::now();
+        let due: Vec<Arc<dyn Chain>> = self
+            .ports
+            .chains
+            .iter()
+            .filter(|c| forced || self.backoff.get(c.name()).is_none_or(|(at, _)| *at <= now))
+            .cloned()
+            .collect();
+        let rounds = due.iter().map(|chain| {
+            let (ports, payees) = (&self.ports, &self.settings.payees);
+            async move {
+                (
+                    chain.name(),
+                    chain_round(ports, chain.as_ref(), payees).await,
+                )
+            }
+        });
         let mut receipts = Vec::new();
-        for chain in self.ports.chains.clone() {
-            let epochs = self
-                .ports
-                .store
-                .epochs_to_anchor(chain.name())
-                .await
-                .context("listing epochs to anchor")?;
-            for epoch in epochs {
-                let settlement = self
-                    .ports
-                    .store
-                    .settlement(epoch)
-                    .await
-                    .context("loading settlement")?
-                    .with_context(|| format!("settlement {epoch} vanished"))?;
-                let mut leaves: Vec<CampaignLeaf> = settlement
-                    .entries
-                    .iter()
-                    .map(|e| CampaignLeaf {
-                        epoch,
-                        campaign: e.campaign,
-                        stats: e.stats,
-                        reward_total: e.reward_total,
-                    })
-                    .collect();
-                leaves.sort_by_key(|l| l.campaign);
-                let tree = MerkleTree::new(leaves.iter().map(CampaignLeaf::hash).collect());
-                let root = tree.root();
-                let proofs: Vec<StoredProof> = leaves
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, leaf)| StoredProof {
-                        leaf,
-                        leaf_index: i as u32,
-                        root,
-                        proof: tree.proof(i).unwrap_or_default(),
-                    })
-                    .collect();
-                self.ports
-                    .store
-                    .store_proofs(&proofs)
-                    .await
-                    .context("storing proofs")?;
-                let receipt = match chain.anchor(epoch, root).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        // Retried on the next tick; later epochs wait for this one.
-                        warn!(chain = chain.name(), epoch, error = %e, "anchoring failed");
-                        metrics::counter!("maily_anchor_failures_total", "chain" => chain.name().to_string()).increment(1);
-                        break;
-                    }
-                };
-                self.ports
-                    .store
-                    .record_anchor(chain.name(), epoch, &root, &receipt.reference)
-                    .await
-                    .context("recording anchor")?;
-                info!(chain = chain.name(), epoch, root = %hex::encode(root), reference = %receipt.reference, "epoch anchored");
-                metrics::gauge!("maily_anchor_last_epoch", "chain" => chain.name().to_string())
-                    .set(epoch as f64);
-                receipts.push(receipt);
+        for (name, result) in futures::future::join_all(rounds).await {
+            match result {
+                Ok(mut r) => {
+                    self.backoff.remove(name);
+                    receipts.append(&mut r);
+                }
+                Err(Failure::Chain(e)) => {
+                    let wait = self
+                        .backoff
+                        .get(name)
+                        .map_or(self.settings.interval, |(_, w)| *w);
+                    let next =
+                        (wait * 2).min(self.settings.max_backoff.max(self.settings.interval));
+                    self.backoff
+                        .insert(name.to_string(), (Instant::now() + wait, next));
+                    warn!(chain = name, error = %e, retry_in = ?wait, "anchoring failed");
+                    metrics::counter!("maily_anchor_failures_total", "chain" => name.to_string(), "kind" => e.kind()).increment(1);
+                }
+                Err(Failure::Store(e)) => return Err(e),
             }
         }
         Ok(receipts)
     }
+}
+
+/// Anchors a chain's pending epochs in order, then publishes its pending reward roots.
+async fn chain_round(
+    ports: &Ports,
+    chain: &dyn Chain,
+    payees: &HashMap<TenantId, Account>,
+) -> Result<Vec<AnchorReceipt>, Failure> {
+    let mut receipts = Vec::new();
+    let epochs = ports
+        .store
+        .epochs_to_anchor(chain.name())
+        .await
+        .context("listing epochs to anchor")?;
+    for epoch in epochs {
+        let root = store_epoch_proofs(ports, epoch).await?;
+        let receipt = chain.anchor(epoch, root).await.map_err(Failure::Chain)?;
+        ports
+            .store
+            .record_anchor(chain.name(), epoch, &root, &receipt.reference)
+            .await
+            .context("recording anchor")?;
+        info!(chain = chain.name(), epoch, root = %hex::encode(root), reference = %receipt.reference, "epoch anchored");
+        metrics::gauge!("maily_anchor_last_epoch", "chain" => chain.name().to_string())
+            .set(epoch as f64);
+        receipts.push(receipt);
+    }
+    if !chain.pays_rewards() {
+        return Ok(receipts);
+    }
+    let key = rewards_key(chain.name());
+    let epochs = ports
+        .store
+        .epochs_to_anchor(&key)
+        .await
+        .context("listing reward epochs to publish")?;
+    for epoch in epochs {
+        let settlement = ports
+            .store
+            .settlement(epoch)
+            .await
+            .context("loading settlement")?
+            .with_context(|| format!("settlement {epoch} vanished"))?;
+        let Some(tree) = RewardTree::build(&settlement.entries, payees) else {
+            // Nobody with a payee earned anything: nothing to publish, nothing to claim.
+            ports
+                .store
+                .record_anchor(&key, epoch, &[0; 32], "nothing to pay")
+                .await
+                .context("recording reward epoch")?;
+            continue;
+        };
+        let root = tree.root();
+        let receipt = chain
+            .publish_rewards(epoch, root)
+            .await
+            .map_err(Failure::Chain)?;
+        ports
+            .store
+            .record_anchor(&key, epoch, &root, &receipt.reference)
+            .await
+            .context("recording reward root")?;
+        let paid: u128 = tree.leaves.iter().map(|l| l.amount).sum();
+        info!(chain = chain.name(), epoch, accounts = tree.leaves.len(), amount = %paid, reference = %receipt.reference, "reward root published");
+        receipts.push(AnchorReceipt {
+            chain: key.clone(),
+            ..receipt
+        });
+    }
+    Ok(receipts)
+}
+
+/// Builds an epoch's campaign tree from its settlement, stores every campaign's
+/// proof (idempotent) and returns the root.
+async fn store_epoch_proofs(ports: &Ports, epoch: u64) -> anyhow::Result<[u8; 32]> {
+    let settlement = ports
+        .store
+        .settlement(epoch)
+        .await
+        .context("loading settlement")?
+        .with_context(|| format!("settlement {epoch} vanished"))?;
+    let mut leaves: Vec<CampaignLeaf> = settlement
+        .entries
+        .iter()
+        .map(|e| CampaignLeaf {
+            epoch,
+            campaign: e.campaign,
+            stats: e.stats,
+            reward_total: e.reward_total,
+        })
+        .collect();
+    leaves.sort_by_key(|l| l.campaign);
+    let tree = MerkleTree::new(leaves.iter().map(CampaignLeaf::hash).collect());
+    let root = tree.root();
+    let proofs: Vec<StoredProof> = leaves
+        .into_iter()
+        .enumerate()
+        .map(|(i, leaf)| StoredProof {
+            leaf,
+            leaf_index: i as u32,
+            root,
+            proof: tree.proof(i).unwrap_or_default(),
+        })
+        .collect();
+    ports
+        .store
+        .store_proofs(&proofs)
+        .await
+        .context("storing proofs")?;
+    Ok(root)
 }
 
 impl Worker for AnchorWorker {
@@ -118,13 +245,13 @@ impl Worker for AnchorWorker {
         if now < self.next_tick {
             return Ok(Step::Idle(self.next_tick - now));
         }
-        self.next_tick = now + self.interval;
-        self.anchor_pending().await?;
-        Ok(Step::Idle(self.interval))
+        self.next_tick = now + self.settings.interval;
+        self.anchor_pending(false).await?;
+        Ok(Step::Idle(self.settings.interval))
     }
 
     async fn command(&mut self, _: AnchorNow) -> anyhow::Result<Vec<AnchorReceipt>> {
-        self.anchor_pending().await
+        self.anchor_pending(true).await
     }
 
     async fn shutdown(&mut self) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! Starting, steering and stopping the actors of one engine process.
 
 use crate::analytics::{AnalyticsSettings, AnalyticsWorker};
-use crate::anchor::{AnchorNow, AnchorWorker};
+use crate::anchor::{AnchorNow, AnchorSettings, AnchorWorker};
 use crate::bounce::BounceWorker;
 use crate::common::Ports;
 use crate::faults::Faults;
@@ -43,7 +43,7 @@ pub struct EngineSettings {
     pub analytics: AnalyticsSettings,
     pub reward_formula: RewardFormula,
     pub epoch_interval: Duration,
-    pub anchor_interval: Duration,
+    pub anchor: AnchorSettings,
     /// Pacing of the leader's launcher (scheduled starts, staged recipients).
     pub launcher: LauncherSettings,
     pub restart: RestartPolicy,
@@ -241,9 +241,9 @@ impl Inner {
         let reward = self.sup.spawn("reward".into(), move || {
             RewardWorker::new(ports.clone(), formula, epoch)
         });
-        let (ports, interval) = (self.ports.clone(), self.settings.anchor_interval);
+        let (ports, anchor) = (self.ports.clone(), self.settings.anchor.clone());
         let anchor = self.sup.spawn("anchor".into(), move || {
-            AnchorWorker::new(ports.clone(), interval)
+            AnchorWorker::new(ports.clone(), anchor.clone())
         });
         let (ports, launch) = (self.ports.clone(), self.settings.launcher);
         let launcher = self.sup.spawn("launcher".into(), move || {

@@ -6,9 +6,9 @@ use maily_chain::LedgerChain;
 use maily_chain::ledger::{LedgerError, entry_hash};
 use maily_engine::merkle::{Hash32, keccak};
 use maily_engine::ports::{
-    AggregateBatch, AnchorReceipt, ApiKeyRecord, Chain, ChainError, Fence, IdempotentSend, Lease,
-    LedgerEntry, MessageState, NewApiKey, Settlement, Store, StoreError, StoredOffset, StoredProof,
-    TenantRecord, Transition,
+    AggregateBatch, AnchorReceipt, ApiKeyRecord, Chain, ChainError, ChainSubmission, Fence,
+    IdempotentSend, Lease, LedgerEntry, MessageState, NewApiKey, Settlement, Store, StoreError,
+    StoredOffset, StoredProof, TenantRecord, Transition,
 };
 use maily_engine::{
     Campaign, CampaignId, CampaignState, CampaignStats, CampaignStatus, Contact, ContactList,
@@ -478,6 +478,22 @@ impl Store for HookedStore {
 
     async fn store_proofs(&self, proofs: &[StoredProof]) -> Result<(), StoreError> {
         self.inner.store_proofs(proofs).await
+    }
+
+    async fn save_submission(&self, s: &ChainSubmission) -> Result<(), StoreError> {
+        self.inner.save_submission(s).await
+    }
+
+    async fn submission(
+        &self,
+        chain: &str,
+        epoch: u64,
+    ) -> Result<Option<ChainSubmission>, StoreError> {
+        self.inner.submission(chain, epoch).await
+    }
+
+    async fn clear_submission(&self, chain: &str, epoch: u64) -> Result<(), StoreError> {
+        self.inner.clear_submission(chain, epoch).await
     }
 
     async fn acquire_lease(

@@ -457,6 +457,10 @@ pub struct RewardSection {
     #[serde(with = "humantime_serde")]
     pub epoch_interval: Duration,
     pub formula: FormulaSection,
+    /// `[reward.payees]`: tenant → the EVM account its rewards are paid to on the
+    /// chains with a reward distributor.
+    #[serde(default)]
+    pub payees: BTreeMap<String, String>,
 }
 
 /// `[reward.formula]`: weights in reward-token base units per message.
@@ -476,7 +480,113 @@ pub struct FormulaSection {
 pub struct AnchorSection {
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// The longest wait between attempts on a chain that keeps failing.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
     pub chains: Vec<String>,
+    /// `[anchor.evm.<name>]`: the EVM chains named in `chains`.
+    #[serde(default)]
+    pub evm: BTreeMap<String, EvmSection>,
+}
+
+/// `[anchor.evm.<name>]`: one EVM chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvmSection {
+    /// JSON-RPC endpoint, http or https.
+    pub rpc_url: String,
+    /// The chain id the endpoint must report.
+    pub chain_id: u64,
+    /// The AnchorRegistry contract's address.
+    pub registry: String,
+    /// The RewardDistributor contract's address (owned by the signer), if rewards are
+    /// published on this chain.
+    #[serde(default)]
+    pub distributor: Option<String>,
+    /// The signer's private key (hex). Prefer the environment:
+    /// `MAILY__ANCHOR__EVM__<NAME>__SIGNER_KEY`.
+    #[serde(default)]
+    pub signer_key: Secret,
+    /// The publisher whose roots `maily verify` reads when no key is configured.
+    #[serde(default)]
+    pub publisher: Option<String>,
+    #[serde(default = "evm_defaults::confirmations")]
+    pub confirmations: u64,
+    /// Fee cap per gas, base fee and tip together: `"200 gwei"`, `"1.5 gwei"`, `"7 wei"`.
+    #[serde(default = "evm_defaults::max_fee_per_gas")]
+    pub max_fee_per_gas: String,
+    /// Tip per gas.
+    #[serde(default = "evm_defaults::priority_fee_per_gas")]
+    pub priority_fee_per_gas: String,
+    /// How long a transaction may stay unmined before it is resubmitted with higher fees.
+    #[serde(default = "evm_defaults::bump_after", with = "humantime_serde")]
+    pub bump_after: Duration,
+    /// Fee raise per resubmission, percent (at least 10).
+    #[serde(default = "evm_defaults::bump_percent")]
+    pub bump_percent: u32,
+    #[serde(default = "evm_defaults::poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    #[serde(default = "evm_defaults::rpc_timeout", with = "humantime_serde")]
+    pub rpc_timeout: Duration,
+}
+
+mod evm_defaults {
+    use std::time::Duration;
+    pub fn confirmations() -> u64 {
+        2
+    }
+    pub fn max_fee_per_gas() -> String {
+        "200 gwei".into()
+    }
+    pub fn priority_fee_per_gas() -> String {
+        "1.5 gwei".into()
+    }
+    pub fn bump_after() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn bump_percent() -> u32 {
+        20
+    }
+    pub fn poll_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn rpc_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+}
+
+/// Parses an amount of wei: `"200 gwei"`, `"1.5 gwei"`, `"7 wei"`, `"0.01 ether"`.
+pub fn parse_wei(text: &str) -> Result<u128, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = (t[..split].trim(), t[split..].trim());
+    let decimals: u32 = match unit.to_ascii_lowercase().as_str() {
+        "wei" => 0,
+        "gwei" => 9,
+        "ether" | "eth" => 18,
+        "" => return Err(format!("{text:?} has no unit (wei, gwei or ether)")),
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (wei, gwei or ether)"
+            ));
+        }
+    };
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && frac.is_empty() || frac.len() > decimals as usize {
+        return Err(format!("{text:?} is not an amount of whole wei"));
+    }
+    let digits = format!("{whole}{frac:0<width$}", width = decimals as usize);
+    digits
+        .parse::<u128>()
+        .map_err(|_| format!("{text:?} is not an amount of wei"))
+}
+
+/// Whether `text` is a 0x-prefixed 20-byte hex address.
+pub fn is_address(text: &str) -> bool {
+    text.strip_prefix("0x")
+        .is_some_and(|h| h.len() == 40 && h.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// `[supervisor]`
@@ -702,11 +812,68 @@ impl Settings {
                 reason: "must be shorter than ownership.lease_ttl".into(),
             });
         }
+        self.validate_chains()?;
         if self.supervisor.min_backoff > self.supervisor.max_backoff {
             return Err(ConfigError::BadValue {
                 key: "supervisor.min_backoff",
                 reason: "is larger than supervisor.max_backoff".into(),
             });
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    fn validate_chains(&self) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, reason: String| ConfigError::BadValue { key, reason };
+        for name in &self.anchor.chains {
+            if name != "ledger" && !self.anchor.evm.contains_key(name) {
+                return Err(bad(
+                    "anchor.chains",
+                    format!("{name:?} is neither \"ledger\" nor configured in [anchor.evm.{name}]"),
+                ));
+            }
+        }
+        for (name, c) in &self.anchor.evm {
+            if !self.anchor.chains.contains(name) {
+                return Err(bad(
+                    "anchor.evm",
+                    format!(
+                        "[anchor.evm.{name}] is configured but {name:?} is not in anchor.chains"
+                    ),
+                ));
+            }
+            for (what, value) in [
+                ("registry", Some(&c.registry)),
+                ("distributor", c.distributor.as_ref()),
+                ("publisher", c.publisher.as_ref()),
+            ] {
+                if let Some(v) = value.filter(|v| !is_address(v)) {
+                    return Err(bad(
+                        "anchor.evm",
+                        format!(
+                            "anchor.evm.{name}.{what} {v:?} is not a 0x-prefixed 20-byte hex address"
+                        ),
+                    ));
+                }
+            }
+            for (what, value) in [
+                ("max_fee_per_gas", &c.max_fee_per_gas),
+                ("priority_fee_per_gas", &c.priority_fee_per_gas),
+            ] {
+                parse_wei(value)
+                    .map_err(|e| bad("anchor.evm", format!("anchor.evm.{name}.{what}: {e}")))?;
+            }
+        }
+        for (tenant, account) in &self.reward.payees {
+            if !is_address(account) {
+                return Err(bad(
+                    "reward.payees",
+                    format!(
+                        "tenant {tenant}: {account:?} is not a 0x-prefixed 20-byte hex address"
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -851,5 +1018,59 @@ mod tests {
             err.to_string(),
             "configuration file /nonexistent/maily.toml does not exist"
         );
+    }
+
+    #[test]
+    fn wei_amounts_parse_with_their_unit() {
+        assert_eq!(parse_wei("200 gwei"), Ok(200_000_000_000));
+        assert_eq!(parse_wei("1.5 gwei"), Ok(1_500_000_000));
+        assert_eq!(parse_wei("7 wei"), Ok(7));
+        assert_eq!(parse_wei("0.01 ether"), Ok(10_000_000_000_000_000));
+        assert!(parse_wei("200").unwrap_err().contains("no unit"));
+        assert!(parse_wei("1.5 wei").unwrap_err().contains("whole wei"));
+        assert!(parse_wei("3 finney").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn evm_chains_are_checked_against_anchor_chains() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "maily.toml",
+                "[anchor]\nchains = [\"ledger\", \"polygon\"]\n",
+            )?;
+            let err = Settings::load(Some(Path::new("maily.toml"))).unwrap_err();
+            assert!(err.to_string().contains("[anchor.evm.polygon]"), "{err}");
+            jail.create_file(
+                "maily.toml",
+                "[anchor]\nchains = [\"polygon\"]\n[anchor.evm.polygon]\nrpc_url = \"http://127.0.0.1:8546\"\nchain_id = 80002\nregistry = \"0x12\"\n",
+            )?;
+            let err = Settings::load(Some(Path::new("maily.toml"))).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("anchor.evm.polygon.registry \"0x12\""),
+                "{err}"
+            );
+            jail.create_file(
+                "maily.toml",
+                "[anchor]\nchains = [\"polygon\"]\n[anchor.evm.polygon]\nrpc_url = \"http://127.0.0.1:8546\"\nchain_id = 80002\nregistry = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\nmax_fee_per_gas = \"lots\"\n",
+            )?;
+            let err = Settings::load(Some(Path::new("maily.toml"))).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("anchor.evm.polygon.max_fee_per_gas"),
+                "{err}"
+            );
+            jail.set_env("MAILY__ANCHOR__EVM__POLYGON__SIGNER_KEY", "0xabc");
+            jail.create_file(
+                "maily.toml",
+                "[anchor]\nchains = [\"polygon\"]\n[anchor.evm.polygon]\nrpc_url = \"http://127.0.0.1:8546\"\nchain_id = 80002\nregistry = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n",
+            )?;
+            let s = Settings::load(Some(Path::new("maily.toml"))).expect("valid");
+            let c = &s.anchor.evm["polygon"];
+            assert_eq!(c.signer_key.0, "0xabc");
+            assert_eq!(c.confirmations, 2);
+            assert!(!format!("{s:?}").contains("0xabc"));
+            Ok(())
+        });
     }
 }

@@ -23,6 +23,30 @@ pub enum ChainError {
     Unavailable { chain: String, reason: String },
     #[error("chain {chain} rejected the anchor: {reason}")]
     Rejected { chain: String, reason: String },
+    /// The configuration does not match the chain (wrong chain id, no contract at
+    /// the configured address): retrying cannot help until it is fixed.
+    #[error("chain {chain} is misconfigured: {reason}")]
+    Misconfigured { chain: String, reason: String },
+    /// The signer cannot pay for the transaction.
+    #[error("chain {chain}: signer {signer} cannot pay: {reason}")]
+    Underfunded {
+        chain: String,
+        signer: String,
+        reason: String,
+    },
+}
+
+impl ChainError {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChainError::Conflict { .. } => "conflict",
+            ChainError::Unavailable { .. } => "unavailable",
+            ChainError::Rejected { .. } => "rejected",
+            ChainError::Misconfigured { .. } => "misconfigured",
+            ChainError::Underfunded { .. } => "underfunded",
+        }
+    }
 }
 
 /// A place roots are anchored: an EVM chain, or the local ledger.
@@ -37,4 +61,20 @@ pub trait Chain: Send + Sync + 'static {
 
     /// The root anchored for `epoch`, if any.
     async fn root(&self, epoch: u64) -> Result<Option<Hash32>, ChainError>;
+
+    /// Whether this chain publishes reward roots (it has a reward distributor).
+    fn pays_rewards(&self) -> bool {
+        false
+    }
+
+    /// Publishes the reward root of `epoch` to the chain's reward distributor, with
+    /// the same once-only rule as [`Chain::anchor`]. Chains without a distributor
+    /// refuse.
+    async fn publish_rewards(&self, epoch: u64, root: Hash32) -> Result<AnchorReceipt, ChainError> {
+        let _ = root;
+        Err(ChainError::Misconfigured {
+            chain: self.name().to_string(),
+            reason: format!("no reward distributor to publish epoch {epoch} to"),
+        })
+    }
 }

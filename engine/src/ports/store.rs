@@ -153,6 +153,20 @@ pub struct StoredProof {
     pub proof: Vec<Hash32>,
 }
 
+/// A transaction sent to a chain and not yet confirmed: kept so that an engine that
+/// restarts waits for it (or replaces it at its nonce) instead of sending another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSubmission {
+    /// What was written where: the chain's name, or `<chain>/rewards`.
+    pub chain: String,
+    pub epoch: u64,
+    pub nonce: u64,
+    /// Every version's transaction hash, the latest last.
+    pub hashes: Vec<Hash32>,
+    /// The latest version, signed and encoded (EIP-2718).
+    pub raw: Vec<u8>,
+}
+
 /// A tenant as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantRecord {
@@ -410,6 +424,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores the proofs of an epoch (idempotent).
     async fn store_proofs(&self, proofs: &[StoredProof]) -> Result<(), StoreError>;
+
+    /// Saves (or replaces) the unconfirmed transaction of `chain` and `epoch`.
+    async fn save_submission(&self, submission: &ChainSubmission) -> Result<(), StoreError>;
+
+    /// The unconfirmed transaction of `chain` and `epoch`, if any.
+    async fn submission(
+        &self,
+        chain: &str,
+        epoch: u64,
+    ) -> Result<Option<ChainSubmission>, StoreError>;
+
+    /// Forgets the transaction of `chain` and `epoch` (confirmed, or given up).
+    async fn clear_submission(&self, chain: &str, epoch: u64) -> Result<(), StoreError>;
 
     /// Takes, renews or takes over the lease on `resource` for `owner` until
     /// `now + ttl`. Succeeds when the lease is free, expired (`expires_at <= now`) or

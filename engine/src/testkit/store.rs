@@ -54,6 +54,10 @@ macro_rules! store_contract {
                 suite::ledger_is_hash_chained(&super::$make().await).await
             }
             #[tokio::test]
+            async fn chain_submissions_are_saved_replaced_and_cleared() {
+                suite::chain_submissions_are_saved_replaced_and_cleared(&super::$make().await).await
+            }
+            #[tokio::test]
             async fn anchors_and_proofs_round_trip() {
                 suite::anchors_and_proofs_round_trip(&super::$make().await).await
             }
@@ -195,6 +199,46 @@ pub async fn offsets_round_trip(store: &impl Store) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// An unconfirmed chain transaction is kept per chain and epoch, replaced by its next
+/// version, and gone once cleared.
+pub async fn chain_submissions_are_saved_replaced_and_cleared(store: &impl Store) {
+    use crate::ports::ChainSubmission;
+    assert_eq!(store.submission("ethereum", 3).await.unwrap(), None);
+    let first = ChainSubmission {
+        chain: "ethereum".into(),
+        epoch: 3,
+        nonce: 41,
+        hashes: vec![[1; 32]],
+        raw: vec![2, 0xf8, 7],
+    };
+    store.save_submission(&first).await.unwrap();
+    let rewards = ChainSubmission {
+        chain: "ethereum/rewards".into(),
+        ..first.clone()
+    };
+    store.save_submission(&rewards).await.unwrap();
+    assert_eq!(
+        store.submission("ethereum", 3).await.unwrap(),
+        Some(first.clone())
+    );
+    let bumped = ChainSubmission {
+        hashes: vec![[1; 32], [9; 32]],
+        raw: vec![2, 0xf8, 8, 8],
+        ..first.clone()
+    };
+    store.save_submission(&bumped).await.unwrap();
+    assert_eq!(store.submission("ethereum", 3).await.unwrap(), Some(bumped));
+    assert_eq!(store.submission("ethereum", 4).await.unwrap(), None);
+    assert_eq!(store.submission("polygon", 3).await.unwrap(), None);
+    store.clear_submission("ethereum", 3).await.unwrap();
+    assert_eq!(store.submission("ethereum", 3).await.unwrap(), None);
+    assert_eq!(
+        store.submission("ethereum/rewards", 3).await.unwrap(),
+        Some(rewards)
+    );
+    store.clear_submission("ethereum", 3).await.unwrap();
 }
 
 /// Bounced messages are counted by the reason in their detail and by class, most

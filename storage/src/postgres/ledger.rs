@@ -5,7 +5,7 @@ use super::rows::{
     to_i64, unique_err,
 };
 use maily_engine::merkle::{CampaignLeaf, Hash32};
-use maily_engine::ports::{LedgerEntry, StoreError, StoredProof};
+use maily_engine::ports::{ChainSubmission, LedgerEntry, StoreError, StoredProof};
 use maily_engine::{CampaignId, CampaignStats, Timestamp};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool};
@@ -267,4 +267,67 @@ mod tests {
         assert!(UPSERT_PROOF.contains("$5, $6"));
         assert!(UPSERT_PROOF.contains("$16, $17::numeric, $18"));
     }
+}
+
+pub(super) async fn save_submission(pool: &PgPool, s: &ChainSubmission) -> Result<(), StoreError> {
+    let row = format!("submission {}/{}", s.chain, s.epoch);
+    sqlx::query(
+        "INSERT INTO chain_submissions (chain, epoch, nonce, hashes, raw)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (chain, epoch) DO UPDATE SET nonce = excluded.nonce,
+             hashes = excluded.hashes, raw = excluded.raw, saved_at = now()",
+    )
+    .bind(&s.chain)
+    .bind(to_i64(s.epoch, &row, "epoch")?)
+    .bind(to_i64(s.nonce, &row, "nonce")?)
+    .bind(s.hashes.concat())
+    .bind(&s.raw)
+    .execute(pool)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+pub(super) async fn submission(
+    pool: &PgPool,
+    chain: &str,
+    epoch: u64,
+) -> Result<Option<ChainSubmission>, StoreError> {
+    let Ok(key) = i64::try_from(epoch) else {
+        return Ok(None);
+    };
+    let row = sqlx::query(
+        "SELECT nonce, hashes, raw FROM chain_submissions WHERE chain = $1 AND epoch = $2",
+    )
+    .bind(chain)
+    .bind(key)
+    .fetch_optional(pool)
+    .await
+    .map_err(db_err)?;
+    let Some(row) = row else { return Ok(None) };
+    let r = RowReader::new(&row, "chain_submissions", format_args!("{chain}/{epoch}"));
+    Ok(Some(ChainSubmission {
+        chain: chain.to_string(),
+        epoch,
+        nonce: r.u64("nonce")?,
+        hashes: r.hashes("hashes")?,
+        raw: r.get("raw")?,
+    }))
+}
+
+pub(super) async fn clear_submission(
+    pool: &PgPool,
+    chain: &str,
+    epoch: u64,
+) -> Result<(), StoreError> {
+    let Ok(key) = i64::try_from(epoch) else {
+        return Ok(());
+    };
+    sqlx::query("DELETE FROM chain_submissions WHERE chain = $1 AND epoch = $2")
+        .bind(chain)
+        .bind(key)
+        .execute(pool)
+        .await
+        .map_err(db_err)?;
+    Ok(())
 }

@@ -34,6 +34,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "campaign_lifecycle",
         sql: include_str!("../../migrations/postgres/0003_campaign_lifecycle.sql"),
     },
+    Migration {
+        version: 4,
+        name: "chain_submissions",
+        sql: include_str!("../../migrations/postgres/0004_chain_submissions.sql"),
+    },
 ];
 
 /// First half of the advisory lock key ("maily" in ASCII, truncated to 31 bits);

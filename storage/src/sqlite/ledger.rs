@@ -2,7 +2,7 @@
 
 use super::rows::{RowReader, db_err, placeholders, raw_text, stats_columns, stats_to_i64, to_i64};
 use maily_engine::merkle::{CampaignLeaf, Hash32};
-use maily_engine::ports::{LedgerEntry, StoreError, StoredProof};
+use maily_engine::ports::{ChainSubmission, LedgerEntry, StoreError, StoredProof};
 use maily_engine::{CampaignId, CampaignStats, Timestamp};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{SqliteConnection, SqlitePool};
@@ -255,4 +255,71 @@ pub(super) async fn proof(
         root: r.hash("root")?,
         proof: r.hashes("proof")?,
     }))
+}
+
+pub(super) async fn save_submission(
+    pool: &SqlitePool,
+    s: &ChainSubmission,
+) -> Result<(), StoreError> {
+    let row = format!("submission {}/{}", s.chain, s.epoch);
+    sqlx::query(
+        "INSERT INTO chain_submissions (chain, epoch, nonce, hashes, raw, saved_at)
+         VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (chain, epoch) DO UPDATE SET nonce = excluded.nonce,
+             hashes = excluded.hashes, raw = excluded.raw, saved_at = excluded.saved_at",
+    )
+    .bind(&s.chain)
+    .bind(to_i64(s.epoch, &row, "epoch")?)
+    .bind(to_i64(s.nonce, &row, "nonce")?)
+    .bind(s.hashes.concat())
+    .bind(&s.raw)
+    .bind(Timestamp::now().0)
+    .execute(pool)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+pub(super) async fn submission(
+    pool: &SqlitePool,
+    chain: &str,
+    epoch: u64,
+) -> Result<Option<ChainSubmission>, StoreError> {
+    let Ok(key) = i64::try_from(epoch) else {
+        return Ok(None);
+    };
+    let row = sqlx::query(
+        "SELECT nonce, hashes, raw FROM chain_submissions WHERE chain = ? AND epoch = ?",
+    )
+    .bind(chain)
+    .bind(key)
+    .fetch_optional(pool)
+    .await
+    .map_err(db_err)?;
+    let Some(row) = row else { return Ok(None) };
+    let r = RowReader::new(&row, "chain_submissions", format_args!("{chain}/{epoch}"));
+    Ok(Some(ChainSubmission {
+        chain: chain.to_string(),
+        epoch,
+        nonce: r.u64("nonce")?,
+        hashes: r.hashes("hashes")?,
+        raw: r.get("raw")?,
+    }))
+}
+
+pub(super) async fn clear_submission(
+    pool: &SqlitePool,
+    chain: &str,
+    epoch: u64,
+) -> Result<(), StoreError> {
+    let Ok(key) = i64::try_from(epoch) else {
+        return Ok(());
+    };
+    sqlx::query("DELETE FROM chain_submissions WHERE chain = ? AND epoch = ?")
+        .bind(chain)
+        .bind(key)
+        .execute(pool)
+        .await
+        .map_err(db_err)?;
+    Ok(())
 }

@@ -34,6 +34,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "campaign_lifecycle",
         sql: include_str!("../../migrations/sqlite/0004_campaign_lifecycle.sql"),
     },
+    Migration {
+        version: 5,
+        name: "chain_submissions",
+        sql: include_str!("../../migrations/sqlite/0005_chain_submissions.sql"),
+    },
 ];
 
 /// Applies every migration in `migrations` that `pool`'s database lacks.

@@ -23,8 +23,9 @@ mod settlement;
 use async_trait::async_trait;
 use maily_engine::merkle::Hash32;
 use maily_engine::ports::{
-    AggregateBatch, ApiKeyRecord, Fence, IdempotentSend, Lease, LedgerEntry, MessageState,
-    NewApiKey, Settlement, Store, StoreError, StoredOffset, StoredProof, TenantRecord, Transition,
+    AggregateBatch, ApiKeyRecord, ChainSubmission, Fence, IdempotentSend, Lease, LedgerEntry,
+    MessageState, NewApiKey, Settlement, Store, StoreError, StoredOffset, StoredProof,
+    TenantRecord, Transition,
 };
 use maily_engine::{
     Campaign, CampaignId, CampaignState, CampaignStats, CampaignStatus, Contact, ContactList,
@@ -312,6 +313,22 @@ impl Store for SqliteStore {
 
     async fn store_proofs(&self, proofs: &[StoredProof]) -> Result<(), StoreError> {
         ledger::store_proofs(&self.pool, proofs).await
+    }
+
+    async fn save_submission(&self, submission: &ChainSubmission) -> Result<(), StoreError> {
+        ledger::save_submission(&self.pool, submission).await
+    }
+
+    async fn submission(
+        &self,
+        chain: &str,
+        epoch: u64,
+    ) -> Result<Option<ChainSubmission>, StoreError> {
+        ledger::submission(&self.pool, chain, epoch).await
+    }
+
+    async fn clear_submission(&self, chain: &str, epoch: u64) -> Result<(), StoreError> {
+        ledger::clear_submission(&self.pool, chain, epoch).await
     }
 
     async fn acquire_lease(
