@@ -14,7 +14,7 @@ use crate::worker::{Step, Worker};
 use anyhow::Context as _;
 use maily_engine::TenantId;
 use maily_engine::merkle::{CampaignLeaf, MerkleTree};
-use maily_engine::ports::{AnchorReceipt, Chain, ChainError, StoredProof};
+use maily_engine::ports::{AnchorReceipt, Chain, ChainError, Settlement, StoredProof};
 use maily_engine::reward::{Account, RewardTree};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,8 +47,8 @@ pub struct AnchorWorker {
     ports: Ports,
     settings: AnchorSettings,
     next_tick: Instant,
-    /// Per failing chain: when to try again, and the wait after that.
-    backoff: HashMap<String, (Instant, Duration)>,
+    /// Per failing chain: when to try again, and the failures in a row so far.
+    backoff: HashMap<String, (Instant, u32)>,
 }
 
 /// A chain's round failed: either the chain (retried with backoff) or the store.
@@ -100,14 +100,11 @@ impl AnchorWorker {
                     receipts.append(&mut r);
                 }
                 Err(Failure::Chain(e)) => {
-                    let wait = self
-                        .backoff
-                        .get(name)
-                        .map_or(self.settings.interval, |(_, w)| *w);
-                    let next =
-                        (wait * 2).min(self.settings.max_backoff.max(self.settings.interval));
+                    let failures = self.backoff.get(name).map_or(1, |(_, n)| n + 1);
+                    let (interval, max) = (self.settings.interval, self.settings.max_backoff);
+                    let wait = retry_wait(interval, max, failures);
                     self.backoff
-                        .insert(name.to_string(), (Instant::now() + wait, next));
+                        .insert(name.to_string(), (Instant::now() + wait, failures));
                     warn!(chain = name, error = %e, retry_in = ?wait, "anchoring failed");
                     metrics::counter!("maily_anchor_failures_total", "chain" => name.to_string(), "kind" => e.kind()).increment(1);
                 }
@@ -116,6 +113,13 @@ impl AnchorWorker {
         }
         Ok(receipts)
     }
+}
+
+/// The wait after the `failures`-th failure in a row: the interval, doubled with each
+/// further failure, at most `max` (and never below the interval).
+fn retry_wait(interval: Duration, max: Duration, failures: u32) -> Duration {
+    let doubled = interval.saturating_mul(1 << failures.saturating_sub(1).min(20));
+    doubled.min(max.max(interval))
 }
 
 /// Anchors a chain's pending epochs in order, then publishes its pending reward roots.
@@ -153,12 +157,7 @@ async fn chain_round(
         .await
         .context("listing reward epochs to publish")?;
     for epoch in epochs {
-        let settlement = ports
-            .store
-            .settlement(epoch)
-            .await
-            .context("loading settlement")?
-            .with_context(|| format!("settlement {epoch} vanished"))?;
+        let settlement = settlement(ports, epoch).await?;
         let Some(tree) = RewardTree::build(&settlement.entries, payees) else {
             // Nobody with a payee earned anything: nothing to publish, nothing to claim.
             ports
@@ -188,15 +187,19 @@ async fn chain_round(
     Ok(receipts)
 }
 
-/// Builds an epoch's campaign tree from its settlement, stores every campaign's
-/// proof (idempotent) and returns the root.
-async fn store_epoch_proofs(ports: &Ports, epoch: u64) -> anyhow::Result<[u8; 32]> {
-    let settlement = ports
+async fn settlement(ports: &Ports, epoch: u64) -> anyhow::Result<Settlement> {
+    ports
         .store
         .settlement(epoch)
         .await
         .context("loading settlement")?
-        .with_context(|| format!("settlement {epoch} vanished"))?;
+        .with_context(|| format!("settlement {epoch} vanished"))
+}
+
+/// Builds an epoch's campaign tree from its settlement, stores every campaign's
+/// proof (idempotent) and returns the root.
+async fn store_epoch_proofs(ports: &Ports, epoch: u64) -> anyhow::Result<[u8; 32]> {
+    let settlement = settlement(ports, epoch).await?;
     let mut leaves: Vec<CampaignLeaf> = settlement
         .entries
         .iter()
@@ -256,5 +259,23 @@ impl Worker for AnchorWorker {
 
     async fn shutdown(&mut self) -> anyhow::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_wait;
+    use std::time::Duration;
+
+    #[test]
+    fn a_failing_chain_is_retried_after_doubling_waits_up_to_the_cap() {
+        let s = Duration::from_secs;
+        let waits: Vec<u64> = (1..=8)
+            .map(|n| retry_wait(s(10), s(300), n).as_secs())
+            .collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(retry_wait(s(10), s(300), 10_000), s(300));
+        // A cap below the interval still waits the interval.
+        assert_eq!(retry_wait(s(10), s(1), 3), s(10));
     }
 }

@@ -16,11 +16,13 @@
 //!    is ever mined. A receipt counts once its block is `confirmations` deep and still
 //!    on the canonical chain; a reorg that drops it sends the wait back to polling.
 //!
-//! A process that stops between sending and confirming leaves its transaction in the
-//! node's pool. The next process waits for such transactions of its signer before it
-//! sends anything, and when they do not clear it replaces them at their nonce instead
-//! of adding a new one: an epoch is never anchored twice, and the contract refuses a
-//! second root for an epoch anyway.
+//! Every version of a transaction is written to the store's journal before it is
+//! broadcast and removed once confirmed. A process that stops between sending and
+//! confirming leaves it there (and in the node's pool): the next process finds it,
+//! broadcasts it again and waits for it, bumping it at the same nonce if it is stuck,
+//! so an epoch is never anchored twice, and the contract refuses a second root for an
+//! epoch anyway. Without a journal, a new process waits for the signer's pending
+//! transactions (as the node counts them) before sending anything.
 
 use crate::contracts::{AnchorRegistry, RewardDistributor, describe_revert};
 use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
@@ -307,7 +309,7 @@ struct Submission {
 }
 
 enum Outcome {
-    Confirmed(TransactionReceipt),
+    Confirmed(B256, u64),
     Reverted(B256, u64),
     /// The nonce was used by another transaction of the signer.
     Replaced,
@@ -674,9 +676,9 @@ impl EvmChain {
             let outcome = self.confirm(kind, epoch, sub).await?;
             self.forget(kind, epoch).await?;
             match outcome {
-                Outcome::Confirmed(receipt) => {
-                    info!(chain = self.name(), kind = kind.label(), epoch, tx = %receipt.transaction_hash, block = receipt.block_number, "confirmed");
-                    return Ok(self.receipt(epoch, root, receipt.transaction_hash));
+                Outcome::Confirmed(tx, block) => {
+                    info!(chain = self.name(), kind = kind.label(), epoch, %tx, block, "confirmed");
+                    return Ok(self.receipt(epoch, root, tx));
                 }
                 Outcome::Reverted(hash, block) => {
                     if self.current(kind, epoch).await? == Some(root) {
@@ -984,7 +986,7 @@ impl EvmChain {
             return Ok(None);
         }
         if receipt.status() {
-            Ok(Some(Outcome::Confirmed(receipt.clone())))
+            Ok(Some(Outcome::Confirmed(receipt.transaction_hash, number)))
         } else {
             Ok(Some(Outcome::Reverted(receipt.transaction_hash, number)))
         }

@@ -126,6 +126,15 @@ impl LocalNode {
             .unwrap_or_else(|e| panic!("{method} on {}: {e}", self.url))
     }
 
+    /// The transactions `address` has had mined.
+    pub async fn mined_nonce(&self, address: Address) -> u64 {
+        self.provider
+            .get_transaction_count(address)
+            .latest()
+            .await
+            .unwrap_or_else(|e| panic!("eth_getTransactionCount on {}: {e}", self.url))
+    }
+
     /// A new private key no other test uses, holding 100 ETH.
     pub async fn funded_key(&self) -> String {
         let key = fresh_key();

@@ -47,11 +47,7 @@ fn logs() {
 }
 
 async fn signer_nonce(node: &LocalNode, chain: &EvmChain) -> u64 {
-    node.provider()
-        .get_transaction_count(chain.signer())
-        .latest()
-        .await
-        .expect("nonce")
+    node.mined_nonce(chain.signer()).await
 }
 
 #[tokio::test]
@@ -250,12 +246,7 @@ async fn a_restart_between_sending_and_confirming_does_not_anchor_twice() {
         .unwrap()
         .with_journal(store.clone());
     let signer = first.signer();
-    let before = node
-        .provider()
-        .get_transaction_count(signer)
-        .latest()
-        .await
-        .unwrap();
+    let before = node.mined_nonce(signer).await;
     let sending = tokio::spawn(async move { first.anchor(1, root).await });
     // Wait until the transaction is in the node's pool, then "kill" the engine.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -297,12 +288,7 @@ async fn a_restart_between_sending_and_confirming_does_not_anchor_twice() {
     node.rpc("miner_start", serde_json::json!([])).await;
     let receipt = waiting.await.unwrap().expect("anchored");
 
-    let mined = node
-        .provider()
-        .get_transaction_count(signer)
-        .latest()
-        .await
-        .unwrap();
+    let mined = node.mined_nonce(signer).await;
     assert_eq!(
         mined,
         before + 1,
@@ -359,12 +345,7 @@ async fn a_stuck_transaction_is_resubmitted_with_higher_fees_under_the_cap() {
         tx.inner.max_fee_per_gas() <= cap,
         "the fee cap was exceeded"
     );
-    let mined = node
-        .provider()
-        .get_transaction_count(signer)
-        .latest()
-        .await
-        .unwrap();
+    let mined = node.mined_nonce(signer).await;
     assert_eq!(
         mined,
         before + 1,

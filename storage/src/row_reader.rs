@@ -2,7 +2,7 @@
 //! the driver's row type, that names its table and key in every error.
 
 use maily_engine::merkle::Hash32;
-use maily_engine::ports::StoreError;
+use maily_engine::ports::{ChainSubmission, StoreError};
 use maily_engine::{
     CampaignState, CampaignStats, CampaignStatus, ReasonCount, TenantId, Timestamp,
 };
@@ -74,6 +74,21 @@ where
             reason: self.get("reason")?,
             hard: self.get("hard")?,
             count: self.u64("n")?,
+        })
+    }
+
+    /// A `chain_submissions` row (`nonce`, `hashes`, `raw`) of `chain` and `epoch`.
+    pub(crate) fn chain_submission(
+        &self,
+        chain: &str,
+        epoch: u64,
+    ) -> Result<ChainSubmission, StoreError> {
+        Ok(ChainSubmission {
+            chain: chain.to_string(),
+            epoch,
+            nonce: self.u64("nonce")?,
+            hashes: self.hashes("hashes")?,
+            raw: self.get("raw")?,
         })
     }
 

@@ -21,6 +21,11 @@ pub struct Serve {
 
 impl Serve {
     pub fn spawn(config: &Path, member: &str, dir: &Path) -> Serve {
+        Self::spawn_with(config, member, dir, &[])
+    }
+
+    /// Like [`Serve::spawn`], with more environment variables (secrets, for one).
+    pub fn spawn_with(config: &Path, member: &str, dir: &Path, env: &[(&str, &str)]) -> Serve {
         let log = dir.join(format!("{member}.log"));
         let out = File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_maily"))
@@ -28,6 +33,7 @@ impl Serve {
             .arg(config)
             .env("MAILY__OWNERSHIP__MEMBER", member)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log handle"))
             .stderr(out)

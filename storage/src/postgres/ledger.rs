@@ -258,17 +258,6 @@ pub(super) async fn proof(
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proof_upsert_numbers_every_column() {
-        assert!(UPSERT_PROOF.contains("$5, $6"));
-        assert!(UPSERT_PROOF.contains("$16, $17::numeric, $18"));
-    }
-}
-
 pub(super) async fn save_submission(pool: &PgPool, s: &ChainSubmission) -> Result<(), StoreError> {
     let row = format!("submission {}/{}", s.chain, s.epoch);
     sqlx::query(
@@ -305,14 +294,9 @@ pub(super) async fn submission(
     .await
     .map_err(db_err)?;
     let Some(row) = row else { return Ok(None) };
-    let r = RowReader::new(&row, "chain_submissions", format_args!("{chain}/{epoch}"));
-    Ok(Some(ChainSubmission {
-        chain: chain.to_string(),
-        epoch,
-        nonce: r.u64("nonce")?,
-        hashes: r.hashes("hashes")?,
-        raw: r.get("raw")?,
-    }))
+    RowReader::new(&row, "chain_submissions", format_args!("{chain}/{epoch}"))
+        .chain_submission(chain, epoch)
+        .map(Some)
 }
 
 pub(super) async fn clear_submission(
@@ -330,4 +314,15 @@ pub(super) async fn clear_submission(
         .await
         .map_err(db_err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proof_upsert_numbers_every_column() {
+        assert!(UPSERT_PROOF.contains("$5, $6"));
+        assert!(UPSERT_PROOF.contains("$16, $17::numeric, $18"));
+    }
 }

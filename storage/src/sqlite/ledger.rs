@@ -297,14 +297,9 @@ pub(super) async fn submission(
     .await
     .map_err(db_err)?;
     let Some(row) = row else { return Ok(None) };
-    let r = RowReader::new(&row, "chain_submissions", format_args!("{chain}/{epoch}"));
-    Ok(Some(ChainSubmission {
-        chain: chain.to_string(),
-        epoch,
-        nonce: r.u64("nonce")?,
-        hashes: r.hashes("hashes")?,
-        raw: r.get("raw")?,
-    }))
+    RowReader::new(&row, "chain_submissions", format_args!("{chain}/{epoch}"))
+        .chain_submission(chain, epoch)
+        .map(Some)
 }
 
 pub(super) async fn clear_submission(
