@@ -32,6 +32,9 @@ enum Cmd {
     /// Check a campaign's figures in an epoch against the roots on chain, or a proof
     /// file offline against a root.
     Verify(maily::verify::VerifyArgs),
+    /// Print an account's reward claim for an epoch (amount and Merkle proof for the
+    /// distributor's `claim`), checked against each distributor's published root.
+    RewardProof(maily::verify::RewardProofArgs),
     /// Apply the store's migrations and exit.
     Migrate {
         #[arg(long)]
@@ -42,7 +45,7 @@ enum Cmd {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Cmd::Demo(_) | Cmd::Verify(_) => "warn",
+        Cmd::Demo(_) | Cmd::Verify(_) | Cmd::RewardProof(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -63,6 +66,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Demo(args) => maily::demo::run_cli(args).await,
             Cmd::Serve { config } => maily::serve::run(config.as_deref()).await,
             Cmd::Verify(args) => maily::verify::run(args).await,
+            Cmd::RewardProof(args) => maily::verify::run_reward_proof(args).await,
             Cmd::Migrate { config } => maily::serve::migrate(config.as_deref()).await,
         }
     });

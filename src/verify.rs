@@ -384,6 +384,129 @@ fn publisher(name: &str, c: &EvmSection) -> anyhow::Result<Address> {
         .with_context(|| format!("anchor.evm.{name}.publisher is not an address"))
 }
 
+/// `maily reward-proof` arguments.
+#[derive(Debug, clap::Args)]
+pub struct RewardProofArgs {
+    /// The settled epoch.
+    #[arg(long)]
+    pub epoch: u64,
+    /// The payee account (0x-prefixed address).
+    #[arg(long)]
+    pub account: String,
+    /// A TOML file layered over the defaults.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// What an account claims from a distributor for an epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewardClaim {
+    pub epoch: u64,
+    pub account: String,
+    /// Reward-token base units, decimal.
+    pub amount: String,
+    /// The epoch's reward root.
+    pub root: String,
+    /// Sibling hashes from the leaf up: `claim(epoch, account, amount, proof)`.
+    pub proof: Vec<String>,
+    /// Per chain with a distributor: whether its published root is this one.
+    pub chains: Vec<ClaimChain>,
+}
+
+/// One distributor's state for a claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimChain {
+    pub chain: String,
+    pub distributor: String,
+    /// `published`, `not published yet`, `different root 0x…`, or why it was not read.
+    pub status: String,
+}
+
+/// Rebuilds an account's reward leaf and proof for an epoch from the stored
+/// settlement and `[reward.payees]`, and checks it against each distributor's root.
+pub async fn reward_claim(
+    settings: &Settings,
+    store: &std::sync::Arc<dyn Store>,
+    epoch: u64,
+    account: &str,
+) -> anyhow::Result<RewardClaim> {
+    let address: Address = account
+        .parse()
+        .with_context(|| format!("--account {account:?} is not an address"))?;
+    let settlement = store
+        .settlement(epoch)
+        .await
+        .context("reading the settlement")?
+        .with_context(|| format!("epoch {epoch} is not settled"))?;
+    let payees = wiring::payees(settings)?;
+    let tree = maily_engine::reward::RewardTree::build(&settlement.entries, &payees)
+        .with_context(|| format!("nobody with a payee earned anything in epoch {epoch}"))?;
+    let (leaf, proof) = tree.proof(&address.into_array()).with_context(|| {
+        format!("{address} has no reward in epoch {epoch} (is it a payee in [reward.payees]?)")
+    })?;
+    let root = tree.root();
+    let mut chains = Vec::new();
+    for (name, c) in &settings.anchor.evm {
+        let Some(distributor) = &c.distributor else {
+            continue;
+        };
+        let status = match distributor_root(name, c, epoch).await {
+            Ok(Some(r)) if r == root => "published".to_string(),
+            Ok(Some(r)) => format!(
+                "different root 0x{}: [reward.payees] changed since the epoch was published?",
+                hex::encode(r)
+            ),
+            Ok(None) => "not published yet".to_string(),
+            Err(e) => format!("not read: {e:#}"),
+        };
+        chains.push(ClaimChain {
+            chain: name.clone(),
+            distributor: distributor.clone(),
+            status,
+        });
+    }
+    Ok(RewardClaim {
+        epoch,
+        account: address.to_string(),
+        amount: leaf.amount.to_string(),
+        root: hex32(&root),
+        proof: proof.iter().map(|h| hex32(h)).collect(),
+        chains,
+    })
+}
+
+async fn distributor_root(
+    name: &str,
+    c: &EvmSection,
+    epoch: u64,
+) -> anyhow::Result<Option<Hash32>> {
+    let registry: Address = c.registry.parse().context("registry address")?;
+    let distributor: Address = c
+        .distributor
+        .as_deref()
+        .unwrap_or_default()
+        .parse()
+        .context("distributor address")?;
+    let reader = EvmReader::new(
+        name,
+        &c.rpc_url,
+        registry,
+        Some(distributor),
+        Address::ZERO,
+        Duration::from_secs(10),
+    )?;
+    Ok(reader.reward_root_of(epoch).await?)
+}
+
+/// Runs `maily reward-proof`: prints the claim as JSON.
+pub async fn run_reward_proof(args: RewardProofArgs) -> anyhow::Result<()> {
+    let settings = Settings::load(args.config.as_deref())?;
+    let store = wiring::open_store(&settings).await?;
+    let claim = reward_claim(&settings, &store, args.epoch, &args.account).await?;
+    println!("{}", serde_json::to_string_pretty(&claim)?);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ mod common;
 use alloy::primitives::{Address, B256, U256};
 use alloy::sol_types::SolCall;
 use common::{Harness, row, run};
-use maily::verify::{ProofFile, VerifyArgs, check};
+use maily::verify::{ProofFile, RewardClaim, VerifyArgs, check};
 use maily_chain::contracts::{RewardDistributor, RewardToken};
 use maily_chain::deploy::Deployer;
 use maily_chain::testnode::{Deployment, LocalNode};
@@ -203,7 +203,19 @@ fn three_epochs_are_anchored_on_two_chains_and_every_campaign_verifies() {
         ]);
         assert!(!ok && text.contains("WRONG CHAIN"), "{text}");
 
-        // The reward of epoch 1 is claimable once on each chain.
+        // The reward of epoch 1 is claimable once on each chain, with the proof
+        // `maily reward-proof` prints; it matches the tree rebuilt here.
+        let (ok, text) = maily(&[
+            "reward-proof",
+            "--config",
+            cfg,
+            "--epoch",
+            &epochs[0].0.to_string(),
+            "--account",
+            &alice.to_string(),
+        ]);
+        assert!(ok, "{text}");
+        let claim: RewardClaim = serde_json::from_str(&text).unwrap();
         let settlement = h
             .ports
             .store
@@ -213,7 +225,22 @@ fn three_epochs_are_anchored_on_two_chains_and_every_campaign_verifies() {
             .unwrap();
         let payees = HashMap::from([(TenantId::parse("acme").unwrap(), alice.into_array())]);
         let tree = RewardTree::build(&settlement.entries, &payees).expect("acme earned");
-        let (leaf, proof) = tree.proof(&alice.into_array()).unwrap();
+        let (leaf, _) = tree.proof(&alice.into_array()).unwrap();
+        assert_eq!(claim.amount, leaf.amount.to_string());
+        assert_eq!(claim.root, format!("0x{}", hex::encode(tree.root())));
+        let statuses: Vec<&str> = claim.chains.iter().map(|c| c.status.as_str()).collect();
+        assert_eq!(statuses, ["published", "published"], "{text}");
+        let proof: Vec<B256> = claim.proof.iter().map(|p| p.parse().unwrap()).collect();
+        let (ok, text) = maily(&[
+            "reward-proof",
+            "--config",
+            cfg,
+            "--epoch",
+            "1",
+            "--account",
+            &Address::repeat_byte(0x77).to_string(),
+        ]);
+        assert!(!ok && text.contains("has no reward in epoch 1"), "{text}");
         for (node, d) in [(&eth, &eth_d), (&pol, &pol_d)] {
             let claimer = Deployer::connect(&node.url, &node.funded_key().await)
                 .await
@@ -222,7 +249,7 @@ fn three_epochs_are_anchored_on_two_chains_and_every_campaign_verifies() {
                 epoch: epochs[0].0,
                 account: alice,
                 amount: U256::from(leaf.amount),
-                proof: proof.iter().map(|p| B256::from(*p)).collect(),
+                proof: proof.clone(),
             }
             .abi_encode();
             claimer
