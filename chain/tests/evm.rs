@@ -451,3 +451,50 @@ async fn bad_chains_and_signers_give_clear_errors() {
         .unwrap_err();
     assert!(err.to_string().contains("above the fee cap"), "{err}");
 }
+
+#[tokio::test]
+async fn a_receipt_dropped_by_a_reorg_is_not_taken_and_the_anchor_is_sent_again() {
+    logs();
+    let node = LocalNode::private(31340).await;
+    let deployed = node.deploy(0).await;
+    let key = deployed.key.clone(); // not at nonce 0: see the restart test
+    let mut params = node.params(&key, deployed.registry);
+    params.confirmations = 4;
+    params.bump_after = Duration::from_secs(1);
+    params.poll_interval = Duration::from_millis(100);
+    let watcher = EvmChain::new(params.clone()).unwrap();
+    let chain = EvmChain::new(params).unwrap();
+    let before = signer_nonce(&node, &chain).await;
+    let root = [5u8; 32];
+    let snapshot = node.rpc("evm_snapshot", serde_json::json!([])).await;
+
+    let sending = tokio::spawn(async move { chain.anchor(5, root).await });
+    // Mined once: roll the chain back to before it, as a reorg would.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while watcher.root(5).await.unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "never mined");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!sending.is_finished(), "confirmed at one block of four");
+    assert_eq!(
+        node.rpc("evm_revert", serde_json::json!([snapshot])).await,
+        serde_json::json!(true)
+    );
+    assert_eq!(
+        watcher.root(5).await.unwrap(),
+        None,
+        "the reorg did not drop it"
+    );
+
+    let receipt = sending.await.unwrap().expect("anchored after the reorg");
+    assert_eq!(watcher.root(5).await.unwrap(), Some(root));
+    let tx: B256 = receipt.reference.parse().unwrap();
+    let mined = node
+        .provider()
+        .get_transaction_receipt(tx)
+        .await
+        .unwrap()
+        .expect("the recorded transaction is on the canonical chain");
+    assert!(mined.status());
+    assert_eq!(signer_nonce(&node, &watcher).await, before + 1);
+}
