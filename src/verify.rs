@@ -9,6 +9,7 @@
 
 use crate::wiring;
 use anyhow::{Context as _, bail};
+use maily_api::admin::ProofBody;
 use maily_chain::{Address, EvmReader};
 use maily_config::{EvmSection, Settings};
 use maily_engine::CampaignId;
@@ -48,37 +49,9 @@ pub struct VerifyArgs {
     pub root: Option<String>,
 }
 
-/// A campaign's leaf and proof as a file: the admin API's proof body (its `stats` and
-/// other extra fields are ignored here).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProofFile {
-    pub epoch: u64,
-    pub campaign_id: String,
-    /// The stored root the proof leads to.
-    pub root: String,
-    /// The canonical leaf encoding (v1), hex.
-    pub leaf: String,
-    pub leaf_index: u32,
-    /// Sibling hashes from the leaf up, hex.
-    pub proof: Vec<String>,
-    /// Cumulative reward up to the epoch, base units.
-    pub reward_total: String,
-}
-
-impl ProofFile {
-    /// The file for a stored proof.
-    pub fn from_stored(p: &StoredProof) -> Self {
-        ProofFile {
-            epoch: p.leaf.epoch,
-            campaign_id: p.leaf.campaign.to_string(),
-            root: hex32(&p.root),
-            leaf: format!("0x{}", hex::encode(p.leaf.encode())),
-            leaf_index: p.leaf_index,
-            proof: p.proof.iter().map(|h| hex32(h)).collect(),
-            reward_total: p.leaf.reward_total.to_string(),
-        }
-    }
-}
+/// A campaign's leaf and proof as a file: the admin API's proof body (its `stats`
+/// are not checked here; the leaf encoding carries the figures).
+pub type ProofFile = ProofBody;
 
 fn hex32(h: &[u8]) -> String {
     format!("0x{}", hex::encode(h))

@@ -153,7 +153,7 @@ pub struct StateBody {
 }
 
 /// A campaign's committed counters, as `GetCampaignStats` of the gRPC API reports them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StatsBody {
     pub injected: u64,
     pub delivered: u64,

@@ -10,7 +10,7 @@ use super::{State, ok, run};
 use crate::auth::Scope;
 use actix_web::{HttpResponse, web};
 use maily_engine::CampaignId;
-use maily_engine::ports::{LedgerEntry, Settlement};
+use maily_engine::ports::{LedgerEntry, Settlement, StoredProof};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 use utoipa::{IntoParams, ToSchema};
@@ -71,8 +71,9 @@ pub struct Anchors {
 }
 
 /// A campaign's leaf in an anchored epoch with its inclusion proof (OpenZeppelin
-/// `MerkleProof` compatible: sorted pairs).
-#[derive(Debug, Serialize, ToSchema)]
+/// `MerkleProof` compatible: sorted pairs). Also the proof file `maily verify` writes
+/// and checks offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ProofBody {
     pub epoch: u64,
     pub campaign_id: String,
@@ -85,6 +86,22 @@ pub struct ProofBody {
     pub stats: StatsBody,
     /// Cumulative reward up to this epoch, in base units.
     pub reward_total: String,
+}
+
+impl ProofBody {
+    /// The body of a stored proof.
+    pub fn from_stored(p: &StoredProof) -> Self {
+        ProofBody {
+            epoch: p.leaf.epoch,
+            campaign_id: p.leaf.campaign.to_string(),
+            root: hex32(&p.root),
+            leaf: format!("0x{}", hex::encode(p.leaf.encode())),
+            leaf_index: p.leaf_index,
+            proof: p.proof.iter().map(|h| hex32(h)).collect(),
+            stats: StatsBody::from(&p.leaf.stats),
+            reward_total: p.leaf.reward_total.to_string(),
+        }
+    }
 }
 
 /// One campaign's figures in a settled epoch.
@@ -198,16 +215,7 @@ pub async fn proof(
                     "no proof of campaign {id} in epoch {epoch}: the epoch is not anchored yet, or the campaign had no figures then"
                 ))
             })?;
-        Ok(ProofBody {
-            epoch,
-            campaign_id: id.to_string(),
-            root: hex32(&proof.root),
-            leaf: format!("0x{}", hex::encode(proof.leaf.encode())),
-            leaf_index: proof.leaf_index,
-            proof: proof.proof.iter().map(|h| hex32(h)).collect(),
-            stats: StatsBody::from(&proof.leaf.stats),
-            reward_total: proof.leaf.reward_total.to_string(),
-        })
+        Ok(ProofBody::from_stored(&proof))
     })
     .await?;
     Ok(ok(&body))

@@ -28,6 +28,7 @@ mod csv;
 mod extract;
 mod import;
 mod ledger;
+pub use ledger::ProofBody;
 mod lists;
 mod meta;
 mod operations;
