@@ -80,6 +80,21 @@ chain_id() {
   echo $((reply))
 }
 
+# The flags every node runs with: loopback only, the chain id, the hardfork, the block
+# time and the test mnemonic.
+node_flags() {
+  local port="$1" id="$2"
+  flags=(
+    --server.host 127.0.0.1
+    --server.port "$port"
+    --chain.chainId "$id"
+    --chain.networkId "$id"
+    --chain.hardfork "$hardfork"
+    --miner.blockTime "$block_time"
+    --wallet.mnemonic "$mnemonic"
+  )
+}
+
 start_node() {
   local name="$1" id="$2" port="$3" running
   if running="$(chain_id "$port")"; then
@@ -91,14 +106,8 @@ start_node() {
     return 1
   fi
   rm -f "$run_dir/$name.keys.json"
-  nohup "$ganache" \
-    --server.host 127.0.0.1 \
-    --server.port "$port" \
-    --chain.chainId "$id" \
-    --chain.networkId "$id" \
-    --chain.hardfork "$hardfork" \
-    --miner.blockTime "$block_time" \
-    --wallet.mnemonic "$mnemonic" \
+  node_flags "$port" "$id"
+  nohup "$ganache" "${flags[@]}" \
     --wallet.totalAccounts 10 \
     --wallet.defaultBalance 1000 \
     --wallet.accountKeysPath "$run_dir/$name.keys.json" \
@@ -171,18 +180,9 @@ stop() {
 }
 
 run() {
-  local port="$1" id="$2"
   install
-  exec "$ganache" \
-    --server.host 127.0.0.1 \
-    --server.port "$port" \
-    --chain.chainId "$id" \
-    --chain.networkId "$id" \
-    --chain.hardfork "$hardfork" \
-    --miner.blockTime "$block_time" \
-    --wallet.mnemonic "$mnemonic" \
-    --wallet.totalAccounts 2 \
-    --logging.quiet
+  node_flags "$1" "$2"
+  exec "$ganache" "${flags[@]}" --wallet.totalAccounts 2 --logging.quiet
 }
 
 case "${1:-start}" in

@@ -16,6 +16,7 @@ use maily_config::Settings;
 use maily_engine::reward::RewardTree;
 use maily_engine::{CampaignId, TenantId};
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::Command;
 
 fn chain_toml(name: &str, node: &LocalNode, d: &Deployment) -> String {
@@ -49,6 +50,22 @@ fn maily(args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// `maily verify` of a campaign in an epoch with the configuration at `cfg`.
+fn verify_cli(cfg: &str, campaign: CampaignId, epoch: u64, more: &[&str]) -> (bool, String) {
+    let (campaign, epoch) = (campaign.to_string(), epoch.to_string());
+    let mut args = vec![
+        "verify",
+        "--config",
+        cfg,
+        "--campaign",
+        &campaign,
+        "--epoch",
+        &epoch,
+    ];
+    args.extend_from_slice(more);
+    maily(&args)
 }
 
 #[test]
@@ -135,17 +152,12 @@ fn three_epochs_are_anchored_on_two_chains_and_every_campaign_verifies() {
         let (epoch, ids) = &epochs[1];
         let exported = dir.path().join("proof.json");
         let cfg = config.to_str().unwrap();
-        let (ok, text) = maily(&[
-            "verify",
-            "--config",
+        let (ok, text) = verify_cli(
             cfg,
-            "--campaign",
-            &ids[0].to_string(),
-            "--epoch",
-            &epoch.to_string(),
-            "--export",
-            exported.to_str().unwrap(),
-        ]);
+            ids[0],
+            *epoch,
+            &["--export", exported.to_str().unwrap()],
+        );
         assert!(ok, "{text}");
         assert!(
             text.contains("ethereum  verified") && text.contains("polygon   verified"),
@@ -153,13 +165,16 @@ fn three_epochs_are_anchored_on_two_chains_and_every_campaign_verifies() {
         );
         let root = h.ports.chains[1].root(*epoch).await.unwrap().unwrap();
         let root_hex = format!("0x{}", hex::encode(root));
-        let (ok, text) = maily(&[
-            "verify",
-            "--proof-file",
-            exported.to_str().unwrap(),
-            "--root",
-            &root_hex,
-        ]);
+        let offline = |file: &Path| {
+            maily(&[
+                "verify",
+                "--proof-file",
+                file.to_str().unwrap(),
+                "--root",
+                &root_hex,
+            ])
+        };
+        let (ok, text) = offline(&exported);
         assert!(ok && text.starts_with("VERIFIED"), "{text}");
         let mut file: ProofFile =
             serde_json::from_str(&std::fs::read_to_string(&exported).unwrap()).unwrap();
@@ -168,39 +183,18 @@ fn three_epochs_are_anchored_on_two_chains_and_every_campaign_verifies() {
         file.leaf = format!("0x{}", hex::encode(leaf));
         let tampered = dir.path().join("tampered.json");
         std::fs::write(&tampered, serde_json::to_string(&file).unwrap()).unwrap();
-        let (ok, text) = maily(&[
-            "verify",
-            "--proof-file",
-            tampered.to_str().unwrap(),
-            "--root",
-            &root_hex,
-        ]);
+        let (ok, text) = offline(&tampered);
         assert!(!ok && text.contains("NOT VERIFIED"), "{text}");
         // Against the node's answer for a campaign that is not in the epoch: named.
-        let (ok, text) = maily(&[
-            "verify",
-            "--config",
-            cfg,
-            "--campaign",
-            &CampaignId::new().to_string(),
-            "--epoch",
-            "1",
-        ]);
+        let (ok, text) = verify_cli(cfg, CampaignId::new(), 1, &[]);
         assert!(!ok && text.contains("no proof of campaign"), "{text}");
         // A wrong RPC for a chain: named, and not verified.
-        let (ok, text) = maily(&[
-            "verify",
-            "--config",
+        let (ok, text) = verify_cli(
             cfg,
-            "--campaign",
-            &ids[0].to_string(),
-            "--epoch",
-            &epoch.to_string(),
-            "--chain",
-            "ethereum",
-            "--rpc",
-            &pol.url,
-        ]);
+            ids[0],
+            *epoch,
+            &["--chain", "ethereum", "--rpc", &pol.url],
+        );
         assert!(!ok && text.contains("WRONG CHAIN"), "{text}");
 
         // The reward of epoch 1 is claimable once on each chain, with the proof
