@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod demo;
+pub mod deploy;
 pub mod inbound;
 pub mod metrics;
 pub mod serve;

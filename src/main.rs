@@ -35,6 +35,9 @@ enum Cmd {
     /// Print an account's reward claim for an epoch (amount and Merkle proof for the
     /// distributor's `claim`), checked against each distributor's published root.
     RewardProof(maily::verify::RewardProofArgs),
+    /// Deploy the anchor registry and a reward distributor on a chain and print the
+    /// `[anchor.evm.<name>]` section for them (key in MAILY_DEPLOYER_KEY).
+    DeployContracts(maily::deploy::DeployArgs),
     /// Apply the store's migrations and exit.
     Migrate {
         #[arg(long)]
@@ -45,7 +48,7 @@ enum Cmd {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Cmd::Demo(_) | Cmd::Verify(_) | Cmd::RewardProof(_) => "warn",
+        Cmd::Demo(_) | Cmd::Verify(_) | Cmd::RewardProof(_) | Cmd::DeployContracts(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -67,6 +70,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Serve { config } => maily::serve::run(config.as_deref()).await,
             Cmd::Verify(args) => maily::verify::run(args).await,
             Cmd::RewardProof(args) => maily::verify::run_reward_proof(args).await,
+            Cmd::DeployContracts(args) => maily::deploy::run(args).await,
             Cmd::Migrate { config } => maily::serve::migrate(config.as_deref()).await,
         }
     });

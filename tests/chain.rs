@@ -40,8 +40,13 @@ fn verify_args() -> VerifyArgs {
 }
 
 fn maily(args: &[&str]) -> (bool, String) {
+    maily_with(args, &[])
+}
+
+fn maily_with(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_maily"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("running maily");
     let text = format!(
@@ -50,6 +55,45 @@ fn maily(args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// The contracts `maily deploy-contracts` puts on `node`, read from the section it
+/// prints.
+async fn deploy_cli(node: &LocalNode, name: &str, supply: u128) -> Deployment {
+    let key = node.funded_key().await;
+    let (ok, text) = maily_with(
+        &[
+            "deploy-contracts",
+            "--rpc",
+            &node.url,
+            "--name",
+            name,
+            "--reward-supply",
+            &supply.to_string(),
+        ],
+        &[("MAILY_DEPLOYER_KEY", &key)],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains(&format!("[anchor.evm.{name}]")), "{text}");
+    assert!(!text.contains(&key[2..]), "the key was printed");
+    let value = |prefix: &str| -> Address {
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .expect(prefix);
+        line.trim_matches(|c| c == '"' || c == ' ')
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    Deployment {
+        registry: value("registry = "),
+        distributor: value("distributor = "),
+        token: value("# Reward token "),
+        key,
+    }
 }
 
 /// `maily verify` of a campaign in an epoch with the configuration at `cfg`.
@@ -74,7 +118,10 @@ fn three_epochs_are_anchored_on_two_chains_and_every_campaign_verifies() {
         let eth = LocalNode::shared("ethereum").await;
         let pol = LocalNode::shared("polygon").await;
         let supply = 10u128.pow(24);
-        let (eth_d, pol_d) = (eth.deploy(supply).await, pol.deploy(supply).await);
+        let (eth_d, pol_d) = (
+            eth.deploy(supply).await,
+            deploy_cli(&pol, "polygon", supply).await,
+        );
         let alice = Address::repeat_byte(0xa1);
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("maily.toml");

@@ -2,7 +2,7 @@
 //! (and for tests), not for the engine's own writes, which go through
 //! [`crate::EvmChain`] with its fee caps, resubmission and confirmations.
 
-use crate::contracts::{Artifact, bytecode, describe_revert};
+use crate::contracts::{Artifact, RewardToken, bytecode, describe_revert};
 use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy::eips::eip2718::Encodable2718;
 use alloy::network::TxSignerSync;
@@ -10,6 +10,7 @@ use alloy::primitives::{Address, Bytes, TxKind, U256};
 use alloy::providers::{Provider, RootProvider};
 use alloy::rpc::types::{BlockNumberOrTag, TransactionReceipt, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::{SolCall, SolValue};
 use std::time::Duration;
 
 /// Why a deployment or a one-off transaction failed.
@@ -161,6 +162,57 @@ impl Deployer {
             "transaction {hash} not mined within a minute"
         )))
     }
+}
+
+/// The contracts [`deploy_all`] put on a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployed {
+    pub chain_id: u64,
+    /// The deploying account: the distributor's owner, so the engine's signer.
+    pub owner: Address,
+    pub registry: Address,
+    pub distributor: Address,
+    pub token: Address,
+    /// Whether `token` is a RewardToken deployed here (its whole supply then funds the
+    /// distributor).
+    pub minted: bool,
+}
+
+/// Deploys an AnchorRegistry and a RewardDistributor paying `token`, or a new
+/// RewardToken of `reward_supply` base units that all go to the distributor.
+pub async fn deploy_all(
+    url: &str,
+    key: &str,
+    token: Option<Address>,
+    reward_supply: u128,
+) -> Result<Deployed, DeployError> {
+    let d = Deployer::connect(url, key).await?;
+    let registry = d.deploy(Artifact::AnchorRegistry, &[]).await?;
+    let (token, minted) = match token {
+        Some(t) => (t, false),
+        None => {
+            let supply = U256::from(reward_supply).abi_encode();
+            (d.deploy(Artifact::RewardToken, &supply).await?, true)
+        }
+    };
+    let distributor = d
+        .deploy(Artifact::RewardDistributor, &token.abi_encode())
+        .await?;
+    if minted {
+        let transfer = RewardToken::transferCall {
+            to: distributor,
+            value: U256::from(reward_supply),
+        };
+        d.call(token, transfer.abi_encode()).await?;
+    }
+    Ok(Deployed {
+        chain_id: d.chain_id(),
+        owner: d.address(),
+        registry,
+        distributor,
+        token,
+        minted,
+    })
 }
 
 fn revert_or(

@@ -2,12 +2,10 @@
 //! shared nodes, private nodes a test may stop mining on, fresh funded keys and
 //! deployed contracts, so every test works with state of its own.
 
-use crate::contracts::{Artifact, RewardToken};
-use crate::deploy::Deployer;
+use crate::deploy::{Deployer, deploy_all};
 use crate::{EvmParams, SignerKey};
 use alloy::primitives::{Address, U256};
 use alloy::providers::{Provider, RootProvider};
-use alloy::sol_types::{SolCall, SolValue};
 use maily_engine::merkle::keccak;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -175,39 +173,14 @@ impl LocalNode {
     /// distributor holding `reward_supply` of it.
     pub async fn deploy(&self, reward_supply: u128) -> Deployment {
         let key = self.funded_key().await;
-        let d = Deployer::connect(&self.url, &key)
+        let d = deploy_all(&self.url, &key, None, reward_supply)
             .await
-            .expect("connecting");
-        let registry = d
-            .deploy(Artifact::AnchorRegistry, &[])
-            .await
-            .expect("deploying AnchorRegistry");
-        let token = d
-            .deploy(
-                Artifact::RewardToken,
-                &U256::from(reward_supply).abi_encode(),
-            )
-            .await
-            .expect("deploying RewardToken");
-        let distributor = d
-            .deploy(Artifact::RewardDistributor, &token.abi_encode())
-            .await
-            .expect("deploying RewardDistributor");
-        d.call(
-            token,
-            RewardToken::transferCall {
-                to: distributor,
-                value: U256::from(reward_supply),
-            }
-            .abi_encode(),
-        )
-        .await
-        .expect("funding the distributor");
+            .expect("deploying the contracts");
         Deployment {
             key,
-            registry,
-            token,
-            distributor,
+            registry: d.registry,
+            token: d.token,
+            distributor: d.distributor,
         }
     }
 }
