@@ -19,7 +19,7 @@ use maily_engine::reward::{Account, RewardTree};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Anchor every pending epoch now, on every chain, backoff or not; replies with the
 /// receipts made.
@@ -36,6 +36,9 @@ pub struct AnchorSettings {
     /// Each tenant's reward account on the distributors.
     pub payees: Arc<HashMap<TenantId, Account>>,
 }
+
+/// The least time a timer round gives each chain.
+const MIN_ROUND: Duration = Duration::from_secs(5);
 
 /// The store key under which a chain's published reward roots are recorded.
 pub fn rewards_key(chain: &str) -> String {
@@ -83,17 +86,31 @@ impl AnchorWorker {
             .filter(|c| forced || self.backoff.get(c.name()).is_none_or(|(at, _)| *at <= now))
             .cloned()
             .collect();
+        // A timer round gives each chain a bounded time, so the actor stays free for
+        // commands and shutdown while a chain waits for blocks; the wait resumes next
+        // round (the adapter remembers what it sent, and the store keeps it). Stopping
+        // a round at any point is safe: every step is re-read from the chain.
+        let limit = (!forced).then(|| self.settings.interval.max(MIN_ROUND));
         let rounds = due.iter().map(|chain| {
             let (ports, payees) = (&self.ports, &self.settings.payees);
             async move {
-                (
-                    chain.name(),
-                    chain_round(ports, chain.as_ref(), payees).await,
-                )
+                let round = chain_round(ports, chain.as_ref(), payees);
+                let result = match limit {
+                    Some(limit) => tokio::time::timeout(limit, round).await.ok(),
+                    None => Some(round.await),
+                };
+                (chain.name(), result)
             }
         });
         let mut receipts = Vec::new();
         for (name, result) in futures::future::join_all(rounds).await {
+            let Some(result) = result else {
+                debug!(
+                    chain = name,
+                    "still waiting for the chain; continuing next round"
+                );
+                continue;
+            };
             match result {
                 Ok(mut r) => {
                     self.backoff.remove(name);

@@ -328,6 +328,8 @@ pub struct EvmChain {
     inflight: Mutex<HashMap<(Kind, u64), Submission>>,
     /// The same, kept in the store, for the next process after a crash or restart.
     journal: Option<Arc<dyn Store>>,
+    /// Until when transactions an earlier process left pending are waited for.
+    leftovers_deadline: Mutex<Option<Instant>>,
 }
 
 impl fmt::Debug for EvmChain {
@@ -386,6 +388,7 @@ impl EvmChain {
             nonce: tokio::sync::Mutex::new(None),
             inflight: Mutex::new(HashMap::new()),
             journal: None,
+            leftovers_deadline: Mutex::new(None),
         })
     }
 
@@ -577,7 +580,12 @@ impl EvmChain {
     /// stopped before confirming them: give them time to be mined, then start the
     /// nonce at the first unmined one so new transactions replace them.
     async fn wait_for_leftovers(&self) -> Result<(), ChainError> {
-        let deadline = Instant::now() + self.params.bump_after * 2;
+        // Kept across calls: a caller that gives up and comes back does not restart it.
+        let deadline = *self
+            .leftovers_deadline
+            .lock()
+            .expect("deadline")
+            .get_or_insert_with(|| Instant::now() + self.params.bump_after * 2);
         loop {
             let (mined, pending) = self.nonces().await?;
             if pending <= mined {
