@@ -119,7 +119,8 @@ async fn reconnecting_keeps_data_and_applies_migrations_once() {
         vec![
             (1, "initial".to_string()),
             (2, "api_keys".to_string()),
-            (3, "campaign_lifecycle".to_string())
+            (3, "campaign_lifecycle".to_string()),
+            (4, "chain_submissions".to_string())
         ]
     );
     let product_tables: i64 = sqlx::query_scalar(
@@ -157,7 +158,7 @@ async fn processes_starting_together_migrate_once() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(applied, 3);
+    assert_eq!(applied, 4);
 }
 
 #[tokio::test]

@@ -54,7 +54,8 @@ async fn reopening_keeps_data_and_applies_migrations_once() {
             (1, "initial".to_string()),
             (2, "leases".to_string()),
             (3, "api_keys".to_string()),
-            (4, "campaign_lifecycle".to_string())
+            (4, "campaign_lifecycle".to_string()),
+            (5, "chain_submissions".to_string())
         ]
     );
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
