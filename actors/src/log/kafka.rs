@@ -263,6 +263,24 @@ impl KafkaLog {
         Ok(p)
     }
 
+    /// Drops the reader of one partition and its assignment; the next
+    /// [`KafkaLog::reader`] assigns it again.
+    async fn unassign(&self, topic: &str, partition: u32) -> Result<(), LogError> {
+        let mut readers = self.readers.lock().await;
+        let Some(reader) = readers.get_mut(topic) else {
+            return Ok(());
+        };
+        if reader.partitions.remove(&partition).is_none() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.full(topic), partition as i32);
+        reader
+            .consumer
+            .incremental_unassign(&tpl)
+            .map_err(|e| backend("unassigning partition", e))
+    }
+
     fn committer(&self, group: &str) -> Result<Arc<BaseConsumer>, LogError> {
         let mut committers = lock(&self.committers);
         if let Some(c) = committers.get(group) {
@@ -441,14 +459,15 @@ impl EventLog for KafkaLog {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Record>, LogError> {
-        let reader = self.reader(topic, partition, offset).await?;
-        let mut r = reader.lock().await;
-        if r.next != offset {
-            self.seek(topic, partition, offset).await?;
-            r.next = offset;
-            r.fresh = true;
-            r.rewind = 0;
+        let mut reader = self.reader(topic, partition, offset).await?;
+        if reader.lock().await.next != offset {
+            // A new position (a partition taken over, a cursor reloaded): assign the
+            // partition afresh at it rather than seek. A reader kept from an earlier
+            // ownership may hold a paused fetch that a seek does not restart.
+            self.unassign(topic, partition).await?;
+            reader = self.reader(topic, partition, offset).await?;
         }
+        let mut r = reader.lock().await;
         let deadline = tokio::time::Instant::now() + wait;
         let mut out = Vec::new();
         while out.len() < max {
@@ -462,7 +481,12 @@ impl EventLog for KafkaLog {
             let msg = msg.map_err(|e| backend("consuming", e))?;
             let o = msg.offset() as u64;
             if o < r.next {
-                continue; // fetched before a seek
+                // Fetched before a seek, or skipped on the way to the position after a
+                // rewind: records are arriving, so the partition is not stalled. Hold
+                // the next probe back; probing again now would rewind further and, on
+                // a slow machine, never let the skipping reach the position.
+                r.last_probe = Some(tokio::time::Instant::now());
+                continue;
             }
             out.push(Record {
                 partition,
