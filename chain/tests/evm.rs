@@ -498,3 +498,31 @@ async fn a_receipt_dropped_by_a_reorg_is_not_taken_and_the_anchor_is_sent_again(
     assert!(mined.status());
     assert_eq!(signer_nonce(&node, &watcher).await, before + 1);
 }
+
+#[tokio::test]
+async fn concurrent_writes_from_one_signer_take_their_own_nonces() {
+    let node = LocalNode::shared("ethereum").await;
+    let deployed = node.deploy(0).await;
+    let mut params = node.params(&deployed.key, deployed.registry);
+    params.distributor = Some(deployed.distributor);
+    let chain = EvmChain::new(params).unwrap();
+    let before = signer_nonce(&node, &chain).await;
+    let (a, b, c) = tokio::join!(
+        chain.anchor(1, [1; 32]),
+        chain.anchor(2, [2; 32]),
+        chain.publish_rewards(1, [3; 32]),
+    );
+    let refs = [
+        a.unwrap().reference,
+        b.unwrap().reference,
+        c.unwrap().reference,
+    ];
+    assert!(refs[0] != refs[1] && refs[1] != refs[2] && refs[0] != refs[2]);
+    assert_eq!(signer_nonce(&node, &chain).await, before + 3);
+    assert_eq!(chain.root(1).await.unwrap(), Some([1; 32]));
+    assert_eq!(chain.root(2).await.unwrap(), Some([2; 32]));
+    assert_eq!(
+        chain.reader().reward_root_of(1).await.unwrap(),
+        Some([3; 32])
+    );
+}
