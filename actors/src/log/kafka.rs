@@ -297,34 +297,6 @@ impl KafkaLog {
         committers.insert(group.to_string(), c.clone());
         Ok(c)
     }
-
-    async fn seek(&self, topic: &str, partition: u32, offset: u64) -> Result<(), LogError> {
-        let readers = self.readers.lock().await;
-        let consumer = readers
-            .get(topic)
-            .map(|r| r.consumer.clone())
-            .ok_or_else(|| LogError::UnknownTopic(topic.to_string()))?;
-        drop(readers);
-        let full = self.full(topic);
-        // A seek right after assignment can find the partition not yet started;
-        // retry briefly rather than fail the read.
-        let mut last = None;
-        for _ in 0..50 {
-            match consumer.seek(
-                &full,
-                partition as i32,
-                Offset::Offset(offset as i64),
-                Duration::from_secs(5),
-            ) {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    last = Some(e);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
-        Err(backend("seeking", last.expect("at least one attempt")))
-    }
 }
 
 impl KafkaLog {
@@ -337,7 +309,7 @@ impl KafkaLog {
         &self,
         topic: &str,
         partition: u32,
-        r: &mut PartitionReader,
+        mut r: tokio::sync::MutexGuard<'_, PartitionReader>,
     ) -> Result<(), LogError> {
         let now = tokio::time::Instant::now();
         if r.last_probe
@@ -359,7 +331,17 @@ impl KafkaLog {
             from,
             "repositioning a stalled partition"
         );
-        self.seek(topic, partition, from).await
+        // Assigned afresh at `from` (a seek does not always restart a paused fetch);
+        // the reader keeps its position, so records before it are skipped.
+        let (next, rewind, last_probe) = (r.next, r.rewind, r.last_probe);
+        drop(r);
+        self.unassign(topic, partition).await?;
+        let fresh = self.reader(topic, partition, from).await?;
+        let mut f = fresh.lock().await;
+        f.next = next;
+        f.rewind = rewind;
+        f.last_probe = last_probe;
+        Ok(())
     }
 }
 
@@ -500,7 +482,7 @@ impl EventLog for KafkaLog {
             r.rewind = 0;
         }
         if out.is_empty() && r.fresh && r.next > 0 {
-            self.probe(topic, partition, &mut r).await?;
+            self.probe(topic, partition, r).await?;
         }
         Ok(out)
     }
