@@ -309,18 +309,18 @@ impl KafkaLog {
         &self,
         topic: &str,
         partition: u32,
-        mut r: tokio::sync::MutexGuard<'_, PartitionReader>,
-    ) -> Result<(), LogError> {
+        r: &mut PartitionReader,
+    ) -> Result<Option<u64>, LogError> {
         let now = tokio::time::Instant::now();
         if r.last_probe
             .is_some_and(|t| now.duration_since(t) < PROBE_EVERY)
         {
-            return Ok(());
+            return Ok(None);
         }
         r.last_probe = Some(now);
         let high = self.end_offset(topic, partition).await?;
         if high <= r.next {
-            return Ok(());
+            return Ok(None);
         }
         r.rewind = (r.rewind * 2).clamp(1, r.next);
         let from = r.next - r.rewind;
@@ -331,17 +331,20 @@ impl KafkaLog {
             from,
             "repositioning a stalled partition"
         );
-        // Assigned afresh at `from` (a seek does not always restart a paused fetch);
-        // the reader keeps its position, so records before it are skipped.
-        let (next, rewind, last_probe) = (r.next, r.rewind, r.last_probe);
-        drop(r);
+        Ok(Some(from))
+    }
+
+    /// Assigns a partition afresh at `from` (a seek does not always restart a paused
+    /// fetch). The caller must hold no handle of the old reader: dropping its queue
+    /// disables the wake-up of the new one, which shares the partition's queue.
+    async fn reassign(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+    ) -> Result<Arc<Mutex<PartitionReader>>, LogError> {
         self.unassign(topic, partition).await?;
-        let fresh = self.reader(topic, partition, from).await?;
-        let mut f = fresh.lock().await;
-        f.next = next;
-        f.rewind = rewind;
-        f.last_probe = last_probe;
-        Ok(())
+        self.reader(topic, partition, from).await
     }
 }
 
@@ -441,14 +444,17 @@ impl EventLog for KafkaLog {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Record>, LogError> {
-        let mut reader = self.reader(topic, partition, offset).await?;
-        if reader.lock().await.next != offset {
+        let reader = self.reader(topic, partition, offset).await?;
+        let moved = reader.lock().await.next != offset;
+        let reader = if moved {
             // A new position (a partition taken over, a cursor reloaded): assign the
-            // partition afresh at it rather than seek. A reader kept from an earlier
-            // ownership may hold a paused fetch that a seek does not restart.
-            self.unassign(topic, partition).await?;
-            reader = self.reader(topic, partition, offset).await?;
-        }
+            // partition afresh at it. A reader kept from an earlier ownership may hold
+            // a paused fetch that a seek does not restart.
+            drop(reader);
+            self.reassign(topic, partition, offset).await?
+        } else {
+            reader
+        };
         let mut r = reader.lock().await;
         let deadline = tokio::time::Instant::now() + wait;
         let mut out = Vec::new();
@@ -481,8 +487,21 @@ impl EventLog for KafkaLog {
             r.fresh = false;
             r.rewind = 0;
         }
-        if out.is_empty() && r.fresh && r.next > 0 {
-            self.probe(topic, partition, r).await?;
+        if out.is_empty()
+            && r.fresh
+            && r.next > 0
+            && let Some(from) = self.probe(topic, partition, &mut r).await?
+        {
+            // Read again from `from`; the position stays, so records before it are
+            // skipped.
+            let (next, rewind, last_probe) = (r.next, r.rewind, r.last_probe);
+            drop(r);
+            drop(reader);
+            let fresh = self.reassign(topic, partition, from).await?;
+            let mut f = fresh.lock().await;
+            f.next = next;
+            f.rewind = rewind;
+            f.last_probe = last_probe;
         }
         Ok(out)
     }
