@@ -469,7 +469,7 @@ impl EventLog for KafkaLog {
             let msg = msg.map_err(|e| backend("consuming", e))?;
             let o = msg.offset() as u64;
             if o < r.next {
-                // Fetched before a seek, or skipped on the way to the position after a
+                // Fetched before a reassignment, or skipped on the way to the position after a
                 // rewind: records are arriving, so the partition is not stalled. Hold
                 // the next probe back; probing again now would rewind further and, on
                 // a slow machine, never let the skipping reach the position.
