@@ -124,6 +124,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
             "store.path",
             data.path().join("maily.db").display().to_string(),
         ))
+        // The demo's records need not outlive it: the memory log, whatever the
+        // configuration file says (MAILY__LOG__KIND may still pick another; a file
+        // log then stays in the data folder too).
+        .merge(("log.kind", "memory"))
+        .merge((
+            "log.file.dir",
+            data.path().join("maily-log").display().to_string(),
+        ))
         .merge(("reward.epoch_interval", "2s"))
         .merge(("anchor.interval", "1s"))
         .merge(("sender.retry_tiers", vec!["1s", "2s"]))

@@ -78,6 +78,16 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Messages sent without an idempotency claim because hot state was down.",
     ),
+    (
+        "maily_stalled_partitions",
+        Kind::Gauge,
+        "Owned partitions of a stage with records waiting and no progress for engine.stall_after.",
+    ),
+    (
+        "maily_sender_claims_taken_over_total",
+        Kind::Counter,
+        "In-flight claims of a process that lost the partition, taken over at once by its new owner.",
+    ),
     // Throttles.
     (
         "maily_throttle_wait_seconds",

@@ -6,14 +6,15 @@ use maily_actors::analytics::AnalyticsSettings;
 use maily_actors::anchor::AnchorSettings;
 use maily_actors::compose::{Composer, MessageSigner};
 use maily_actors::engine::EngineSettings;
-use maily_actors::log::{KafkaLog, KafkaParams, MemoryLog};
+use maily_actors::log::{FileLog, FileParams, Fsync, KafkaLog, KafkaParams, MemoryLog};
 use maily_actors::ownership::OwnershipSettings;
 use maily_actors::sender::SenderSettings;
 use maily_actors::supervisor::RestartPolicy;
 use maily_chain::{Address, EvmChain, EvmParams, LedgerChain, SignerKey};
 use maily_config::parse_wei;
 use maily_config::{
-    EvmSection, HotKind, LimitSection, LimitsSection, LogKind, Settings, SmtpSection, StoreKind,
+    EvmSection, FsyncMode, HotKind, LimitSection, LimitsSection, LogKind, Settings, SmtpSection,
+    StoreKind,
 };
 use maily_engine::TenantId;
 use maily_engine::bounce::policy::{Selection, SuppressionPolicy};
@@ -123,8 +124,26 @@ pub struct Controls {
 }
 
 /// The event log `[log]` names.
-fn open_log(settings: &Settings) -> anyhow::Result<Arc<dyn EventLog>> {
+async fn open_log(settings: &Settings) -> anyhow::Result<Arc<dyn EventLog>> {
     Ok(match settings.log.kind {
+        LogKind::File => {
+            let f = &settings.log.file;
+            Arc::new(
+                FileLog::open(FileParams {
+                    dir: f.dir.clone().into(),
+                    fsync: match f.fsync {
+                        FsyncMode::Always => Fsync::Always,
+                        FsyncMode::Interval => Fsync::Interval(f.fsync_interval),
+                        FsyncMode::Never => Fsync::Never,
+                    },
+                    segment_bytes: f.segment_bytes,
+                    cache_records: f.cache_records_per_partition,
+                    retain_bytes_uncommitted: f.retain_bytes_uncommitted,
+                })
+                .await
+                .with_context(|| format!("opening the event log in {} (log.file.dir)", f.dir))?,
+            )
+        }
         LogKind::Memory => Arc::new(MemoryLog::new(settings.log.capacity_per_partition)),
         LogKind::Kafka => {
             let k = &settings.log.kafka;
@@ -150,11 +169,12 @@ fn open_log(settings: &Settings) -> anyhow::Result<Arc<dyn EventLog>> {
 /// The ports, and the run-time controls of their adapters.
 pub async fn build(settings: &Settings) -> anyhow::Result<(Ports, Controls)> {
     let store = open_store(settings).await?;
-    let log = open_log(settings)?;
-    // The API's event feed reads with a consumer of its own, never the actors'.
+    let log = open_log(settings).await?;
+    // The API's event feed reads with a consumer of its own, never the actors'; an
+    // embedded log serves any number of readers (and its folder one process).
     let feed_log = match settings.log.kind {
-        LogKind::Memory => Arc::clone(&log),
-        LogKind::Kafka => open_log(settings)?,
+        LogKind::File | LogKind::Memory => Arc::clone(&log),
+        LogKind::Kafka => open_log(settings).await?,
     };
     let hot: Arc<dyn HotState> = match settings.hot.kind {
         HotKind::Memory => Arc::new(MemoryHotState::new()),
@@ -514,6 +534,7 @@ pub fn engine_settings(s: &Settings) -> anyhow::Result<EngineSettings> {
             lease_ttl: s.ownership.lease_ttl,
             renew_interval: s.ownership.renew_interval,
         },
+        stall_after: s.engine.stall_after,
     })
 }
 

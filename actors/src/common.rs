@@ -47,6 +47,21 @@ impl Cursor {
         let mut out = Vec::new();
         for partition in partitions {
             let next = stored.get(&partition).copied().unwrap_or(0);
+            // A stored position past the log's end means the log was recreated or cut
+            // back under this stage (an in-memory log after a restart, a topic
+            // deleted on the broker): reading on would skip every new record below it.
+            let end = ports
+                .log
+                .end_offset(topic, partition)
+                .await
+                .with_context(|| format!("reading the end of {topic}/{partition}"))?;
+            if next > end {
+                anyhow::bail!(
+                    "{group}: the stored position {next} in {topic}/{partition} is past the log's end \
+                     ({end}); the log was recreated or truncated under the stored offsets. \
+                     Restore the log, or reset {group}'s offsets for {topic} in the store"
+                );
+            }
             // Registers the group with the log (retention, lag tools) at its position.
             ports
                 .log

@@ -10,6 +10,7 @@ use crate::ownership::{LEADER, LeaseGuard, OwnershipSettings, assignment, partit
 use crate::reward::{CloseEpoch, RewardWorker};
 use crate::sender::{SenderSettings, SenderWorker};
 use crate::supervisor::{Factory, RestartCounter, RestartPolicy, supervise};
+use crate::watchdog::Watchdog;
 use crate::worker::{Command, Shutdown, Worker, WorkerActor};
 use actix::{Actor, Addr};
 use anyhow::{Context as _, anyhow};
@@ -48,6 +49,9 @@ pub struct EngineSettings {
     pub launcher: LauncherSettings,
     pub restart: RestartPolicy,
     pub ownership: OwnershipSettings,
+    /// A partition with waiting records whose stored position has not moved for this
+    /// long is reported as stalled (`crate::watchdog`).
+    pub stall_after: Duration,
 }
 
 /// One supervised actor: its current address and its supervisor task.
@@ -233,13 +237,14 @@ impl Inner {
     }
 
     fn start_leader(&self, lease: Lease) -> LeaderActors {
-        let (ports, formula, epoch) = (
+        let (ports, formula, epoch, fence) = (
             self.ports.clone(),
             self.settings.reward_formula,
             self.settings.epoch_interval,
+            lease.fence(),
         );
         let reward = self.sup.spawn("reward".into(), move || {
-            RewardWorker::new(ports.clone(), formula, epoch)
+            RewardWorker::new(ports.clone(), formula, epoch, Some(fence.clone()))
         });
         let (ports, anchor) = (self.ports.clone(), self.settings.anchor.clone());
         let anchor = self.sup.spawn("anchor".into(), move || {
@@ -367,6 +372,7 @@ pub struct EngineHandle {
     inner: Rc<Inner>,
     stop: watch::Sender<bool>,
     rebalancer: JoinHandle<()>,
+    watchdog: JoinHandle<()>,
 }
 
 /// Creates the topics, takes this process's share of the partitions and starts their
@@ -420,6 +426,23 @@ pub async fn start(ports: Ports, settings: EngineSettings) -> anyhow::Result<Eng
             }
         }
     });
+    let watched = inner.clone();
+    let mut stopped = stop.subscribe();
+    let watchdog = actix::spawn(async move {
+        let mut dog = Watchdog::new(watched.settings.stall_after);
+        let mut tick = tokio::time::interval(dog.interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let owned: Vec<u32> =
+                        watched.owned.lock().await.partitions.keys().copied().collect();
+                    dog.check(&watched.ports, &owned).await;
+                }
+                _ = stopped.changed() => return,
+            }
+        }
+    });
     let owned = inner.owned.lock().await;
     info!(
         member = %inner.settings.ownership.member,
@@ -432,6 +455,7 @@ pub async fn start(ports: Ports, settings: EngineSettings) -> anyhow::Result<Eng
         inner,
         stop,
         rebalancer,
+        watchdog,
     })
 }
 
@@ -487,6 +511,7 @@ impl EngineHandle {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.rebalancer.await;
+        let _ = self.watchdog.await;
         self.inner.sup.stopping.store(true, Ordering::Relaxed);
         let mut owned = self.inner.owned.lock().await;
         owned.stopped = true;

@@ -18,6 +18,7 @@ pub mod ownership;
 pub mod reward;
 pub mod sender;
 pub mod supervisor;
+pub mod watchdog;
 pub mod worker;
 
 pub use common::Ports;

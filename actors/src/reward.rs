@@ -6,7 +6,7 @@
 
 use crate::worker::{Step, Worker};
 use anyhow::Context as _;
-use maily_engine::ports::{Settlement, SettlementEntry, StoreError};
+use maily_engine::ports::{Fence, Settlement, SettlementEntry, StoreError};
 use maily_engine::reward::RewardFormula;
 use maily_engine::{CampaignId, CampaignStats, Timestamp};
 use std::collections::HashMap;
@@ -25,6 +25,8 @@ pub struct RewardWorker {
     ports: Ports,
     formula: RewardFormula,
     epoch_interval: Duration,
+    /// The leader lease: a settlement is refused once another process took the role.
+    fence: Option<Fence>,
     next_tick: Instant,
     last_epoch: Option<u64>,
     settled: HashMap<CampaignId, (CampaignStats, u128)>,
@@ -32,11 +34,17 @@ pub struct RewardWorker {
 
 impl RewardWorker {
     /// A reward worker settling every `epoch_interval`.
-    pub fn new(ports: Ports, formula: RewardFormula, epoch_interval: Duration) -> Self {
+    pub fn new(
+        ports: Ports,
+        formula: RewardFormula,
+        epoch_interval: Duration,
+        fence: Option<Fence>,
+    ) -> Self {
         RewardWorker {
             ports,
             formula,
             epoch_interval,
+            fence,
             next_tick: Instant::now() + epoch_interval,
             last_epoch: None,
             settled: HashMap::new(),
@@ -79,7 +87,12 @@ impl RewardWorker {
             offsets: Vec::new(),
             entries,
         };
-        match self.ports.store.commit_settlement(&settlement).await {
+        match self
+            .ports
+            .store
+            .commit_settlement(&settlement, self.fence.as_ref())
+            .await
+        {
             Ok(()) => {}
             Err(StoreError::Conflict(why)) => {
                 // Another process settled this epoch first; take its view.

@@ -4,8 +4,10 @@
 //! Idempotency: each message's key is claimed in hot state before delivery and marked
 //! with the outcome after, so a replay after a crash re-emits the recorded outcome
 //! instead of sending again. The window left is between the server's 250 and the mark
-//! (one hot-state write); a claim found in flight is waited for, and taken over only
-//! once older than `in_flight_timeout`.
+//! (one hot-state write). A claim found in flight that another process made is taken
+//! over at once (that process no longer holds the partition's lease, which this one
+//! does); one of this process's own (an earlier actor's, whose delivery may still be
+//! running) is waited for and taken over only once older than `in_flight_timeout`.
 
 use crate::common::{
     Cursor, Outbox, Ports, decode_or_dead_letter, hot_down, hot_ok, save_positions,
@@ -464,9 +466,18 @@ async fn process(
                 metrics::counter!("maily_sender_replayed_total").increment(1);
                 return Ok(replay(&rec, recorded));
             }
-            Claim::InFlight { since } => {
-                if Timestamp::now().since(since) > settings.in_flight_timeout {
+            Claim::InFlight { since, mine } => {
+                // Another process's claim, while this one holds the partition's lease:
+                // the claimant lost the partition (killed, or paused past its lease),
+                // so its claim is taken over now rather than after the timeout. Our
+                // own claim is an earlier actor's of this process, whose delivery may
+                // still be running: wait for it.
+                let fenced = !mine && lease.is_some();
+                if fenced || Timestamp::now().since(since) > settings.in_flight_timeout {
                     // The claimant died mid-delivery; this is the documented window.
+                    if fenced {
+                        metrics::counter!("maily_sender_claims_taken_over_total").increment(1);
+                    }
                     if let Err(e) = hot.release(&key).await {
                         hot_down(&e, "sending without idempotency claims");
                         break;

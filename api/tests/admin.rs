@@ -1545,7 +1545,7 @@ async fn anchors_proofs_and_settlements() {
                 reward_total: 12_345_678_901_234_567_890,
                 reward_delta: 5,
             }],
-        })
+        }, None)
         .await
         .unwrap();
     let root = [7u8; 32];

@@ -448,8 +448,12 @@ impl Store for HookedStore {
         self.inner.suppressions(tenant).await
     }
 
-    async fn commit_settlement(&self, settlement: &Settlement) -> Result<(), StoreError> {
-        self.inner.commit_settlement(settlement).await
+    async fn commit_settlement(
+        &self,
+        settlement: &Settlement,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
+        self.inner.commit_settlement(settlement, fence).await
     }
 
     async fn settlement(&self, epoch: u64) -> Result<Option<Settlement>, StoreError> {

@@ -55,12 +55,18 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct EngineSection {
     pub partitions: u32,
+    /// A partition with waiting records and no progress for this long is reported.
+    #[serde(with = "humantime_serde")]
+    pub stall_after: Duration,
 }
 
 /// Which event-log adapter to run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogKind {
+    /// Segment files in `[log.file] dir`: durable, no broker.
+    File,
+    /// In the process: lost with it (tests, `maily demo`).
     Memory,
     Kafka,
 }
@@ -71,7 +77,33 @@ pub enum LogKind {
 pub struct LogSection {
     pub kind: LogKind,
     pub capacity_per_partition: usize,
+    pub file: FileLogSection,
     pub kafka: KafkaSection,
+}
+
+/// When the file log forces written records to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    /// Before a produce is acknowledged.
+    Always,
+    /// Every `fsync_interval`, in the background.
+    Interval,
+    /// When the operating system writes back.
+    Never,
+}
+
+/// `[log.file]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLogSection {
+    pub dir: String,
+    pub fsync: FsyncMode,
+    #[serde(with = "humantime_serde")]
+    pub fsync_interval: Duration,
+    pub segment_bytes: u64,
+    pub cache_records_per_partition: usize,
+    pub retain_bytes_uncommitted: u64,
 }
 
 /// `[log.kafka]`
@@ -643,6 +675,11 @@ impl Settings {
             "log.capacity_per_partition",
             self.log.capacity_per_partition,
         )?;
+        positive(
+            "log.file.cache_records_per_partition",
+            self.log.file.cache_records_per_partition,
+        )?;
+        self.validate_file_log()?;
         positive("store.max_connections", self.store.max_connections as usize)?;
         positive(
             "smtp.max_connections_per_route",
@@ -823,7 +860,37 @@ impl Settings {
     }
 }
 
+/// The smallest `log.file.segment_bytes`: below it a segment holds a handful of
+/// records, and a value like `16` was surely meant in MiB.
+const MIN_SEGMENT_BYTES: u64 = 4096;
+
 impl Settings {
+    fn validate_file_log(&self) -> Result<(), ConfigError> {
+        let f = &self.log.file;
+        let bad = |key: &'static str, reason: &str| {
+            Err(ConfigError::BadValue {
+                key,
+                reason: reason.into(),
+            })
+        };
+        if f.dir.trim().is_empty() {
+            return bad("log.file.dir", "must name a folder");
+        }
+        if f.fsync_interval.is_zero() {
+            return bad("log.file.fsync_interval", "must be above zero");
+        }
+        if f.segment_bytes < MIN_SEGMENT_BYTES {
+            return Err(ConfigError::BadValue {
+                key: "log.file.segment_bytes",
+                reason: format!(
+                    "{} is below the minimum of {MIN_SEGMENT_BYTES} bytes",
+                    f.segment_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn validate_chains(&self) -> Result<(), ConfigError> {
         let bad = |key: &'static str, reason: String| ConfigError::BadValue { key, reason };
         for name in &self.anchor.chains {
@@ -997,6 +1064,45 @@ mod tests {
                 load(jail, "[admin]\nenabled = true\nbind = \"0.0.0.0:9443\"\n")?.expect("valid");
             assert!(s.admin.enabled);
             assert_eq!(s.admin.bind.port(), 9443);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn serve_runs_on_the_file_log_by_default_and_its_keys_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            let s = Settings::load(None).expect("defaults are valid");
+            assert_eq!(s.log.kind, LogKind::File);
+            assert_eq!(s.log.file.fsync, FsyncMode::Always);
+            let dir = Path::new(&s.log.file.dir);
+            assert_eq!(dir.parent(), Path::new(&s.store.path).parent());
+            jail.set_env("MAILY__LOG__FILE__FSYNC", "sometimes");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("log.file.fsync"), "{err}");
+            assert!(err.contains("sometimes"), "{err}");
+            jail.set_env("MAILY__LOG__FILE__FSYNC", "interval");
+            jail.set_env("MAILY__LOG__FILE__FSYNC_INTERVAL", "0s");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                "invalid value for log.file.fsync_interval: must be above zero"
+            );
+            jail.set_env("MAILY__LOG__FILE__FSYNC_INTERVAL", "250ms");
+            jail.set_env("MAILY__LOG__FILE__SEGMENT_BYTES", "16");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(
+                err.starts_with("invalid value for log.file.segment_bytes"),
+                "{err}"
+            );
+            jail.set_env("MAILY__LOG__FILE__SEGMENT_BYTES", "1048576");
+            jail.set_env("MAILY__LOG__FILE__DIR", " ");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.starts_with("invalid value for log.file.dir"), "{err}");
+            jail.set_env("MAILY__LOG__FILE__DIR", "/var/lib/maily/log");
+            jail.set_env("MAILY__LOG__KIND", "memory");
+            let s = Settings::load(None).expect("valid");
+            assert_eq!(s.log.kind, LogKind::Memory);
+            assert_eq!(s.log.file.fsync_interval, Duration::from_millis(250));
             Ok(())
         });
     }

@@ -126,7 +126,11 @@ impl HotState for MemoryHotState {
         let mut shard = self.shard(key);
         if let Some(entry) = shard.keys.get(key).filter(|e| e.expires > clock) {
             return Ok(match &entry.state {
-                KeyState::InFlight { since } => Claim::InFlight { since: *since },
+                KeyState::InFlight { since } => Claim::InFlight {
+                    since: *since,
+                    // One process holds the whole in-memory state.
+                    mine: true,
+                },
                 KeyState::Done { outcome } => Claim::Done {
                     outcome: outcome.clone(),
                 },

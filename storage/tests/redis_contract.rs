@@ -52,7 +52,16 @@ async fn processes_sharing_a_prefix_share_the_state() {
     assert_eq!(
         b.claim("m", Timestamp(6), ttl).await.unwrap(),
         Claim::InFlight {
-            since: Timestamp(5)
+            since: Timestamp(5),
+            mine: false
+        }
+    );
+    // The claimant itself knows the claim for its own.
+    assert_eq!(
+        a.claim("m", Timestamp(6), ttl).await.unwrap(),
+        Claim::InFlight {
+            since: Timestamp(5),
+            mine: true
         }
     );
     b.complete("m", "delivered", ttl).await.unwrap();

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod chaos;
 pub mod postfix;
 pub mod procs;
 
@@ -62,6 +63,9 @@ impl Harness {
         let fig = Settings::figment(None)
             .expect("defaults")
             .merge(("engine.partitions", 4))
+            // The in-process log, explicitly: these engines share their ports across
+            // a restart in one process (the durable log has its own tests).
+            .merge(("log.kind", "memory"))
             .merge((
                 "store.path",
                 dir.path().join("maily.db").display().to_string(),

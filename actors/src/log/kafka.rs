@@ -3,10 +3,11 @@
 //! - One idempotent producer, tuned for throughput (linger, batch size, compression
 //!   from config). Records are placed with the engine's partitioner, so a record lands
 //!   in the same partition whichever adapter wrote it.
-//! - Reads go through one consumer per topic with manual assignment: each partition
-//!   read gets its own queue (split from the consumer) and is positioned at exactly the
-//!   offset the caller asks for, which is the offset stored with the aggregates, not
-//!   the broker's group offset.
+//! - Reads go through one consumer per topic with manual assignment, polled by a
+//!   thread of its own that fills a bounded buffer per partition (fetching of a full
+//!   one is paused). A partition is positioned at exactly the offset the caller asks
+//!   for, which is the offset stored with the aggregates, not the broker's group
+//!   offset; a position outside the log is an error naming topic and partition.
 //! - `commit` writes offsets under a consumer group (`<group_prefix><group>`) so the
 //!   usual lag tools show how far each stage is behind.
 
@@ -17,18 +18,16 @@ use maily_engine::ports::{EventLog, KeyedPayload, LogError, Record};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, DefaultConsumerContext, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::mpsc::TryRecvError;
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::Duration;
-use tokio::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, Notify};
 use tracing::{debug, warn};
 
 /// How to reach and use the broker.
@@ -82,28 +81,73 @@ impl KafkaParams {
     }
 }
 
-type Queue = StreamPartitionQueue<DefaultConsumerContext>;
-
-/// One partition being read: its queue and the offset it will deliver next.
-struct PartitionReader {
-    queue: Queue,
-    next: u64,
-    /// Positioned (assigned or sought) and nothing received since.
-    fresh: bool,
-    /// How far before `next` the last probe repositioned the fetch.
-    rewind: u64,
-    last_probe: Option<tokio::time::Instant>,
-}
-
+/// Records a partition's buffer holds before its fetching is paused.
+const BUFFER_HIGH: usize = 4096;
+/// Fetching of a paused partition resumes once its buffer is down to this.
+const BUFFER_LOW: usize = BUFFER_HIGH / 2;
 /// After the first record of a fetch, how long to wait for more before returning.
 const FETCH_LINGER: Duration = Duration::from_millis(5);
-/// Least time between two watermark probes of a stalled partition.
-const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// How long the poll thread blocks in one poll: the longest a repositioning waits
+/// before the thread applies it.
+const POLL_EVERY: Duration = Duration::from_millis(10);
+/// A partition nobody has fetched from for this long is unassigned (its actor moved to
+/// another process or stopped), so the broker stops sending it.
+const IDLE_RELEASE: Duration = Duration::from_secs(30);
 
-/// The reading side of one topic.
-struct TopicReader {
-    consumer: Arc<StreamConsumer>,
-    partitions: HashMap<u32, Arc<Mutex<PartitionReader>>>,
+/// A partition being read: the full topic name and the partition.
+type Key = (String, u32);
+
+/// The reading side of the log: one consumer for every topic, polled by a thread of
+/// its own that hands each record to its partition's buffer. Assignments change only
+/// on that thread, between polls, so a record polled after a repositioning belongs to
+/// it (librdkafka drops records fetched for an earlier position of the partition).
+struct Reader {
+    shared: Arc<Shared>,
+    commands: std::sync::mpsc::Sender<Command>,
+}
+
+struct Shared {
+    partitions: StdMutex<HashMap<Key, Arc<PartitionSlot>>>,
+}
+
+/// One partition being read.
+struct PartitionSlot {
+    state: StdMutex<SlotState>,
+    /// Woken when records arrive or the slot is released.
+    data: Notify,
+}
+
+/// The records of one partition in `[start, received)`, as the broker delivered them.
+struct SlotState {
+    /// The lowest offset the buffer answers for; a fetch below it repositions.
+    start: u64,
+    /// The offset after the last record received: a fetch above it repositions.
+    received: u64,
+    buffer: VecDeque<Record>,
+    /// Bumped by every repositioning; `applied` catches up when the poll thread has
+    /// assigned the partition at the new position. Records polled in between belong
+    /// to the old position and are dropped.
+    generation: u64,
+    applied: u64,
+    paused: bool,
+    last_fetch: Instant,
+    /// Dropped by the poll thread (idle, or its assignment failed): the next fetch
+    /// takes a new slot.
+    released: bool,
+    /// Why the poll thread could not assign the partition, for the next fetch.
+    failed: Option<String>,
+}
+
+enum Command {
+    Assign {
+        key: Key,
+        offset: u64,
+        generation: u64,
+    },
+    Resume {
+        key: Key,
+        generation: u64,
+    },
 }
 
 /// The Kafka event log.
@@ -112,7 +156,7 @@ pub struct KafkaLog {
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
     partition_counts: StdMutex<HashMap<String, u32>>,
-    readers: Mutex<HashMap<String, TopicReader>>,
+    reader: Mutex<Option<Reader>>,
     committers: StdMutex<HashMap<String, Arc<BaseConsumer>>>,
 }
 
@@ -148,7 +192,7 @@ impl KafkaLog {
             producer,
             admin,
             partition_counts: StdMutex::new(HashMap::new()),
-            readers: Mutex::new(HashMap::new()),
+            reader: Mutex::new(None),
             committers: StdMutex::new(HashMap::new()),
         })
     }
@@ -185,13 +229,58 @@ impl KafkaLog {
         Ok(n)
     }
 
-    /// The reader of one partition, assigned at `offset` when first used.
-    async fn reader(
+    /// The reader's shared state and command channel; its consumer and poll thread
+    /// start on first use.
+    async fn reader(&self) -> Result<(Arc<Shared>, std::sync::mpsc::Sender<Command>), LogError> {
+        let mut reader = self.reader.lock().await;
+        if let Some(r) = reader.as_ref() {
+            return Ok((r.shared.clone(), r.commands.clone()));
+        }
+        let consumer: BaseConsumer = self
+            .params
+            .base()
+            .set("group.id", format!("{}reader", self.params.group_prefix))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            // A position outside the log is an error, never a silent jump to one end.
+            .set("auto.offset.reset", "error")
+            .set("fetch.wait.max.ms", "50")
+            // Prefetch is bounded for the consumer as a whole; each partition's buffer
+            // pauses its fetching at `BUFFER_HIGH` records on top of that.
+            .set("queued.max.messages.kbytes", "16384")
+            .create()
+            .map_err(|e| backend("creating consumer", e))?;
+        let shared = Arc::new(Shared {
+            partitions: StdMutex::new(HashMap::new()),
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let poller = Poller {
+            consumer,
+            shared: shared.clone(),
+            commands: rx,
+            assigned: HashSet::new(),
+            paused: HashSet::new(),
+        };
+        std::thread::Builder::new()
+            .name("kafka-reader".into())
+            .spawn(move || poller.run())
+            .map_err(|e| LogError::Backend(format!("starting the kafka poll thread: {e}")))?;
+        *reader = Some(Reader {
+            shared: shared.clone(),
+            commands: tx.clone(),
+        });
+        Ok((shared, tx))
+    }
+
+    /// The slot of one partition, positioned so that it answers for `offset`: a new
+    /// slot or one whose records do not cover `offset` is (re)assigned there.
+    async fn slot(
         &self,
         topic: &str,
         partition: u32,
         offset: u64,
-    ) -> Result<Arc<Mutex<PartitionReader>>, LogError> {
+    ) -> Result<Arc<PartitionSlot>, LogError> {
         let n = self.partition_count(topic).await?;
         if partition >= n {
             return Err(LogError::NoSuchPartition {
@@ -199,86 +288,89 @@ impl KafkaLog {
                 partition,
             });
         }
-        let mut readers = self.readers.lock().await;
-        if !readers.contains_key(topic) {
-            let consumer: StreamConsumer = self
-                .params
-                .base()
-                .set("group.id", format!("{}reader", self.params.group_prefix))
-                .set("enable.auto.commit", "false")
-                .set("enable.auto.offset.store", "false")
-                .set("enable.partition.eof", "false")
-                .set("fetch.wait.max.ms", "50")
-                .create()
-                .map_err(|e| backend("creating consumer", e))?;
-            let consumer = Arc::new(consumer);
-            // The main queue must be served for events even though every partition
-            // is read from its own queue.
-            let main = consumer.clone();
-            let name = topic.to_string();
-            tokio::spawn(async move {
-                loop {
-                    match main.recv().await {
-                        Ok(m) => {
-                            warn!(topic = %name, partition = m.partition(), "message on the main queue ignored")
-                        }
-                        Err(e) => warn!(topic = %name, error = %e, "kafka consumer error"),
-                    }
-                }
+        let (shared, commands) = self.reader().await?;
+        let key: Key = (self.full(topic), partition);
+        let existing = lock(&shared.partitions).get(&key).cloned();
+        if let Some(slot) = &existing {
+            let mut st = lock(&slot.state);
+            if !st.released && st.start <= offset && offset <= st.received {
+                st.last_fetch = Instant::now();
+                return Ok(slot.clone());
+            }
+        }
+        // A new position: check it against the log first, so a stored offset past the
+        // end (a topic recreated under its consumers) is an error, not a silent wait.
+        let (low, high) = self.watermarks(topic, partition).await?;
+        if offset > high {
+            return Err(LogError::BeyondEnd {
+                topic: topic.to_string(),
+                partition,
+                offset,
+                end: high,
             });
-            readers.insert(
-                topic.to_string(),
-                TopicReader {
-                    consumer,
-                    partitions: HashMap::new(),
-                },
-            );
         }
-        let reader = readers.get_mut(topic).expect("inserted above");
-        if let Some(p) = reader.partitions.get(&partition) {
-            return Ok(p.clone());
+        if offset < low {
+            return Err(LogError::OffsetOutOfRange {
+                topic: topic.to_string(),
+                partition,
+                offset,
+                earliest: low,
+            });
         }
-        let full = self.full(topic);
-        let queue = reader
-            .consumer
-            .split_partition_queue(&full, partition as i32)
-            .ok_or_else(|| {
-                LogError::Backend(format!("cannot split queue of {full}/{partition}"))
-            })?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&full, partition as i32, Offset::Offset(offset as i64))
-            .map_err(|e| backend("building assignment", e))?;
-        reader
-            .consumer
-            .incremental_assign(&tpl)
-            .map_err(|e| backend("assigning partition", e))?;
-        let p = Arc::new(Mutex::new(PartitionReader {
-            queue,
-            next: offset,
-            fresh: true,
-            rewind: 0,
-            last_probe: None,
-        }));
-        reader.partitions.insert(partition, p.clone());
-        Ok(p)
+        let slot = match existing {
+            Some(slot) if !lock(&slot.state).released => slot,
+            _ => {
+                let slot = Arc::new(PartitionSlot {
+                    state: StdMutex::new(SlotState {
+                        start: offset,
+                        received: offset,
+                        buffer: VecDeque::new(),
+                        generation: 0,
+                        applied: 0,
+                        paused: false,
+                        last_fetch: Instant::now(),
+                        released: false,
+                        failed: None,
+                    }),
+                    data: Notify::new(),
+                });
+                lock(&shared.partitions).insert(key.clone(), slot.clone());
+                slot
+            }
+        };
+        let generation = {
+            let mut st = lock(&slot.state);
+            st.start = offset;
+            st.received = offset;
+            st.buffer.clear();
+            st.paused = false;
+            st.generation += 1;
+            st.last_fetch = Instant::now();
+            st.generation
+        };
+        debug!(topic, partition, offset, "assigning partition");
+        commands
+            .send(Command::Assign {
+                key,
+                offset,
+                generation,
+            })
+            .map_err(|_| LogError::Backend("the kafka poll thread stopped".into()))?;
+        Ok(slot)
     }
 
-    /// Drops the reader of one partition and its assignment; the next
-    /// [`KafkaLog::reader`] assigns it again.
-    async fn unassign(&self, topic: &str, partition: u32) -> Result<(), LogError> {
-        let mut readers = self.readers.lock().await;
-        let Some(reader) = readers.get_mut(topic) else {
-            return Ok(());
-        };
-        if reader.partitions.remove(&partition).is_none() {
-            return Ok(());
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.full(topic), partition as i32);
-        reader
-            .consumer
-            .incremental_unassign(&tpl)
-            .map_err(|e| backend("unassigning partition", e))
+    async fn watermarks(&self, topic: &str, partition: u32) -> Result<(u64, u64), LogError> {
+        let full = self.full(topic);
+        let client = self.committer("offsets")?;
+        let timeout = self.params.request_timeout;
+        tokio::task::spawn_blocking(move || {
+            client
+                .fetch_watermarks(&full, partition as i32, timeout)
+                .map(|(low, high)| (low.max(0) as u64, high.max(0) as u64))
+                .map_err(|e| backend("fetching watermarks", e))
+        })
+        .await
+        .map_err(|e| LogError::Backend(format!("watermark task: {e}")))?
     }
 
     fn committer(&self, group: &str) -> Result<Arc<BaseConsumer>, LogError> {
@@ -297,54 +389,254 @@ impl KafkaLog {
         committers.insert(group.to_string(), c.clone());
         Ok(c)
     }
+
+    /// Asks the poll thread to resume a partition paused at `BUFFER_HIGH`.
+    async fn resume(&self, topic: &str, partition: u32, generation: u64) {
+        if let Some(r) = self.reader.lock().await.as_ref() {
+            let _ = r.commands.send(Command::Resume {
+                key: (self.full(topic), partition),
+                generation,
+            });
+        }
+    }
 }
 
-impl KafkaLog {
-    /// A freshly positioned partition delivers nothing although the broker holds
-    /// records at or after the position. Some brokers (tansu 0.6 on its object-store
-    /// engine) only serve batches that *start* at or after the requested offset, so a
-    /// position inside a batch never receives that batch. Reposition a little earlier,
-    /// doubling the distance each time; records before the position are skipped.
-    async fn probe(
-        &self,
-        topic: &str,
-        partition: u32,
-        r: &mut PartitionReader,
-    ) -> Result<Option<u64>, LogError> {
-        let now = tokio::time::Instant::now();
-        if r.last_probe
-            .is_some_and(|t| now.duration_since(t) < PROBE_EVERY)
-        {
-            return Ok(None);
+/// The thread that polls the consumer: it applies (re)assignments between polls,
+/// appends each record to its partition's buffer, pauses a partition whose buffer is
+/// full and unassigns partitions nobody reads any more.
+struct Poller {
+    consumer: BaseConsumer,
+    shared: Arc<Shared>,
+    commands: std::sync::mpsc::Receiver<Command>,
+    assigned: HashSet<Key>,
+    paused: HashSet<Key>,
+}
+
+impl Poller {
+    fn run(mut self) {
+        let mut last_sweep = Instant::now();
+        let mut errors = RateLimited::default();
+        loop {
+            loop {
+                match self.commands.try_recv() {
+                    Ok(c) => self.apply(c),
+                    Err(TryRecvError::Empty) => break,
+                    // The log was dropped.
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            }
+            match self.consumer.poll(POLL_EVERY) {
+                None => {}
+                Some(Ok(m)) => deliver(&self.shared, &self.consumer, &mut self.paused, &m),
+                Some(Err(e)) => {
+                    if let Some(n) = errors.tick() {
+                        warn!(error = %e, repeated = n, "kafka consumer error");
+                    }
+                }
+            }
+            if last_sweep.elapsed() >= IDLE_RELEASE / 4 {
+                last_sweep = Instant::now();
+                self.release_idle();
+            }
         }
-        r.last_probe = Some(now);
-        let high = self.end_offset(topic, partition).await?;
-        if high <= r.next {
-            return Ok(None);
-        }
-        r.rewind = (r.rewind * 2).clamp(1, r.next);
-        let from = r.next - r.rewind;
-        debug!(
-            topic,
-            partition,
-            position = r.next,
-            from,
-            "repositioning a stalled partition"
-        );
-        Ok(Some(from))
     }
 
-    /// Assigns a partition afresh at `from` (a seek does not always restart a paused
-    /// fetch). The caller must hold no handle of the old reader: dropping its queue
-    /// disables the wake-up of the new one, which shares the partition's queue.
-    async fn reassign(
-        &self,
-        topic: &str,
-        partition: u32,
-        from: u64,
-    ) -> Result<Arc<Mutex<PartitionReader>>, LogError> {
-        self.unassign(topic, partition).await?;
-        self.reader(topic, partition, from).await
+    fn slot(&self, key: &Key) -> Option<Arc<PartitionSlot>> {
+        lock(&self.shared.partitions).get(key).cloned()
+    }
+
+    fn one(key: &Key, offset: Option<u64>) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        let (topic, partition) = (key.0.as_str(), key.1 as i32);
+        match offset {
+            Some(o) => {
+                // Only fails for a negative partition, which a u32 never gives.
+                let _ = tpl.add_partition_offset(topic, partition, Offset::Offset(o as i64));
+            }
+            None => {
+                tpl.add_partition(topic, partition);
+            }
+        }
+        tpl
+    }
+
+    fn unassign(&mut self, key: &Key) {
+        self.paused.remove(key);
+        if self.assigned.remove(key)
+            && let Err(e) = self.consumer.incremental_unassign(&Self::one(key, None))
+        {
+            warn!(topic = %key.0, partition = key.1, error = %e, "unassigning a partition");
+        }
+    }
+
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::Assign {
+                key,
+                offset,
+                generation,
+            } => {
+                let Some(slot) = self.slot(&key) else { return };
+                if lock(&slot.state).generation != generation {
+                    // A newer position follows.
+                    return;
+                }
+                self.unassign(&key);
+                let assigned = self
+                    .consumer
+                    .incremental_assign(&Self::one(&key, Some(offset)));
+                let mut st = lock(&slot.state);
+                match assigned {
+                    Ok(()) => {
+                        self.assigned.insert(key);
+                        if st.generation == generation {
+                            st.applied = generation;
+                        }
+                    }
+                    Err(e) => {
+                        st.failed = Some(format!("assigning {}/{} at {offset}: {e}", key.0, key.1));
+                        st.released = true;
+                        drop(st);
+                        lock(&self.shared.partitions).remove(&key);
+                        slot.data.notify_waiters();
+                    }
+                }
+            }
+            Command::Resume { key, generation } => {
+                let current = self
+                    .slot(&key)
+                    .is_some_and(|s| lock(&s.state).applied == generation);
+                if current
+                    && self.paused.remove(&key)
+                    && let Err(e) = self.consumer.resume(&Self::one(&key, None))
+                {
+                    warn!(topic = %key.0, partition = key.1, error = %e, "resuming a partition");
+                }
+            }
+        }
+    }
+}
+
+/// Appends a polled record to its partition's buffer and pauses the partition's
+/// fetching once the buffer is full.
+fn deliver(
+    shared: &Shared,
+    consumer: &BaseConsumer,
+    paused: &mut HashSet<Key>,
+    m: &BorrowedMessage<'_>,
+) {
+    {
+        let key: Key = (m.topic().to_string(), m.partition() as u32);
+        let Some(slot) = lock(&shared.partitions).get(&key).cloned() else {
+            return;
+        };
+        let mut st = lock(&slot.state);
+        let offset = m.offset() as u64;
+        if st.released || st.applied != st.generation || offset < st.received {
+            // For an earlier position, or already received.
+            return;
+        }
+        st.buffer.push_back(Record {
+            partition: key.1,
+            offset,
+            key: m.key().map(<[u8]>::to_vec).unwrap_or_default(),
+            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            timestamp: Timestamp(m.timestamp().to_millis().unwrap_or(0)),
+        });
+        st.received = offset + 1;
+        let full = st.buffer.len() >= BUFFER_HIGH && !st.paused;
+        if full {
+            st.paused = true;
+        }
+        drop(st);
+        slot.data.notify_waiters();
+        if full
+            && paused.insert(key.clone())
+            && let Err(e) = consumer.pause(&Poller::one(&key, None))
+        {
+            warn!(topic = %key.0, partition = key.1, error = %e, "pausing a partition");
+        }
+    }
+}
+
+impl Poller {
+    fn release_idle(&mut self) {
+        let idle: Vec<(Key, Arc<PartitionSlot>)> = lock(&self.shared.partitions)
+            .iter()
+            .filter(|(_, s)| lock(&s.state).last_fetch.elapsed() >= IDLE_RELEASE)
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        for (key, slot) in idle {
+            lock(&self.shared.partitions).remove(&key);
+            lock(&slot.state).released = true;
+            slot.data.notify_waiters();
+            debug!(topic = %key.0, partition = key.1, "unassigning an idle partition");
+            self.unassign(&key);
+        }
+    }
+}
+
+/// What a fetch found in its partition's buffer.
+enum Taken {
+    /// The poll thread could not assign the partition.
+    Failed(String),
+    /// Released or repositioned meanwhile: take the slot afresh.
+    Moved,
+    /// Records to return, and the generation to resume if the buffer drained.
+    Records(Vec<Record>, Option<u64>),
+    /// Fewer records than asked for: wait briefly for more.
+    Partial,
+    Nothing,
+}
+
+/// Takes up to `max` records from `offset` on out of a slot's buffer (cloned: a fetch
+/// does not consume); records before `offset` are dropped, the caller has passed them.
+fn take(slot: &PartitionSlot, offset: u64, max: usize, eager: bool) -> Taken {
+    let mut st = lock(&slot.state);
+    if let Some(why) = st.failed.take() {
+        return Taken::Failed(why);
+    }
+    if st.released || offset < st.start || offset > st.received {
+        return Taken::Moved;
+    }
+    while st.buffer.front().is_some_and(|r| r.offset < offset) {
+        st.buffer.pop_front();
+    }
+    st.start = offset;
+    st.last_fetch = Instant::now();
+    let ready = st.buffer.len();
+    if ready == 0 {
+        return Taken::Nothing;
+    }
+    if ready < max && !eager {
+        return Taken::Partial;
+    }
+    let out: Vec<Record> = st.buffer.iter().take(max).cloned().collect();
+    let resume = (st.paused && st.buffer.len() <= BUFFER_LOW).then_some(st.generation);
+    if resume.is_some() {
+        st.paused = false;
+    }
+    Taken::Records(out, resume)
+}
+
+/// Counts repeats of a warning and lets one through every ten seconds.
+#[derive(Default)]
+struct RateLimited {
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl RateLimited {
+    fn tick(&mut self) -> Option<u64> {
+        self.count += 1;
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
+            return None;
+        }
+        self.last = Some(Instant::now());
+        Some(std::mem::take(&mut self.count))
     }
 }
 
@@ -444,80 +736,40 @@ impl EventLog for KafkaLog {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Record>, LogError> {
-        let reader = self.reader(topic, partition, offset).await?;
-        let moved = reader.lock().await.next != offset;
-        let reader = if moved {
-            // A new position (a partition taken over, a cursor reloaded): assign the
-            // partition afresh at it. A reader kept from an earlier ownership may hold
-            // a paused fetch that a seek does not restart.
-            drop(reader);
-            self.reassign(topic, partition, offset).await?
-        } else {
-            reader
-        };
-        let mut r = reader.lock().await;
         let deadline = tokio::time::Instant::now() + wait;
-        let mut out = Vec::new();
-        while out.len() < max {
-            let received = if out.is_empty() {
-                tokio::time::timeout_at(deadline, r.queue.recv()).await
-            } else {
-                // Take what arrives right behind the first record, briefly.
-                tokio::time::timeout(FETCH_LINGER, r.queue.recv()).await
+        let mut lingered = false;
+        loop {
+            let slot = self.slot(topic, partition, offset).await?;
+            let arrived = slot.data.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let taken = take(&slot, offset, max, lingered || wait.is_zero());
+            let partial = match taken {
+                Taken::Failed(why) => return Err(LogError::Backend(why)),
+                Taken::Moved => continue,
+                Taken::Records(out, resume) => {
+                    if let Some(generation) = resume {
+                        self.resume(topic, partition, generation).await;
+                    }
+                    return Ok(out);
+                }
+                Taken::Partial => true,
+                Taken::Nothing => false,
             };
-            let Ok(msg) = received else { break };
-            let msg = msg.map_err(|e| backend("consuming", e))?;
-            let o = msg.offset() as u64;
-            if o < r.next {
-                // Fetched before a reassignment, or skipped on the way to the position after a
-                // rewind: records are arriving, so the partition is not stalled. Hold
-                // the next probe back; probing again now would rewind further and, on
-                // a slow machine, never let the skipping reach the position.
-                r.last_probe = Some(tokio::time::Instant::now());
+            if partial {
+                // Take what arrives right behind the first records, briefly.
+                lingered = true;
+                let _ = tokio::time::timeout(FETCH_LINGER, arrived).await;
                 continue;
             }
-            out.push(Record {
-                partition,
-                offset: o,
-                key: msg.key().map(<[u8]>::to_vec).unwrap_or_default(),
-                payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                timestamp: Timestamp(msg.timestamp().to_millis().unwrap_or(0)),
-            });
-            r.next = o + 1;
-            r.fresh = false;
-            r.rewind = 0;
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return Ok(Vec::new());
+            }
         }
-        if out.is_empty()
-            && r.fresh
-            && r.next > 0
-            && let Some(from) = self.probe(topic, partition, &mut r).await?
-        {
-            // Read again from `from`; the position stays, so records before it are
-            // skipped.
-            let (next, rewind, last_probe) = (r.next, r.rewind, r.last_probe);
-            drop(r);
-            drop(reader);
-            let fresh = self.reassign(topic, partition, from).await?;
-            let mut f = fresh.lock().await;
-            f.next = next;
-            f.rewind = rewind;
-            f.last_probe = last_probe;
-        }
-        Ok(out)
     }
 
     async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
-        let full = self.full(topic);
-        let client = self.committer("offsets")?;
-        let timeout = self.params.request_timeout;
-        tokio::task::spawn_blocking(move || {
-            client
-                .fetch_watermarks(&full, partition as i32, timeout)
-                .map(|(_, high)| high as u64)
-                .map_err(|e| backend("fetching watermarks", e))
-        })
-        .await
-        .map_err(|e| LogError::Backend(format!("watermark task: {e}")))?
+        Ok(self.watermarks(topic, partition).await?.1)
     }
 
     async fn commit(

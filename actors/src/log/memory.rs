@@ -221,6 +221,14 @@ impl EventLog for MemoryLog {
                     let start = (offset - st.base) as usize;
                     return Ok(st.records.range(start..).take(max).cloned().collect());
                 }
+                if offset > st.end() {
+                    return Err(LogError::BeyondEnd {
+                        topic: topic.to_string(),
+                        partition,
+                        offset,
+                        end: st.end(),
+                    });
+                }
             }
             if tokio::time::timeout_at(deadline, data).await.is_err() {
                 return Ok(Vec::new());

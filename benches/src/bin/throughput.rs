@@ -421,6 +421,7 @@ fn settings(args: &Args, mode: Dkim, data: &Path, sink: &str) -> Result<Settings
     let mut fig = Settings::figment(None)?
         .merge(maily_config::env())
         .merge(("store.path", data.join("maily.db").display().to_string()))
+        .merge(("log.file.dir", data.join("maily-log").display().to_string()))
         .merge((
             "smtp.routes",
             BTreeMap::from([("*".to_string(), sink.to_string())]),

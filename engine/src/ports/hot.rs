@@ -16,8 +16,11 @@ use std::time::Duration;
 pub enum Claim {
     /// The caller now owns the key and must `complete` or `release` it.
     Acquired,
-    /// Someone claimed the key at `since` and has not completed it.
-    InFlight { since: Timestamp },
+    /// Someone claimed the key at `since` and has not completed it. `mine` says the
+    /// claim was made through this same adapter instance (this process); a claim of
+    /// another process is one a partition's new owner may take over at once, since
+    /// the process that made it no longer owns the partition.
+    InFlight { since: Timestamp, mine: bool },
     /// The work was done; `outcome` is what `complete` recorded.
     Done { outcome: String },
 }

@@ -33,6 +33,18 @@ pub enum LogError {
         offset: u64,
         earliest: u64,
     },
+    /// A position past the partition's end: the log was recreated or cut back under
+    /// a consumer's stored offset. Reading on would skip every record produced below
+    /// that offset, so it is an error, never a wait.
+    #[error(
+        "offset {offset} of {topic}/{partition} is past the log's end ({end}): the log was recreated or truncated under its consumers"
+    )]
+    BeyondEnd {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        end: u64,
+    },
     #[error("the event log is shut down")]
     Closed,
     #[error("event log backend: {0}")]
@@ -57,7 +69,9 @@ pub trait EventLog: Send + Sync + 'static {
     ) -> Result<Vec<(u32, u64)>, LogError>;
 
     /// Up to `max` records of one partition from `offset` on, waiting at most `wait`
-    /// for the first one; an empty result means nothing arrived in time.
+    /// for the first one; an empty result means nothing arrived in time. An offset
+    /// below the earliest retained record is [`LogError::OffsetOutOfRange`], one past
+    /// the end [`LogError::BeyondEnd`].
     async fn fetch(
         &self,
         topic: &str,

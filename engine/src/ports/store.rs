@@ -389,7 +389,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(EmailAddress, String)>, StoreError>;
 
     /// Records a settled epoch with its offsets; an epoch settles once (else conflict).
-    async fn commit_settlement(&self, settlement: &Settlement) -> Result<(), StoreError>;
+    /// With a `fence` (the leader lease), nothing is written once the lease has changed
+    /// hands ([`StoreError::Fenced`]).
+    async fn commit_settlement(
+        &self,
+        settlement: &Settlement,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError>;
 
     /// The settlement of `epoch`.
     async fn settlement(&self, epoch: u64) -> Result<Option<Settlement>, StoreError>;

@@ -42,7 +42,10 @@ pub async fn idempotency_keys_claim_once(hot: &impl HotState) {
     assert_eq!(hot.claim("m1", now, ttl).await.unwrap(), Claim::Acquired);
     assert_eq!(
         hot.claim("m1", Timestamp(2_000), ttl).await.unwrap(),
-        Claim::InFlight { since: now }
+        Claim::InFlight {
+            since: now,
+            mine: true
+        }
     );
     hot.complete("m1", "delivered", ttl).await.unwrap();
     assert_eq!(

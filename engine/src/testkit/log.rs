@@ -28,6 +28,14 @@ macro_rules! event_log_contract {
                     .await
             }
             #[tokio::test]
+            async fn a_position_past_the_end_is_an_error() {
+                suite::a_position_past_the_end_is_an_error(&super::$make().await).await
+            }
+            #[tokio::test]
+            async fn fetch_reads_again_and_moves_back() {
+                suite::fetch_reads_again_and_moves_back(&super::$make().await).await
+            }
+            #[tokio::test]
             async fn commits_round_trip() {
                 suite::commits_round_trip(&super::$make().await).await
             }
@@ -164,6 +172,56 @@ pub async fn waiting_fetch_sees_a_later_record<L: EventLog>(log: std::sync::Arc<
     let got = reader.await.expect("reader task");
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].payload, b"hello");
+}
+
+/// A fetch past the partition's end fails naming the end (a log recreated under a
+/// consumer's stored offset); a fetch at the end waits.
+pub async fn a_position_past_the_end_is_an_error(log: &impl EventLog) {
+    log.ensure_topic("ends", 1).await.expect("create topic");
+    let records = (0..3u8).map(|i| (b"k".to_vec(), vec![i])).collect();
+    log.produce("ends", records).await.expect("produce");
+    let err = log
+        .fetch("ends", 0, 5, 10, Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LogError::BeyondEnd { partition: 0, offset: 5, end: 3, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("ends"), "names the topic: {err}");
+    let got = log
+        .fetch("ends", 0, 3, 10, Duration::from_millis(50))
+        .await
+        .expect("fetch at the end");
+    assert!(got.is_empty());
+}
+
+/// A fetch does not consume: the same offset reads the same records again, and a
+/// reader that went ahead can move back (a worker restarted from its stored offset).
+pub async fn fetch_reads_again_and_moves_back(log: &impl EventLog) {
+    log.ensure_topic("again", 1).await.expect("create topic");
+    let records = (0..30u8).map(|i| (b"k".to_vec(), vec![i])).collect();
+    log.produce("again", records).await.expect("produce");
+    let all = fetch_all(log, "again", 0, 0).await;
+    assert_eq!(all.len(), 30);
+    for from in [20u64, 20, 4, 25, 0] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let got = loop {
+            let got = log
+                .fetch("again", 0, from, 3, Duration::from_millis(500))
+                .await
+                .expect("fetch");
+            if !got.is_empty() || std::time::Instant::now() > deadline {
+                break got;
+            }
+        };
+        assert_eq!(
+            got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![from, from + 1, from + 2],
+            "fetch at {from}"
+        );
+        assert_eq!(got[0].payload, vec![from as u8]);
+    }
 }
 
 /// Committed offsets are per group.

@@ -456,9 +456,9 @@ pub async fn epochs_settle_once(store: &impl Store) {
             reward_delta: 30,
         }],
     };
-    store.commit_settlement(&s).await.unwrap();
+    store.commit_settlement(&s, None).await.unwrap();
     assert!(matches!(
-        store.commit_settlement(&s).await,
+        store.commit_settlement(&s, None).await,
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(store.settlement(1).await.unwrap(), Some(s));
@@ -534,7 +534,7 @@ pub async fn anchors_and_proofs_round_trip(store: &impl Store) {
                 group: "reward".into(),
                 offsets: vec![],
                 entries: vec![],
-            })
+            }, None)
             .await
             .unwrap();
     }
@@ -796,6 +796,24 @@ pub async fn fenced_writes_are_refused_whole(store: &impl Store) {
     };
     assert_eq!(offsets("analytics", "events").await, vec![(1, 10)]);
     assert_eq!(offsets("sender", "send").await, vec![(1, 5)]);
+
+    // A settlement under the old holder's fence is refused too, and nothing of it stays.
+    let settlement = Settlement {
+        epoch: 1,
+        settled_at: t0,
+        group: "reward".into(),
+        offsets: vec![],
+        entries: vec![],
+    };
+    assert!(matches!(
+        store.commit_settlement(&settlement, Some(&a.fence())).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    assert_eq!(store.settlement(1).await.unwrap(), None);
+    store
+        .commit_settlement(&settlement, Some(&b.fence()))
+        .await
+        .unwrap();
 
     // A resource nobody leased fences every writer.
     let unleased = Fence {

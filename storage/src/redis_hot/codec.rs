@@ -57,20 +57,27 @@ pub(super) fn done(outcome: &str) -> String {
     format!("d:{outcome}")
 }
 
-/// Reads a stored claim value back as the state it records.
-pub(super) fn decode_claim(key: &str, value: &str) -> Result<Claim, HotError> {
+/// Reads a stored claim value back as the state it records; `instance` is the reader's
+/// own nonce prefix, which tells its own claims from other processes'.
+pub(super) fn decode_claim(key: &str, value: &str, instance: &str) -> Result<Claim, HotError> {
     if let Some(outcome) = value.strip_prefix("d:") {
         return Ok(Claim::Done {
             outcome: outcome.to_string(),
         });
     }
-    let since = value
+    let rest = value
         .strip_prefix("c:")
-        .map(|rest| rest.split_once(':').map_or(rest, |(since, _nonce)| since))
-        .and_then(|since| since.parse::<i64>().ok())
         .ok_or_else(|| corrupt(key, format!("not a claim: {value:?}")))?;
+    let (since, nonce) = rest.split_once(':').unwrap_or((rest, ""));
+    let since = since
+        .parse::<i64>()
+        .map_err(|_| corrupt(key, format!("not a claim: {value:?}")))?;
+    let mine = nonce
+        .split_once('.')
+        .is_some_and(|(claimant, _)| claimant == instance);
     Ok(Claim::InFlight {
         since: Timestamp(since),
+        mine,
     })
 }
 
@@ -122,20 +129,22 @@ mod tests {
     #[test]
     fn claims_round_trip() {
         assert_eq!(
-            decode_claim("k", &claimed(Timestamp(1_234), "n1")).unwrap(),
+            decode_claim("k", &claimed(Timestamp(1_234), "a1.7"), "a1").unwrap(),
             Claim::InFlight {
-                since: Timestamp(1_234)
+                since: Timestamp(1_234),
+                mine: true
             }
         );
         assert_eq!(
-            decode_claim("k", &claimed(Timestamp(-5), "n1")).unwrap(),
+            decode_claim("k", &claimed(Timestamp(-5), "b2.0"), "a1").unwrap(),
             Claim::InFlight {
-                since: Timestamp(-5)
+                since: Timestamp(-5),
+                mine: false
             }
         );
         // Outcomes are free text, colons included.
         assert_eq!(
-            decode_claim("k", &done("bounced: 550 5.1.1")).unwrap(),
+            decode_claim("k", &done("bounced: 550 5.1.1"), "a1").unwrap(),
             Claim::Done {
                 outcome: "bounced: 550 5.1.1".into()
             }
@@ -147,7 +156,7 @@ mod tests {
         for value in ["", "x", "c:", "c:abc:n", "delivered"] {
             assert!(
                 matches!(
-                    decode_claim("k", value),
+                    decode_claim("k", value, "a1"),
                     Err(HotError::Corrupt { ref key, .. }) if key == "k"
                 ),
                 "{value:?}"

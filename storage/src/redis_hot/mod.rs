@@ -390,7 +390,7 @@ impl HotState for RedisHotState {
             None => Ok(Claim::Acquired),
             // Our own value: the client re-sent the SET after losing its first reply.
             Some(previous) if previous == value => Ok(Claim::Acquired),
-            Some(previous) => codec::decode_claim(&key, &previous),
+            Some(previous) => codec::decode_claim(&key, &previous, &format!("{:x}", self.instance)),
         }
     }
 

@@ -269,8 +269,12 @@ impl Store for SqliteStore {
         catalog::suppressions(&self.pool, tenant).await
     }
 
-    async fn commit_settlement(&self, settlement: &Settlement) -> Result<(), StoreError> {
-        settlement::commit_settlement(&self.pool, settlement).await
+    async fn commit_settlement(
+        &self,
+        settlement: &Settlement,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
+        settlement::commit_settlement(&self.pool, settlement, fence).await
     }
 
     async fn settlement(&self, epoch: u64) -> Result<Option<Settlement>, StoreError> {

@@ -4,7 +4,7 @@ use super::analytics::write_offsets;
 use super::rows::{
     RowReader, db_err, placeholders, raw_text, stats_columns, stats_to_i64, to_i64, unique_err,
 };
-use maily_engine::ports::{Settlement, SettlementEntry, StoreError, StoredOffset};
+use maily_engine::ports::{Fence, Settlement, SettlementEntry, StoreError, StoredOffset};
 use maily_engine::{CampaignStats, Timestamp};
 use sqlx::SqlitePool;
 use std::sync::LazyLock;
@@ -28,9 +28,14 @@ static SELECT_ENTRIES: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-pub(super) async fn commit_settlement(pool: &SqlitePool, s: &Settlement) -> Result<(), StoreError> {
+pub(super) async fn commit_settlement(
+    pool: &SqlitePool,
+    s: &Settlement,
+    fence: Option<&Fence>,
+) -> Result<(), StoreError> {
     let epoch = to_i64(s.epoch, format_args!("settlement {}", s.epoch), "epoch")?;
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+    super::leases::check_fence(&mut tx, fence).await?;
     sqlx::query("INSERT INTO settlements (epoch, settled_at, grp) VALUES (?, ?, ?)")
         .bind(epoch)
         .bind(s.settled_at.0)

@@ -1,0 +1,137 @@
+//! Crash safety on the user's path: `maily serve` processes driven through the public
+//! gRPC API, stopped at seeded random points and restarted alone, with every envelope
+//! recipient counted at the sink (`common::chaos`). This is the short profile that runs
+//! with the suite; `scripts/chaos.sh` runs the long one (many faults, 100,000
+//! recipients, several seeds).
+//!
+//! Duplicates are bounded, not zero: with Redis claims, only messages whose SMTP
+//! transaction was accepted but whose outcome was not yet recorded when the process
+//! died (at most `sender.concurrency` per partition the process owned); with the
+//! in-memory hot state of the embedded profile the claims die with the process, so the
+//! unrecorded part of each partition's last batch is sent again (at most
+//! `sender.batch_size` per partition). ARCHITECTURE.md states the same.
+
+mod common;
+
+use common::chaos::{
+    Plan, Profile, Report, Stop, authed, command, receipts, run_plan, stats, upload,
+};
+use common::run;
+use maily_api::grpc::proto::ScheduleCampaignRequest;
+use std::time::{Duration, Instant};
+
+/// The documented duplicate bound of one fault, for the profile's configuration.
+fn bound(profile: Profile, partitions: u64) -> u64 {
+    match profile {
+        // sender.concurrency (64) transactions in flight per partition.
+        Profile::Production => 64 * partitions,
+        // sender.batch_size (512) per partition.
+        Profile::Embedded => 512 * partitions,
+    }
+}
+
+fn check(report: &Report, profile: Profile, partitions: u64) {
+    assert_eq!(report.lost, 0, "mail was lost: {report}");
+    assert_eq!(report.stuck, 0, "messages were never final: {report}");
+    assert_eq!(
+        report.stats_delivered, report.delivered,
+        "GetCampaignStats disagrees with the sink: {report}"
+    );
+    let faults = report.faults.len().max(1) as u64;
+    assert!(
+        report.duplicates <= bound(profile, partitions) * faults,
+        "more duplicates than documented: {report}"
+    );
+    for f in &report.faults {
+        assert!(
+            f.first_delivery_after_restart.is_some(),
+            "nothing was delivered after a restart: {report}"
+        );
+    }
+}
+
+#[test]
+fn production_one_process_killed_and_restarted_delivers_everything() {
+    let plan = Plan::from_env(Profile::Production, 1, 20_000, 1);
+    let report = run(run_plan(plan));
+    check(&report, Profile::Production, 32);
+}
+
+#[test]
+fn production_two_processes_each_killed_once_deliver_everything() {
+    let plan = Plan::from_env(Profile::Production, 2, 20_000, 2);
+    let report = run(run_plan(plan));
+    check(&report, Profile::Production, 32);
+}
+
+#[test]
+fn embedded_process_killed_and_restarted_delivers_everything() {
+    let plan = Plan::from_env(Profile::Embedded, 1, 20_000, 1);
+    let report = run(run_plan(plan));
+    check(&report, Profile::Embedded, 8);
+}
+
+#[test]
+fn production_graceful_restart_with_campaigns_in_every_state() {
+    run(async {
+        let mut plan = Plan::from_env(Profile::Production, 1, 3_000, 1);
+        plan.stop = Stop::Term;
+        let n = plan.recipients as u64;
+        let mut chaos = common::chaos::Chaos::prepare(plan.clone()).await;
+        chaos.spawn(0);
+        let mut client = chaos.client().await;
+        let key = chaos.api_key().await;
+        let draft = upload(&mut client, &key, "draft", plan.recipients).await;
+        let scheduled = upload(&mut client, &key, "scheduled", plan.recipients).await;
+        let running = upload(&mut client, &key, "running", plan.recipients).await;
+        let paused = upload(&mut client, &key, "paused", plan.recipients).await;
+        let start_at = std::time::SystemTime::now() + Duration::from_secs(20);
+        client
+            .schedule_campaign(authed(
+                ScheduleCampaignRequest {
+                    campaign_id: scheduled.clone(),
+                    start_at: Some(start_at.into()),
+                },
+                &key,
+            ))
+            .await
+            .expect("scheduled");
+        command(&mut client, &key, &running, "start").await;
+        command(&mut client, &key, &paused, "start").await;
+        command(&mut client, &key, &paused, "pause").await;
+        // Restart while the running campaign is under way.
+        while chaos.sink.accepted() < n / 4 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        chaos.stop(0);
+        chaos.spawn(0);
+        let mut client = chaos.client().await;
+        command(&mut client, &key, &draft, "start").await;
+        command(&mut client, &key, &paused, "resume").await;
+        let deadline = Instant::now() + Duration::from_secs(180);
+        for id in [&draft, &scheduled, &running, &paused] {
+            loop {
+                let s = stats(&mut client, &key, id).await;
+                if s.is_some_and(|(_, finished)| finished >= n) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "campaign {id} stuck at {s:?}:\n{}",
+                    chaos.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let counts = receipts(&chaos.sink);
+        assert_eq!(counts.len() as u64, n, "every recipient received");
+        let total: u64 = counts.values().sum();
+        // Four campaigns to the same n addresses.
+        assert!(total >= 4 * n, "{total} receipts for 4 x {n} messages");
+        for id in [&draft, &scheduled, &running, &paused] {
+            let (delivered, _) = stats(&mut client, &key, id).await.expect("stats");
+            assert_eq!(delivered, n, "campaign {id}");
+        }
+        chaos.stop(0);
+    });
+}
