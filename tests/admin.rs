@@ -103,10 +103,11 @@ async fn maily_serve_runs_the_admin_api_on_the_real_engine() {
     std::fs::write(
         &config,
         format!(
-            "[engine]\npartitions = 4\n[store]\npath = \"{}\"\n[admin]\nenabled = true\n\
-             bind = \"127.0.0.1:{port}\"\n[auth.jwt]\njwks_url = \"{jwks_url}\"\n\
+            "[engine]\npartitions = 4\n[store]\npath = \"{}\"\n[log.file]\ndir = \"{}\"\n\
+             [admin]\nenabled = true\nbind = \"127.0.0.1:{port}\"\n[auth.jwt]\njwks_url = \"{jwks_url}\"\n\
              issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n",
-            dir.path().join("maily.db").display()
+            dir.path().join("maily.db").display(),
+            dir.path().join("log").display()
         ),
     )
     .unwrap();

@@ -75,11 +75,12 @@ fn killing_the_engine_between_sending_and_confirming_anchors_the_epoch_once() {
         std::fs::write(
             &config,
             format!(
-                "[store]\npath = \"{}\"\n[ownership]\nlease_ttl = \"3s\"\nrenew_interval = \"500ms\"\n\
+                "[store]\npath = \"{}\"\n[log.file]\ndir = \"{}\"\n[ownership]\nlease_ttl = \"3s\"\nrenew_interval = \"500ms\"\n\
                  [reward]\nepoch_interval = \"500ms\"\n[anchor]\ninterval = \"300ms\"\nchains = [\"ethereum\"]\n\
                  [anchor.evm.ethereum]\nrpc_url = \"{}\"\nchain_id = {}\nregistry = \"{}\"\n\
                  confirmations = 1\npoll_interval = \"100ms\"\nbump_after = \"1h\"\n",
                 db.display(),
+                dir.path().join("log").display(),
                 node.url,
                 node.chain_id,
                 deployed.registry

@@ -743,9 +743,10 @@ fn maily_serve_runs_the_grpc_api_and_stops_on_sigterm() {
     std::fs::write(
         &config,
         format!(
-            "[store]\npath = \"{}\"\n[grpc]\nenabled = true\nbind = \"127.0.0.1:{port}\"\n\
-             [metrics]\nenabled = true\nbind = \"127.0.0.1:{metrics_port}\"\nlag_interval = \"50ms\"\n",
-            dir.path().join("maily.db").display()
+            "[store]\npath = \"{}\"\n[log.file]\ndir = \"{}\"\n[grpc]\nenabled = true\n\
+             bind = \"127.0.0.1:{port}\"\n[metrics]\nenabled = true\nbind = \"127.0.0.1:{metrics_port}\"\nlag_interval = \"50ms\"\n",
+            dir.path().join("maily.db").display(),
+            dir.path().join("log").display()
         ),
     )
     .unwrap();

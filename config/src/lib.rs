@@ -1078,7 +1078,7 @@ mod tests {
             assert_eq!(dir.parent(), Path::new(&s.store.path).parent());
             jail.set_env("MAILY__LOG__FILE__FSYNC", "sometimes");
             let err = Settings::load(None).unwrap_err().to_string();
-            assert!(err.contains("log.file.fsync"), "{err}");
+            assert!(err.to_lowercase().contains("log.file.fsync"), "{err}");
             assert!(err.contains("sometimes"), "{err}");
             jail.set_env("MAILY__LOG__FILE__FSYNC", "interval");
             jail.set_env("MAILY__LOG__FILE__FSYNC_INTERVAL", "0s");

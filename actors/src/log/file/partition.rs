@@ -179,16 +179,16 @@ impl Partition {
             let size = std::fs::metadata(dir.join(segment::segment_name(base)))?.len();
             segments.insert(base, Segment { size, index: None });
         }
+        let indexed = recovered.index.last().map_or(0, |(_, pos)| *pos);
         segments.insert(
             last,
             Segment {
                 size: recovered.size,
-                index: Some(recovered.index.clone()),
+                index: Some(recovered.index),
             },
         );
         let (commits, commits_size) = load_commits(topic, id, &dir)?;
         let file = OpenOptions::new().append(true).open(&last_path)?;
-        let indexed = recovered.index.last().map_or(0, |(_, pos)| *pos);
         Ok(Partition {
             topic: topic.to_string(),
             id,
