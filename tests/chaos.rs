@@ -135,3 +135,44 @@ fn production_graceful_restart_with_campaigns_in_every_state() {
         chaos.stop(0);
     });
 }
+
+#[test]
+fn a_log_recreated_under_stored_offsets_stops_its_stages_loudly() {
+    run(async {
+        let plan = Plan::from_env(Profile::Embedded, 1, 200, 0);
+        let n = plan.recipients as u64;
+        let mut chaos = common::chaos::Chaos::prepare(plan).await;
+        chaos.spawn(0);
+        let mut client = chaos.client().await;
+        let key = chaos.api_key().await;
+        let id = upload(&mut client, &key, "before", n as usize).await;
+        command(&mut client, &key, &id, "start").await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stats(&mut client, &key, &id).await.is_none_or(|(_, f)| f < n) {
+            assert!(Instant::now() < deadline, "never finished:\n{}", chaos.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        chaos.stop(0);
+        // The operator loses the log but keeps the store.
+        std::fs::remove_dir_all(chaos.dir.path().join("log")).expect("log removed");
+        chaos.spawn(0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = chaos.logs();
+            if log.contains("past the log's end") && log.contains("sender") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no loud error:\n{log}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let log = chaos.logs();
+        if let Some(line) = log.lines().find(|l| l.contains("past the log's end")) {
+            println!("{line}");
+        }
+        assert!(
+            log.contains("in send/"),
+            "the error names the topic and partition:\n{log}"
+        );
+        chaos.stop(0);
+    });
+}

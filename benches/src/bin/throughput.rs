@@ -2,8 +2,10 @@
 //! mail accepted by a real SMTP server, and what does each message cost?
 //!
 //! Each run starts the engine in this process on its embedded adapters, wired by
-//! `maily::wiring` exactly as `maily serve` wires them (memory log, SQLite store in a
-//! temporary directory, memory hot state; jemalloc, as in the binary), and sends
+//! `maily::wiring` exactly as `maily serve` wires them (the event log `--log` names:
+//! the in-process one or the durable segment files `maily serve` uses by default;
+//! SQLite store in a temporary directory, memory hot state; jemalloc, as in the
+//! binary), and sends
 //! `--messages` recipients of one campaign (`--campaigns` spreads them over several)
 //! into a fresh Postfix `smtp-sink` on a loopback port. Every message takes the real path: intake (validation, acked produce into the
 //! send topic) → the sender actor of the campaign's partition → suppression check →
@@ -27,7 +29,7 @@
 //! ```text
 //! cargo build --release -p maily-benches --bin throughput
 //! target/release/throughput [--messages 20000] [--size 4096] [--connections 32] \
-//!     [--dkim off,ed25519,rsa2048] [--runs 3] [--warmup 2000] [--json]
+//!     [--dkim off,ed25519,rsa2048] [--log memory,file] [--runs 3] [--warmup 2000] [--json]
 //! ```
 
 use anyhow::{Context, Result, bail, ensure};
@@ -78,6 +80,10 @@ struct Args {
     /// DKIM modes to measure, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Dkim::ALL)]
     dkim: Vec<Dkim>,
+    /// Event logs to measure the engine on, comma-separated: the in-process one and
+    /// the durable segment files (`maily serve`'s default), in the same rounds.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Log::Memory, Log::File])]
+    log: Vec<Log>,
     /// Timed runs of each contender; the median is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -135,17 +141,39 @@ impl std::fmt::Display for Dkim {
     }
 }
 
-/// What sends in a run: the engine in one DKIM mode, or the reference.
+/// Which event log the engine runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Log {
+    Memory,
+    File,
+}
+
+impl Log {
+    fn name(self) -> &'static str {
+        match self {
+            Log::Memory => "memory",
+            Log::File => "file",
+        }
+    }
+}
+
+impl std::fmt::Display for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What sends in a run: the engine in one DKIM mode on one log, or the reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Contender {
-    Engine(Dkim),
+    Engine(Dkim, Log),
     SmtpSource,
 }
 
 impl Contender {
     fn name(self) -> String {
         match self {
-            Contender::Engine(mode) => format!("maily dkim={mode}"),
+            Contender::Engine(mode, log) => format!("maily dkim={mode} log={log}"),
             Contender::SmtpSource => "smtp-source".into(),
         }
     }
@@ -184,8 +212,10 @@ fn main() -> Result<()> {
     );
     let mut contenders: Vec<Contender> = Vec::new();
     for &mode in &args.dkim {
-        if !contenders.contains(&Contender::Engine(mode)) {
-            contenders.push(Contender::Engine(mode));
+        for &log in &args.log {
+            if !contenders.contains(&Contender::Engine(mode, log)) {
+                contenders.push(Contender::Engine(mode, log));
+            }
         }
     }
     contenders.push(Contender::SmtpSource);
@@ -193,7 +223,7 @@ fn main() -> Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let tools = PostfixTools::find(&args.smtp_sink, &args.smtp_source)?;
     // The template's prose grows until the message built with DKIM off reaches --size.
-    let probe = settings(&args, Dkim::Off, dir.path(), "127.0.0.1:25")?;
+    let probe = settings(&args, Dkim::Off, Log::Memory, dir.path(), "127.0.0.1:25")?;
     let words = fewest_words(args.size, |words| {
         Ok(built(&probe, &campaign_template(words), 0)?.len())
     })?;
@@ -271,7 +301,9 @@ impl Bench {
             n,
             &name,
             |port| match contender {
-                Contender::Engine(mode) => self.system.block_on(self.engine_run(mode, n, port)),
+                Contender::Engine(mode, log) => {
+                    self.system.block_on(self.engine_run(mode, log, n, port))
+                }
                 Contender::SmtpSource => smtp_source(
                     &self.tools.source,
                     &SourceJob {
@@ -290,9 +322,21 @@ impl Bench {
     /// A fresh engine sends `n` messages, of `--campaigns` campaigns, to the sink on
     /// `port`; returns the wall and CPU time from the start of the enqueue until the
     /// store shows them all delivered.
-    async fn engine_run(&self, mode: Dkim, n: usize, port: u16) -> Result<(Duration, Duration)> {
+    async fn engine_run(
+        &self,
+        mode: Dkim,
+        log: Log,
+        n: usize,
+        port: u16,
+    ) -> Result<(Duration, Duration)> {
         let data = tempfile::tempdir_in(self.dir.path()).context("the run's store folder")?;
-        let settings = settings(&self.args, mode, data.path(), &format!("127.0.0.1:{port}"))?;
+        let settings = settings(
+            &self.args,
+            mode,
+            log,
+            data.path(),
+            &format!("127.0.0.1:{port}"),
+        )?;
         let ports = build_ports(&settings).await?;
         let engine = maily_actors::start(ports.clone(), engine_settings(&settings)?).await?;
         let intake = Intake::new(ports.log.clone(), ports.store.clone());
@@ -377,8 +421,8 @@ impl Bench {
     /// for the engine).
     fn message_bytes(&self, contender: Contender) -> Result<usize> {
         match contender {
-            Contender::Engine(mode) => {
-                let s = settings(&self.args, mode, self.dir.path(), "127.0.0.1:25")?;
+            Contender::Engine(mode, log) => {
+                let s = settings(&self.args, mode, log, self.dir.path(), "127.0.0.1:25")?;
                 let k = self.rows.len().min(64);
                 let mut total = 0;
                 for i in 0..k {
@@ -415,14 +459,12 @@ fn maily_env() -> Vec<String> {
 /// The engine's settings for a run: the defaults and `MAILY__*` variables, with the
 /// store in `data`, every domain routed to `sink`, TLS off, C connections, the sender
 /// concurrency, the analytics flush interval, and the key of `mode`.
-fn settings(args: &Args, mode: Dkim, data: &Path, sink: &str) -> Result<Settings> {
+fn settings(args: &Args, mode: Dkim, log: Log, data: &Path, sink: &str) -> Result<Settings> {
     // MAILY__* variables tune any other setting (batch sizes, partitions, ...); the
     // layers after them fix what the harness needs.
     let mut fig = Settings::figment(None)?
-        // The memory log BENCHMARKS.md measured; MAILY__LOG__KIND=file measures the
-        // durable one, in the run's folder.
-        .merge(("log.kind", "memory"))
         .merge(maily_config::env())
+        .merge(("log.kind", log.name()))
         .merge(("store.path", data.join("maily.db").display().to_string()))
         .merge(("log.file.dir", data.join("maily-log").display().to_string()))
         .merge((
@@ -549,7 +591,14 @@ fn print_json(bench: &Bench, summaries: &[Summary]) -> Result<()> {
             out.insert(
                 "dkim".into(),
                 json!(match s.contender {
-                    Contender::Engine(mode) => Some(mode.name()),
+                    Contender::Engine(mode, _) => Some(mode.name()),
+                    Contender::SmtpSource => None,
+                }),
+            );
+            out.insert(
+                "log".into(),
+                json!(match s.contender {
+                    Contender::Engine(_, log) => Some(log.name()),
                     Contender::SmtpSource => None,
                 }),
             );
