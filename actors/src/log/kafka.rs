@@ -585,8 +585,8 @@ enum Taken {
     /// Records to return, and the generation to resume if the buffer drained.
     Records(Vec<Record>, Option<u64>),
     /// Fewer records than asked for: wait briefly for more.
-    Partial,
-    Nothing,
+    Partial(Option<u64>),
+    Nothing(Option<u64>),
 }
 
 /// Takes up to `max` records from `offset` on out of a slot's buffer (cloned: a fetch
@@ -604,18 +604,20 @@ fn take(slot: &PartitionSlot, offset: u64, max: usize, eager: bool) -> Taken {
     }
     st.start = offset;
     st.last_fetch = Instant::now();
-    let ready = st.buffer.len();
-    if ready == 0 {
-        return Taken::Nothing;
-    }
-    if ready < max && !eager {
-        return Taken::Partial;
-    }
-    let out: Vec<Record> = st.buffer.iter().take(max).cloned().collect();
+    // The caller has passed what was dropped: a paused partition whose buffer drained
+    // resumes now, whatever this fetch finds (an empty buffer never refills paused).
     let resume = (st.paused && st.buffer.len() <= BUFFER_LOW).then_some(st.generation);
     if resume.is_some() {
         st.paused = false;
     }
+    let ready = st.buffer.len();
+    if ready == 0 {
+        return Taken::Nothing(resume);
+    }
+    if ready < max && !eager {
+        return Taken::Partial(resume);
+    }
+    let out: Vec<Record> = st.buffer.iter().take(max).cloned().collect();
     Taken::Records(out, resume)
 }
 
@@ -753,8 +755,12 @@ impl EventLog for KafkaLog {
                     }
                     return Ok(out);
                 }
-                Taken::Partial => true,
-                Taken::Nothing => false,
+                Taken::Partial(resume) | Taken::Nothing(resume) => {
+                    if let Some(generation) = resume {
+                        self.resume(topic, partition, generation).await;
+                    }
+                    matches!(taken, Taken::Partial(_))
+                }
             };
             if partial {
                 // Take what arrives right behind the first records, briefly.
