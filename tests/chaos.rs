@@ -14,7 +14,7 @@
 mod common;
 
 use common::chaos::{
-    Plan, Profile, Report, Stop, authed, command, receipts, run_plan, stats, upload,
+    Fault, Plan, Profile, Report, Stop, authed, command, receipts, run_plan, stats, upload,
 };
 use common::run;
 use maily_api::grpc::proto::ScheduleCampaignRequest;
@@ -60,6 +60,14 @@ fn production_one_process_killed_and_restarted_delivers_everything() {
 #[test]
 fn production_two_processes_each_killed_once_deliver_everything() {
     let plan = Plan::from_env(Profile::Production, 2, 20_000, 2);
+    let report = run(run_plan(plan));
+    check(&report, Profile::Production, 32);
+}
+
+#[test]
+fn production_restart_of_all_a_broker_restart_and_a_frozen_process_lose_nothing() {
+    let mut plan = Plan::from_env(Profile::Production, 2, 10_000, 3);
+    plan.kinds = vec![Fault::RestartAll, Fault::RestartBroker, Fault::Freeze];
     let report = run(run_plan(plan));
     check(&report, Profile::Production, 32);
 }

@@ -45,6 +45,19 @@ pub enum Stop {
     Term,
 }
 
+/// What a fault does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Stop one process the plan's way and start it again alone.
+    RestartOne,
+    /// SIGKILL every process, then start them all again.
+    RestartAll,
+    /// Stop the broker and start it again on its storage (production only).
+    RestartBroker,
+    /// SIGSTOP one process past its lease, then SIGCONT it.
+    Freeze,
+}
+
 /// One run of the harness.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -53,6 +66,8 @@ pub struct Plan {
     pub recipients: usize,
     pub faults: usize,
     pub stop: Stop,
+    /// The kinds of fault a run draws from (seeded).
+    pub kinds: Vec<Fault>,
     pub seed: u64,
     /// How long after the last restart every message must be final.
     pub settle: Duration,
@@ -76,6 +91,16 @@ impl Plan {
             recipients: var("MAILY_CHAOS_RECIPIENTS").map_or(recipients, |v| v as usize),
             faults: var("MAILY_CHAOS_FAULTS").map_or(faults, |v| v as usize),
             stop: Stop::Kill,
+            kinds: match std::env::var("MAILY_CHAOS_KINDS").ok().as_deref() {
+                Some("all") if profile == Profile::Production => vec![
+                    Fault::RestartOne,
+                    Fault::RestartAll,
+                    Fault::RestartBroker,
+                    Fault::Freeze,
+                ],
+                Some("all") => vec![Fault::RestartOne, Fault::Freeze],
+                _ => vec![Fault::RestartOne],
+            },
             seed,
             settle: Duration::from_secs(var("MAILY_CHAOS_SETTLE_SECS").unwrap_or(120)),
         }
@@ -107,6 +132,7 @@ pub struct Report {
 
 #[derive(Debug, Clone)]
 pub struct FaultReport {
+    pub kind: Fault,
     pub process: usize,
     pub at_sink: u64,
     pub first_delivery_after_restart: Option<Duration>,
@@ -130,8 +156,8 @@ impl fmt::Display for Report {
         for (i, x) in self.faults.iter().enumerate() {
             write!(
                 f,
-                "\n  fault {i}: process {} at {} delivered; first delivery {:?} after the restart",
-                x.process, x.at_sink, x.first_delivery_after_restart
+                "\n  fault {i}: {:?} of process {} at {} delivered; first delivery {:?} after the restart",
+                x.kind, x.process, x.at_sink, x.first_delivery_after_restart
             )?;
         }
         if let Some(d) = self.finished_after_restart {
@@ -171,7 +197,7 @@ pub struct Chaos {
     pub dir: tempfile::TempDir,
     pub sink: SinkHandle,
     pub config: PathBuf,
-    _broker: Option<Broker>,
+    broker: Option<Broker>,
     pub procs: Vec<Option<Serve>>,
     pub ports: Vec<u16>,
     settings: Settings,
@@ -272,7 +298,7 @@ flush_interval = "100ms"
             dir,
             sink,
             config,
-            _broker: broker,
+            broker,
             ports,
             settings,
         }
@@ -337,6 +363,39 @@ flush_interval = "100ms"
             keys::generate(&tenant, "chaos", &[Scope::Send, Scope::Read]).expect("key");
         store.create_api_key(&record).await.expect("key stored");
         plain.into_string()
+    }
+
+    /// Applies one fault (`victim` for the faults that strike one process) and returns
+    /// once everything it stopped runs again.
+    pub async fn strike(&mut self, kind: Fault, victim: usize) {
+        match kind {
+            Fault::RestartOne => {
+                self.stop(victim);
+                self.spawn(victim);
+            }
+            Fault::RestartAll => {
+                for i in 0..self.procs.len() {
+                    drop(self.procs[i].take());
+                }
+                for i in 0..self.procs.len() {
+                    self.spawn(i);
+                }
+            }
+            Fault::RestartBroker => {
+                let old = self.broker.take().expect("a broker of the run's own");
+                let port = old.port;
+                drop(old);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                self.broker = Some(Broker::restart(port, self.dir.path(), "broker-2.log"));
+            }
+            Fault::Freeze => {
+                let p = self.procs[victim].as_ref().expect("process running");
+                p.signal("STOP");
+                let ttl = self.settings.ownership.lease_ttl;
+                tokio::time::sleep(ttl + Duration::from_secs(3)).await;
+                p.signal("CONT");
+            }
+        }
     }
 
     /// Stops process `i` the plan's way and waits for it to be gone.
@@ -492,6 +551,8 @@ pub async fn run_plan(plan: Plan) -> Report {
     // Victims take turns from a seeded first one, so with as many faults as processes
     // each process is stopped once.
     let first_victim = rng.below(plan.processes as u64) as usize;
+    // Kinds too, so that as many faults as kinds try each once.
+    let first_kind = rng.below(plan.kinds.len() as u64) as usize;
     for (k, at) in points.into_iter().enumerate() {
         let deadline = Instant::now() + plan.settle;
         while chaos.sink.accepted() < at {
@@ -504,9 +565,9 @@ pub async fn run_plan(plan: Plan) -> Report {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let victim = (first_victim + k) % plan.processes;
+        let kind = plan.kinds[(first_kind + k) % plan.kinds.len()];
         let at_sink = chaos.sink.accepted();
-        chaos.stop(victim);
-        chaos.spawn(victim);
+        chaos.strike(kind, victim).await;
         last_restart = Instant::now();
         let before = chaos.sink.accepted();
         let mut first = None;
@@ -521,6 +582,7 @@ pub async fn run_plan(plan: Plan) -> Report {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         report.faults.push(FaultReport {
+            kind,
             process: victim,
             at_sink,
             first_delivery_after_restart: first,
