@@ -156,8 +156,15 @@ fn a_log_recreated_under_stored_offsets_stops_its_stages_loudly() {
         let id = upload(&mut client, &key, "before", n as usize).await;
         command(&mut client, &key, &id, "start").await;
         let deadline = Instant::now() + Duration::from_secs(60);
-        while stats(&mut client, &key, &id).await.is_none_or(|(_, f)| f < n) {
-            assert!(Instant::now() < deadline, "never finished:\n{}", chaos.logs());
+        while stats(&mut client, &key, &id)
+            .await
+            .is_none_or(|(_, f)| f < n)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "never finished:\n{}",
+                chaos.logs()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         chaos.stop(0);

@@ -1533,19 +1533,22 @@ async fn anchors_proofs_and_settlements() {
         ..Default::default()
     };
     s.store
-        .commit_settlement(&Settlement {
-            epoch: 1,
-            settled_at: Timestamp::now(),
-            group: "reward".into(),
-            offsets: vec![],
-            entries: vec![SettlementEntry {
-                tenant: acme.clone(),
-                campaign: id,
-                stats,
-                reward_total: 12_345_678_901_234_567_890,
-                reward_delta: 5,
-            }],
-        }, None)
+        .commit_settlement(
+            &Settlement {
+                epoch: 1,
+                settled_at: Timestamp::now(),
+                group: "reward".into(),
+                offsets: vec![],
+                entries: vec![SettlementEntry {
+                    tenant: acme.clone(),
+                    campaign: id,
+                    stats,
+                    reward_total: 12_345_678_901_234_567_890,
+                    reward_delta: 5,
+                }],
+            },
+            None,
+        )
         .await
         .unwrap();
     let root = [7u8; 32];

@@ -37,8 +37,7 @@ macro_rules! event_log_contract {
             }
             #[tokio::test]
             async fn a_backlog_is_read_to_the_end_in_large_fetches() {
-                suite::a_backlog_is_read_to_the_end_in_large_fetches(&super::$make().await)
-                    .await
+                suite::a_backlog_is_read_to_the_end_in_large_fetches(&super::$make().await).await
             }
             #[tokio::test]
             async fn commits_round_trip() {
@@ -190,7 +189,15 @@ pub async fn a_position_past_the_end_is_an_error(log: &impl EventLog) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, LogError::BeyondEnd { partition: 0, offset: 5, end: 3, .. }),
+        matches!(
+            err,
+            LogError::BeyondEnd {
+                partition: 0,
+                offset: 5,
+                end: 3,
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("ends"), "names the topic: {err}");

@@ -528,13 +528,16 @@ pub async fn anchors_and_proofs_round_trip(store: &impl Store) {
     store.insert_campaign(&c).await.unwrap();
     for epoch in 1..=2 {
         store
-            .commit_settlement(&Settlement {
-                epoch,
-                settled_at: Timestamp(epoch as i64),
-                group: "reward".into(),
-                offsets: vec![],
-                entries: vec![],
-            }, None)
+            .commit_settlement(
+                &Settlement {
+                    epoch,
+                    settled_at: Timestamp(epoch as i64),
+                    group: "reward".into(),
+                    offsets: vec![],
+                    entries: vec![],
+                },
+                None,
+            )
             .await
             .unwrap();
     }
