@@ -461,7 +461,13 @@ impl Poller {
     }
 
     fn unassign(&mut self, key: &Key) {
-        self.paused.remove(key);
+        // librdkafka keeps a partition's pause across unassign and assign: resume it
+        // first, or the next assignment of the partition would never fetch.
+        if self.paused.remove(key)
+            && let Err(e) = self.consumer.resume(&Self::one(key, None))
+        {
+            warn!(topic = %key.0, partition = key.1, error = %e, "resuming a partition");
+        }
         if self.assigned.remove(key)
             && let Err(e) = self.consumer.incremental_unassign(&Self::one(key, None))
         {

@@ -40,6 +40,10 @@ macro_rules! event_log_contract {
                 suite::a_backlog_is_read_to_the_end_in_large_fetches(&super::$make().await).await
             }
             #[tokio::test]
+            async fn a_slow_reader_moved_back_reads_on() {
+                suite::a_slow_reader_moved_back_reads_on(&super::$make().await).await
+            }
+            #[tokio::test]
             async fn commits_round_trip() {
                 suite::commits_round_trip(&super::$make().await).await
             }
@@ -257,6 +261,48 @@ pub async fn a_backlog_is_read_to_the_end_in_large_fetches(log: &impl EventLog) 
         );
         let got = log
             .fetch("backlog", 0, next, 5_000, Duration::from_millis(500))
+            .await
+            .expect("fetch");
+        for r in got {
+            assert_eq!(r.offset, next);
+            assert_eq!(r.payload, next.to_be_bytes());
+            next += 1;
+        }
+    }
+}
+
+/// A reader that fell behind a large backlog (its adapter's read-ahead full) and is
+/// then moved back to an earlier offset (a partition taken over by a new actor, which
+/// resumes from the position stored with its aggregates) reads on from there to the end.
+pub async fn a_slow_reader_moved_back_reads_on(log: &impl EventLog) {
+    log.ensure_topic("moved", 1).await.expect("create topic");
+    let n = 9_000u64;
+    for chunk in 0..9u64 {
+        let records = (0..1_000u64)
+            .map(|i| (b"k".to_vec(), (chunk * 1_000 + i).to_be_bytes().to_vec()))
+            .collect();
+        log.produce("moved", records).await.expect("produce");
+    }
+    let first = log
+        .fetch("moved", 0, 0, 100, Duration::from_secs(10))
+        .await
+        .expect("fetch");
+    assert_eq!(first.first().map(|r| r.offset), Some(0));
+    let next = first.len() as u64;
+    log.fetch("moved", 0, next, 100, Duration::from_secs(10))
+        .await
+        .expect("fetch");
+    // A slow reader: the adapter reads ahead meanwhile, as far as it will.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut next = 0u64;
+    while next < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stuck at {next} of {n} after moving back"
+        );
+        let got = log
+            .fetch("moved", 0, next, 1_000, Duration::from_millis(500))
             .await
             .expect("fetch");
         for r in got {
