@@ -135,6 +135,9 @@ pub struct FaultReport {
     pub kind: Fault,
     pub process: usize,
     pub at_sink: u64,
+    /// Recipients not yet at the sink when the process came back: with none left (the
+    /// other processes finished the campaign meanwhile) there is no first delivery.
+    pub left_at_restart: u64,
     pub first_delivery_after_restart: Option<Duration>,
 }
 
@@ -156,8 +159,9 @@ impl fmt::Display for Report {
         for (i, x) in self.faults.iter().enumerate() {
             write!(
                 f,
-                "\n  fault {i}: {:?} of process {} at {} delivered; first delivery {:?} after the restart",
-                x.kind, x.process, x.at_sink, x.first_delivery_after_restart
+                "\n  fault {i}: {:?} of process {} at {} delivered, {} left at the restart; \
+                 first delivery {:?} after the restart",
+                x.kind, x.process, x.at_sink, x.left_at_restart, x.first_delivery_after_restart
             )?;
         }
         if let Some(d) = self.finished_after_restart {
@@ -570,6 +574,7 @@ pub async fn run_plan(plan: Plan) -> Report {
         chaos.strike(kind, victim).await;
         last_restart = Instant::now();
         let before = chaos.sink.accepted();
+        let left_at_restart = n.saturating_sub(receipts(&chaos.sink).len() as u64);
         let mut first = None;
         while Instant::now() < last_restart + plan.settle {
             if chaos.sink.accepted() > before {
@@ -585,6 +590,7 @@ pub async fn run_plan(plan: Plan) -> Report {
             kind,
             process: victim,
             at_sink,
+            left_at_restart,
             first_delivery_after_restart: first,
         });
     }
