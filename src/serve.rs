@@ -152,7 +152,8 @@ fn jwt_validator(settings: &Settings) -> anyhow::Result<Option<JwksValidator>> {
     let mut s = JwtSettings::new(&jwt.jwks_url, &jwt.issuer, &jwt.audience);
     s.leeway = jwt.leeway;
     s.roles_claim = jwt.roles_claim.clone();
-    s.tenant_claim = (!jwt.tenant_claim.is_empty()).then(|| jwt.tenant_claim.clone());
+    s.tenant_claim = jwt.tenant_claim.clone();
+    s.operator_role = jwt.operator_role.clone();
     Ok(Some(JwksValidator::new(s).context("auth.jwt")?))
 }
 

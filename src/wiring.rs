@@ -8,7 +8,7 @@ use maily_actors::compose::{Composer, MessageSigner};
 use maily_actors::engine::EngineSettings;
 use maily_actors::log::{FileLog, FileParams, Fsync, KafkaLog, KafkaParams, MemoryLog};
 use maily_actors::ownership::OwnershipSettings;
-use maily_actors::sender::SenderSettings;
+use maily_actors::sender::{RenderPool, SenderSettings};
 use maily_actors::supervisor::RestartPolicy;
 use maily_chain::{Address, EvmChain, EvmParams, LedgerChain, SignerKey};
 use maily_config::parse_wei;
@@ -502,6 +502,7 @@ pub fn engine_settings(s: &Settings) -> anyhow::Result<EngineSettings> {
             idempotency_ttl: s.sender.idempotency_ttl,
             in_flight_timeout: s.sender.in_flight_timeout,
             composer: composer(s)?,
+            renderer: Arc::new(RenderPool::per_core()),
         },
         bounce_batch_size: s.bounce.batch_size,
         bounce_rules: bounce_rules(s)?,

@@ -1,6 +1,6 @@
 //! `maily serve` with `[admin] enabled`: the admin REST API on the real engine, its
-//! real throttles and status. An operator's JWT (no tenant claim, the admin role) is
-//! signed with the test key of `api/tests/fixtures/jwt/` and checked against a JWKS
+//! real throttles and status. An operator's JWT (no tenant claim, the operator and
+//! admin roles) is signed with the test key of `api/tests/fixtures/jwt/` and checked against a JWKS
 //! served here on 127.0.0.1.
 
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
@@ -73,8 +73,13 @@ async fn start_idp() -> String {
     url
 }
 
-/// An operator's token: no tenant claim, the admin role.
+/// An operator's token: no tenant claim, the operator and admin roles.
 fn operator_token() -> String {
+    token_with(json!(["operator", "admin"]))
+}
+
+/// A token of the test identity provider with no tenant claim and `roles`.
+fn token_with(roles: Value) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -85,7 +90,7 @@ fn operator_token() -> String {
         "sub": "auth0|ops",
         "iat": now,
         "exp": now + 600,
-        "https://maily.dev/roles": ["admin"],
+        "https://maily.dev/roles": roles,
     });
     let header = Header {
         kid: Some("rsa-1".into()),
@@ -156,6 +161,21 @@ async fn maily_serve_runs_the_admin_api_on_the_real_engine() {
             )
         }
     };
+
+    // Authorization fails closed: a valid token with neither a tenant nor the operator
+    // role (however many other roles it has) acts for nobody.
+    for roles in [json!(["admin", "read", "send"]), json!([])] {
+        let r = http
+            .get(format!("{base}/v1/tenants"))
+            .bearer_auth(token_with(roles.clone()))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 401, "roles {roles}: {text}");
+        assert!(text.contains("operator"), "names what is missing: {text}");
+    }
 
     // A limit set over the API is the transport's at once.
     let (status, _, text) = call(

@@ -150,6 +150,14 @@ fn reports_to_verp_and_feedback_addresses_bounce_complain_and_suppress() {
             max_message_size: 1 << 20,
             tls_cert: String::new(),
             tls_key: String::new(),
+            max_connections: 500,
+            max_connections_per_peer: 20,
+            max_concurrent_messages: 32,
+            max_concurrent_messages_per_peer: 2,
+            session_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(300),
+            min_data_rate: 1024,
+            reports_per_peer_per_minute: 600,
         };
         let verp = h.settings.sender.composer.verp.clone();
         let listener =

@@ -9,9 +9,12 @@
 //! so it cannot be forged to suppress someone else's address); a VERP address among
 //! the return paths the report quotes (`Return-Path` of the returned message, the
 //! `Original-Mail-From` of a complaint); the engine's own headers in the returned
-//! message (`X-Maily-Message-Id`, `X-Maily-Campaign`), whose campaign must exist. A
-//! report that names none of these is accepted and counted, not published: nothing
-//! can be done with it.
+//! message (`X-Maily-Message-Id`, `X-Maily-Campaign`). Those headers are not signed,
+//! so they are believed only for a message the store holds, of that campaign, sent to
+//! the very recipient the report line is about: at most, an unsigned report acts on
+//! one message its sender could read (a recipient reporting their own mail). A report
+//! none of whose lines can be tied to a message is refused with the reason, and so is
+//! one whose headers name a message that is not what they claim (a forgery).
 //!
 //! The listener acknowledges a report only after the inbound topic accepted its
 //! records, so a report is never lost between the two; when the log is down the
@@ -40,6 +43,10 @@ pub enum InboundError {
     /// reply (a person writing to a return path, say).
     #[error("not a bounce, complaint or automatic reply")]
     NotAReport,
+    /// No line of the report could be tied to a message of ours; the reason of the
+    /// first line.
+    #[error("{0}")]
+    Unattributable(String),
     /// The report could not be stored; the reporting server should try again later.
     #[error("the report could not be stored: {0:#}")]
     Unavailable(anyhow::Error),
@@ -59,6 +66,17 @@ pub struct Outcome {
     pub published: usize,
     /// Recipients the report named that could not be tied to a message.
     pub unattributed: usize,
+    /// Of those, lines whose unsigned headers named a message that is not theirs.
+    pub refused: usize,
+}
+
+/// How one report line was tied to a message, or why not.
+enum Attribution {
+    Found(Attributed),
+    /// Nothing in the report names a message of ours.
+    Nothing,
+    /// The report's unsigned headers name a message that does not match the line.
+    Refused(String),
 }
 
 /// Parses, attributes and publishes reports.
@@ -139,6 +157,7 @@ impl InboundReports {
                 return Ok(Outcome {
                     published: 0,
                     unattributed: 0,
+                    refused: 0,
                 });
             }
             MessageKind::Other => return Err(InboundError::NotAReport),
@@ -153,7 +172,9 @@ impl InboundReports {
         let mut outcome = Outcome {
             published: 0,
             unattributed: 0,
+            refused: 0,
         };
+        let mut why_not = None;
         for (named, detail) in lines(&report, structured.as_ref()) {
             let Some(detail) = detail else { continue };
             let found = self
@@ -165,9 +186,21 @@ impl InboundReports {
                 )
                 .await
                 .map_err(InboundError::Unavailable)?;
-            let Some(a) = found else {
-                outcome.unattributed += 1;
-                continue;
+            let a = match found {
+                Attribution::Found(a) => a,
+                Attribution::Nothing => {
+                    outcome.unattributed += 1;
+                    why_not.get_or_insert_with(|| {
+                        "5.7.1 the report names no message of ours".to_string()
+                    });
+                    continue;
+                }
+                Attribution::Refused(why) => {
+                    outcome.unattributed += 1;
+                    outcome.refused += 1;
+                    why_not.get_or_insert(why);
+                    continue;
+                }
             };
             let record = InboundRecord::Report {
                 message_id: a.message_id,
@@ -182,6 +215,24 @@ impl InboundReports {
             outbox.push(topics::INBOUND, &a.campaign, &record);
             outcome.published += 1;
         }
+        if outcome.refused > 0 {
+            metrics::counter!("maily_inbound_reports_total", "result" => "refused_mismatch")
+                .increment(outcome.refused as u64);
+        }
+        if outcome.unattributed > outcome.refused {
+            metrics::counter!("maily_inbound_reports_total", "result" => "unattributed")
+                .increment((outcome.unattributed - outcome.refused) as u64);
+        }
+        if outcome.published == 0
+            && let Some(why) = why_not
+        {
+            info!(
+                lines = outcome.unattributed,
+                refused = outcome.refused,
+                "report refused: {why}"
+            );
+            return Err(InboundError::Unattributable(why));
+        }
         outbox
             .send(self.log.as_ref(), &[topics::INBOUND])
             .await
@@ -189,10 +240,9 @@ impl InboundReports {
         metrics::counter!("maily_inbound_reports_total", "result" => "published")
             .increment(outcome.published as u64);
         if outcome.unattributed > 0 {
-            metrics::counter!("maily_inbound_reports_total", "result" => "unattributed")
-                .increment(outcome.unattributed as u64);
             info!(
                 unattributed = outcome.unattributed,
+                refused = outcome.refused,
                 "report lines that name no message of ours"
             );
         }
@@ -207,20 +257,22 @@ impl InboundReports {
         structured: Option<&Report>,
         envelope_tag: Option<&VerpTag>,
         named: Option<&EmailAddress>,
-    ) -> anyhow::Result<Option<Attributed>> {
-        let from_tag = |tag: &VerpTag, by| Attributed {
-            message_id: tag.message_id,
-            tenant: tag.tenant.clone(),
-            campaign: tag.campaign,
-            recipient: tag.recipient.clone(),
-            by,
+    ) -> anyhow::Result<Attribution> {
+        let from_tag = |tag: &VerpTag, by| {
+            Attribution::Found(Attributed {
+                message_id: tag.message_id,
+                tenant: tag.tenant.clone(),
+                campaign: tag.campaign,
+                recipient: tag.recipient.clone(),
+                by,
+            })
         };
         // One message per recipient is sent, so a VERP tag names exactly one line:
         // the one about its recipient, or the only one.
         let single = report.findings.len() == 1;
-        let fits = |tag: &VerpTag| single || named.is_none_or(|n| *n == tag.recipient);
+        let fits = |tag: &VerpTag| single || named.is_none_or(|n| n.same_mailbox(&tag.recipient));
         if let Some(tag) = envelope_tag.filter(|t| fits(t)) {
-            return Ok(Some(from_tag(tag, "verp")));
+            return Ok(from_tag(tag, "verp"));
         }
         if let Some(verp) = &self.verp {
             let mut candidates = report.verp_candidates();
@@ -229,7 +281,7 @@ impl InboundReports {
                 if let Ok(tag) = verp.decode(candidate)
                     && fits(&tag)
                 {
-                    return Ok(Some(from_tag(&tag, "return-path")));
+                    return Ok(from_tag(&tag, "return-path"));
                 }
             }
         }
@@ -242,18 +294,26 @@ impl InboundReports {
                     .and_then(|to| EmailAddress::parse(bare(to)).ok())
             }),
         ) else {
-            return Ok(None);
+            return Ok(Attribution::Nothing);
         };
-        // The headers are not signed: accept them only for a campaign that exists,
-        // and take the tenant from the campaign, never from the report.
-        let Some(found) = self.store.campaign(campaign).await? else {
-            return Ok(None);
+        // The headers are not signed: believe them only for a message we hold, of
+        // that campaign, sent to this very recipient; the tenant comes from the store.
+        let Some(stored) = self.store.message(message_id).await? else {
+            return Ok(Attribution::Refused(format!(
+                "5.7.1 the report names message {message_id}, which is not ours"
+            )));
         };
-        Ok(Some(Attributed {
+        if stored.campaign != campaign || !stored.recipient.same_mailbox(&recipient) {
+            return Ok(Attribution::Refused(format!(
+                "5.7.1 the report's headers do not match message {message_id} \
+                 (another campaign or recipient)"
+            )));
+        }
+        Ok(Attribution::Found(Attributed {
             message_id,
-            tenant: found.tenant,
+            tenant: stored.tenant,
             campaign,
-            recipient,
+            recipient: stored.recipient,
             by: "headers",
         }))
     }

@@ -21,7 +21,7 @@ use futures::StreamExt as _;
 use maily_engine::bounce::SmtpReply;
 use maily_engine::ports::{Claim, DeliveryOutcome, Fence, OutboundMessage, StoreError};
 use maily_engine::records::{EventRecord, InboundRecord, SendRecord, topics};
-use maily_engine::template::CompiledTemplate;
+use maily_engine::template::{CompiledTemplate, Rendered};
 use maily_engine::{
     Campaign, CampaignId, CampaignStatus, EventKind, Recipient, StagedRecipient, Timestamp,
 };
@@ -53,6 +53,53 @@ pub struct SenderSettings {
     pub in_flight_timeout: Duration,
     /// Return path, links and signature.
     pub composer: Composer,
+    /// Where templates are rendered: off the runtime's workers, a few at a time.
+    pub renderer: Arc<RenderPool>,
+}
+
+/// Renders templates on the blocking pool, at most `threads` at once, so a costly
+/// template (within its fuel) never occupies a worker of the async runtime that other
+/// partitions, tenants and the APIs run on.
+#[derive(Debug)]
+pub struct RenderPool {
+    permits: Arc<tokio::sync::Semaphore>,
+    /// A render still running after this is given up on (its thread finishes within
+    /// the template's fuel) and its message rejected.
+    timeout: Duration,
+}
+
+impl RenderPool {
+    pub fn new(threads: usize, timeout: Duration) -> Self {
+        RenderPool {
+            permits: Arc::new(tokio::sync::Semaphore::new(threads.max(1))),
+            timeout,
+        }
+    }
+
+    /// One thread per core and a 30 s timeout.
+    pub fn per_core() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::new(cores, Duration::from_secs(30))
+    }
+
+    /// Renders `plan`'s template for `recipient`.
+    async fn render(&self, plan: Arc<Plan>, recipient: Recipient) -> Result<Rendered, String> {
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return Err("the render pool is closed".into());
+        };
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            plan.template.render(&recipient)
+        });
+        match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(rendered)) => rendered.map_err(|e| e.to_string()),
+            Ok(Err(e)) => Err(format!("rendering failed: {e}")),
+            Err(_) => {
+                metrics::counter!("maily_sender_render_timeouts_total").increment(1);
+                Err(format!("rendering took longer than {:?}", self.timeout))
+            }
+        }
+    }
 }
 
 /// A campaign ready to render.
@@ -413,15 +460,10 @@ async fn process(
         email: rec.recipient.clone(),
         vars: rec.vars.clone(),
     };
-    let rendered = match plan.template.render(&recipient) {
+    let rendered = match settings.renderer.render(plan.clone(), recipient).await {
         Ok(r) => r,
-        Err(e) => {
-            return Ok(vec![event(
-                &rec,
-                EventKind::Rejected {
-                    reason: e.to_string(),
-                },
-            )]);
+        Err(reason) => {
+            return Ok(vec![event(&rec, EventKind::Rejected { reason })]);
         }
     };
     let campaign = &plan.campaign;
@@ -627,6 +669,7 @@ mod tests {
             idempotency_ttl: Duration::from_secs(60),
             in_flight_timeout: Duration::from_secs(60),
             composer: Composer::default(),
+            renderer: Arc::new(RenderPool::per_core()),
         }
     }
 

@@ -102,8 +102,13 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-/// Claims of a valid token with `roles`, for `tenant` or (None) an operator.
+/// Claims of a valid token with `roles`, for `tenant` or (None) an operator, who also
+/// carries the operator role.
 fn claims(roles: &[&str], tenant: Option<&str>) -> Value {
+    let mut roles: Vec<&str> = roles.to_vec();
+    if tenant.is_none() {
+        roles.push("operator");
+    }
     let mut c = json!({
         "iss": ISSUER,
         "aud": [AUDIENCE],
@@ -283,7 +288,7 @@ impl Server {
         let jwt = jwks_url.map(|url| {
             JwksValidator::new(JwtSettings {
                 roles_claim: ROLES.into(),
-                tenant_claim: Some(TENANT_CLAIM.into()),
+                tenant_claim: TENANT_CLAIM.into(),
                 ..JwtSettings::new(url, ISSUER, AUDIENCE)
             })
             .unwrap()
@@ -539,6 +544,20 @@ async fn api_keys_show_their_secret_once_and_fail_once_revoked() {
         .await;
     assert_eq!(no_scopes.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(no_scopes.fields(), ["scopes"]);
+    // A tenant's admin key cannot issue another admin key.
+    let escalate = s
+        .post(
+            "/v1/tenants/acme/api-keys",
+            &admin_key,
+            json!({"name": "x", "scopes": ["admin", "read"]}),
+        )
+        .await;
+    assert_eq!(escalate.status, StatusCode::FORBIDDEN, "{}", escalate.text);
+    assert!(
+        escalate.text.contains("only an operator"),
+        "{}",
+        escalate.text
+    );
     // A key without admin cannot issue keys.
     let refused = s
         .post(

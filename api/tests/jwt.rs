@@ -182,7 +182,8 @@ impl Idp {
         JwtSettings {
             leeway: Duration::from_secs(LEEWAY),
             roles_claim: ROLES.into(),
-            tenant_claim: Some(TENANT.into()),
+            tenant_claim: TENANT.into(),
+            operator_role: "operator".into(),
             ..JwtSettings::new(&self.url, ISSUER, AUDIENCE)
         }
     }
@@ -240,7 +241,11 @@ async fn valid_rs256_and_es256_tokens_name_their_tenant_and_scopes() {
     let user = v.validate(&k.rsa.sign(&claims())).await.unwrap();
     assert_eq!(user, alice_of_acme(&[Scope::Send, Scope::Read]));
 
-    let operator_claims = with(without(claims(), TENANT), ROLES, json!("admin read"));
+    let operator_claims = with(
+        without(claims(), TENANT),
+        ROLES,
+        json!("admin read operator"),
+    );
     let operator = v.validate(&k.ec.sign(&operator_claims)).await.unwrap();
     assert_eq!(
         operator,
@@ -253,6 +258,29 @@ async fn valid_rs256_and_es256_tokens_name_their_tenant_and_scopes() {
         }
     );
     assert!(operator.is_operator());
+
+    // Fails closed: without a tenant, only the operator role acts for every tenant.
+    let roleless = with(without(claims(), TENANT), ROLES, json!("admin read"));
+    let err = v.validate(&k.ec.sign(&roleless)).await.unwrap_err();
+    assert_eq!(
+        err,
+        JwtError::NoTenant {
+            claim: TENANT.into(),
+            role: "operator".into()
+        },
+        "{err}"
+    );
+    let neither = without(without(claims(), TENANT), ROLES);
+    assert!(matches!(
+        v.validate(&k.rsa.sign(&neither)).await,
+        Err(JwtError::NoTenant { .. })
+    ));
+    // A tenant's token that also claims the operator role is ambiguous: refused.
+    let both = with(claims(), ROLES, json!("send operator"));
+    assert!(matches!(
+        v.validate(&k.rsa.sign(&both)).await,
+        Err(JwtError::InvalidClaim { ref claim, .. }) if claim == ROLES
+    ));
 
     let no_roles = v
         .validate(&k.rsa.sign(&without(claims(), ROLES)))

@@ -93,12 +93,44 @@ impl fmt::Debug for SignerKey {
     }
 }
 
+/// `url` as it may be logged: scheme, host and port only. RPC providers put the
+/// account's key in the path or query (`https://eth.example/v3/<key>`), so the rest is
+/// replaced by `…`.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or("");
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let rest = u.path() != "/" || u.query().is_some() || !u.username().is_empty();
+            format!(
+                "{}://{host}{port}{}",
+                u.scheme(),
+                if rest { "/…" } else { "" }
+            )
+        }
+        Err(_) => "(an unparsable URL)".into(),
+    }
+}
+
+/// `text` with every occurrence of `url` (and of its unparsed forms) redacted.
+fn scrub(text: impl fmt::Display, url: &str) -> String {
+    let text = text.to_string();
+    if url.is_empty() {
+        return text;
+    }
+    let mut out = text.replace(url, &redact_url(url));
+    if let Ok(u) = reqwest::Url::parse(url) {
+        out = out.replace(u.as_str(), &redact_url(url));
+    }
+    out
+}
+
 /// Why an EVM chain could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum EvmSetupError {
     #[error("chain {chain}: the signer key is not a 32-byte hex private key")]
     BadKey { chain: String },
-    #[error("chain {chain}: rpc_url {url:?} is not a URL: {reason}")]
+    #[error("chain {chain}: rpc_url {url} is not a usable URL: {reason}")]
     BadUrl {
         chain: String,
         url: String,
@@ -125,13 +157,13 @@ fn provider(chain: &str, url: &str, timeout: Duration) -> Result<RootProvider, E
     let _ = rustls::crypto::ring::default_provider().install_default();
     let parsed = reqwest::Url::parse(url).map_err(|e| EvmSetupError::BadUrl {
         chain: chain.into(),
-        url: url.into(),
+        url: redact_url(url),
         reason: e.to_string(),
     })?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(EvmSetupError::BadUrl {
             chain: chain.into(),
-            url: url.into(),
+            url: redact_url(url),
             reason: "only http and https are supported".into(),
         });
     }
@@ -249,7 +281,11 @@ impl EvmReader {
     fn rpc_error(&self, what: &str, e: RpcError<TransportErrorKind>) -> ChainError {
         ChainError::Unavailable {
             chain: self.name.clone(),
-            reason: format!("{what} at {}: {e}", self.url),
+            reason: format!(
+                "{what} at {}: {}",
+                redact_url(&self.url),
+                scrub(e, &self.url)
+            ),
         }
     }
 
@@ -336,7 +372,7 @@ impl fmt::Debug for EvmChain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EvmChain")
             .field("name", &self.params.name)
-            .field("rpc_url", &self.params.rpc_url)
+            .field("rpc_url", &redact_url(&self.params.rpc_url))
             .field("chain_id", &self.params.chain_id)
             .field("signer", &self.signer.address())
             .finish_non_exhaustive()
@@ -534,7 +570,11 @@ impl EvmChain {
     fn unavailable(&self, what: &str, e: impl fmt::Display) -> ChainError {
         ChainError::Unavailable {
             chain: self.params.name.clone(),
-            reason: format!("{what} at {}: {e}", self.params.rpc_url),
+            reason: format!(
+                "{what} at {}: {}",
+                redact_url(&self.params.rpc_url),
+                scrub(e, &self.params.rpc_url)
+            ),
         }
     }
 
@@ -549,7 +589,8 @@ impl EvmChain {
                         chain: self.params.name.clone(),
                         reason: format!(
                             "{} serves chain id {id}, but chain_id is {}",
-                            self.params.rpc_url, self.params.chain_id
+                            redact_url(&self.params.rpc_url),
+                            self.params.chain_id
                         ),
                     });
                 }
@@ -1217,5 +1258,30 @@ mod tests {
                 .to_string()
                 .contains("confirmations")
         );
+    }
+
+    #[tokio::test]
+    async fn errors_never_show_the_key_in_an_rpc_url() {
+        assert_eq!(
+            redact_url("https://eth.example.net/v3/0123secret"),
+            "https://eth.example.net/…"
+        );
+        assert_eq!(redact_url("http://127.0.0.1:8545"), "http://127.0.0.1:8545");
+        assert_eq!(
+            redact_url("https://user:pw@rpc.example.net/?key=secret"),
+            "https://rpc.example.net/…"
+        );
+        let mut p = params(KEY);
+        p.rpc_url = "wss://rpc.example.net/v3/0123secret".into();
+        let err = EvmChain::new(p).unwrap_err().to_string();
+        assert!(!err.contains("0123secret"), "{err}");
+        // A request that fails names the host, never the path that holds the key.
+        let mut p = params(KEY);
+        p.rpc_url = "http://127.0.0.1:1/v3/0123secret".into();
+        let chain = EvmChain::new(p).unwrap();
+        let err = chain.reader.chain_id().await.unwrap_err().to_string();
+        assert!(err.contains("127.0.0.1:1"), "{err}");
+        assert!(!err.contains("0123secret"), "{err}");
+        assert!(!format!("{chain:?}").contains("0123secret"));
     }
 }

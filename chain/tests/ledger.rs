@@ -416,6 +416,10 @@ impl Store for HookedStore {
         self.inner.message_masks(ids).await
     }
 
+    async fn message(&self, id: MessageId) -> Result<Option<MessageState>, StoreError> {
+        self.inner.message(id).await
+    }
+
     async fn messages_with_status(
         &self,
         campaign: CampaignId,

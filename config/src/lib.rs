@@ -348,6 +348,55 @@ pub struct InboundSection {
     /// PEM certificate and key to offer STARTTLS; empty for none.
     pub tls_cert: String,
     pub tls_key: String,
+    /// Connections open at once, in all and from one client address (421 beyond).
+    #[serde(default = "inbound_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "inbound_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// Messages received at once (451 beyond): memory stays under about
+    /// `max_concurrent_messages × max_message_size + max_connections × 64 KiB`.
+    #[serde(default = "inbound_max_concurrent_messages")]
+    pub max_concurrent_messages: usize,
+    /// Messages received at once from one client address.
+    #[serde(default = "inbound_max_concurrent_messages_per_peer")]
+    pub max_concurrent_messages_per_peer: usize,
+    /// A connection is closed after this long, whatever it does.
+    #[serde(default = "inbound_session_timeout", with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// A connection silent this long is closed.
+    #[serde(default = "inbound_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Message data slower than this (bytes a second, after 30 s) ends the connection.
+    #[serde(default = "inbound_min_data_rate")]
+    pub min_data_rate: u64,
+    /// Reports one client address may hand in a minute (421 beyond); 0 for no limit.
+    #[serde(default = "inbound_reports_per_minute")]
+    pub reports_per_peer_per_minute: u32,
+}
+
+fn inbound_max_connections() -> usize {
+    500
+}
+fn inbound_max_connections_per_peer() -> usize {
+    20
+}
+fn inbound_max_concurrent_messages() -> usize {
+    32
+}
+fn inbound_max_concurrent_messages_per_peer() -> usize {
+    2
+}
+fn inbound_session_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn inbound_idle_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn inbound_min_data_rate() -> u64 {
+    1024
+}
+fn inbound_reports_per_minute() -> u32 {
+    600
 }
 
 /// A duration written like `30s` or `2h 5m`.
@@ -442,8 +491,11 @@ pub struct JwtSection {
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
     pub roles_claim: String,
-    /// The claim naming the tenant; empty makes every token an operator's.
+    /// The claim naming the tenant a token acts for; must not be empty.
     pub tenant_claim: String,
+    /// The role that makes a token without a tenant an operator of every tenant; a
+    /// token with neither is refused.
+    pub operator_role: String,
 }
 
 /// `[bounce]`
@@ -695,6 +747,21 @@ impl Settings {
         positive("bounce.batch_size", self.bounce.batch_size)?;
         positive("analytics.flush_size", self.analytics.flush_size)?;
         positive("anchor.chains", self.anchor.chains.len())?;
+        if !self.auth.jwt.jwks_url.is_empty() {
+            for (key, value) in [
+                ("auth.jwt.tenant_claim", &self.auth.jwt.tenant_claim),
+                ("auth.jwt.operator_role", &self.auth.jwt.operator_role),
+            ] {
+                if value.trim().is_empty() {
+                    return Err(ConfigError::BadValue {
+                        key,
+                        reason: "must not be empty: tokens without a tenant would act for \
+                                 every tenant"
+                            .into(),
+                    });
+                }
+            }
+        }
         positive(
             "store.postgres.max_connections",
             self.store.postgres.max_connections as usize,

@@ -1,32 +1,61 @@
 //! Dot-stuffing of message data (RFC 5321 section 4.5.2).
 //!
-//! Lines end with CRLF. A bare `\n` or `\r` is ordinary data: it neither starts a line
-//! for stuffing nor ends the data, so a message cannot smuggle an early terminator
-//! (`\n.\n`) past a server that is stricter than we are, or the other way round.
+//! Lines end with CRLF. Sending, a bare `\n` or `\r` in the data goes out as CRLF, so
+//! every line break on the wire is one, every line after it is stuffed, and no reading
+//! of the data (a strict server's or a lenient one's that ends lines at a bare LF) finds
+//! a terminator (`\n.\n`, `\r\n.\n`, ...) before ours: a message cannot smuggle SMTP
+//! commands to the next server. Receiving, a bare `\n` or `\r` is ordinary data.
 
 /// Appends `data` to `out` as it is sent after a 354 reply.
 ///
-/// Every line that starts with `.` gets another `.`, a missing final CRLF is added
-/// (the server treats it as part of the message), and the terminating `.` CRLF follows.
+/// Bare CR and LF become CRLF, every line that starts with `.` gets another `.`, a
+/// missing final CRLF is added (the server treats it as part of the message), and the
+/// terminating `.` CRLF follows.
 pub fn dot_stuff(data: &[u8], out: &mut Vec<u8>) {
     // A line starting with '.' is rare; reserve for the common case only.
     out.reserve(data.len() + 5);
-    if data.first() == Some(&b'.') {
-        out.push(b'.');
-    }
     let mut copied = 0;
-    let mut from = 0;
-    while let Some(offset) = data[from..].iter().position(|&b| b == b'\n') {
-        let nl = from + offset;
-        if nl > 0 && data[nl - 1] == b'\r' && data.get(nl + 1) == Some(&b'.') {
-            out.extend_from_slice(&data[copied..=nl]);
-            out.push(b'.');
-            copied = nl + 1;
+    let mut i = 0;
+    let mut line_start = true;
+    while i < data.len() {
+        let Some(offset) = data[i..]
+            .iter()
+            .position(|&b| b == b'\r' || b == b'\n' || (line_start && b == b'.'))
+        else {
+            break;
+        };
+        let at = i + offset;
+        if offset > 0 {
+            line_start = false;
         }
-        from = nl + 1;
+        match data[at] {
+            b'.' if line_start => {
+                out.extend_from_slice(&data[copied..at]);
+                out.push(b'.');
+                copied = at;
+                line_start = false;
+                i = at + 1;
+            }
+            b'.' => {
+                line_start = false;
+                i = at + 1;
+            }
+            b'\r' if data.get(at + 1) == Some(&b'\n') => {
+                line_start = true;
+                i = at + 2;
+            }
+            _ => {
+                // A bare CR or LF: the wire gets CRLF.
+                out.extend_from_slice(&data[copied..at]);
+                out.extend_from_slice(b"\r\n");
+                copied = at + 1;
+                line_start = true;
+                i = at + 1;
+            }
+        }
     }
     out.extend_from_slice(&data[copied..]);
-    if !data.is_empty() && !data.ends_with(b"\r\n") {
+    if !data.is_empty() && !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b".\r\n");
@@ -191,13 +220,38 @@ mod tests {
         out
     }
 
-    /// What the receiver ends up with: the data with a final CRLF.
+    /// What the receiver ends up with: the data with bare CR and LF as CRLF and a
+    /// final CRLF.
     fn normalized(data: &[u8]) -> Vec<u8> {
-        let mut v = data.to_vec();
+        let mut v = Vec::new();
+        let mut i = 0;
+        while i < data.len() {
+            match data[i] {
+                b'\r' if data.get(i + 1) == Some(&b'\n') => {
+                    v.extend_from_slice(b"\r\n");
+                    i += 2;
+                    continue;
+                }
+                b'\r' | b'\n' => v.extend_from_slice(b"\r\n"),
+                b => v.push(b),
+            }
+            i += 1;
+        }
         if !v.is_empty() && !v.ends_with(b"\r\n") {
             v.extend_from_slice(b"\r\n");
         }
         v
+    }
+
+    /// Whether `wire` holds a bare CR or LF before its terminator: where a lenient
+    /// server could find an early end of data (a dot after it would go unstuffed).
+    fn smuggles(wire: &[u8]) -> bool {
+        let body = &wire[..wire.len() - 3];
+        body.iter().enumerate().any(|(i, &b)| match b {
+            b'\r' => body.get(i + 1) != Some(&b'\n'),
+            b'\n' => i == 0 || body[i - 1] != b'\r',
+            _ => false,
+        })
     }
 
     #[test]
@@ -209,8 +263,13 @@ mod tests {
             stuffed(b".\r\n..x\r\nb.c\r\n.\r\n"),
             b"..\r\n...x\r\nb.c\r\n..\r\n.\r\n"
         );
-        // Bare LF does not start a line.
-        assert_eq!(stuffed(b"a\n.b\r\n"), b"a\n.b\r\n.\r\n");
+        // A bare LF or CR goes out as CRLF and starts a line, stuffed like any other.
+        assert_eq!(stuffed(b"a\n.b\r\n"), b"a\r\n..b\r\n.\r\n");
+        assert_eq!(
+            stuffed(b"a\n.\nMAIL FROM:<x>"),
+            b"a\r\n..\r\nMAIL FROM:<x>\r\n.\r\n"
+        );
+        assert_eq!(stuffed(b"a\r.\r\n"), b"a\r\n..\r\n.\r\n");
     }
 
     #[test]
@@ -242,7 +301,7 @@ mod tests {
             assert_eq!(d.feed(std::slice::from_ref(b), &mut out), 1);
         }
         assert!(d.is_done());
-        assert_eq!(out, body);
+        assert_eq!(out, normalized(body));
     }
 
     fn line_bodies() -> impl Strategy<Value = Vec<u8>> {
@@ -270,7 +329,9 @@ mod tests {
                 0..200,
             )
         ) {
-            prop_assert_eq!(dot_unstuff(&stuffed(&body)), Ok(normalized(&body)));
+            let wire = stuffed(&body);
+            prop_assert!(!smuggles(&wire), "{:?}", String::from_utf8_lossy(&wire));
+            prop_assert_eq!(dot_unstuff(&wire), Ok(normalized(&body)));
         }
 
         #[test]

@@ -37,6 +37,7 @@ pub use limits::{Limit, Rate, Scope, ScopeKind, ThrottleTable, Throttles};
 pub use mx::{MxError, MxOptions, MxResolver, MxSetupError, RoutingResolver};
 pub use routes::{RouteErrorReason, RouteParseError, StaticRoutes, parse_target};
 pub use sink::{
-    MessageHandler, ReceivedMessage, SinkConfig, SinkHandle, SinkReply, SmtpSink, Verdict,
+    MessageHandler, ReceivedMessage, SinkConfig, SinkHandle, SinkLimits, SinkReply, SmtpSink,
+    Verdict,
 };
 pub use tls::{CertificateCheck, TlsMode};

@@ -4,8 +4,13 @@
 //!
 //! The demo and the tests deliver into it as a sink; with a [`MessageHandler`] it is
 //! the inbound listener that receives bounce reports and complaints. It stores nothing
-//! on disk, offers STARTTLS when given a certificate, speaks no AUTH, and holds at
-//! most `max_message_size` bytes per connection in memory.
+//! on disk, offers STARTTLS when given a certificate and speaks no AUTH.
+//!
+//! Open to the internet as the inbound listener, what it holds is bounded by
+//! [`SinkLimits`]: connections in all and per client address (421 beyond), an overall
+//! session deadline besides the idle timeout, a least data rate once a message has had
+//! its grace period, and messages received at once, so memory stays under about
+//! `max_concurrent_messages × max_message_size + max_connections × 64 KiB`.
 
 mod session;
 
@@ -58,6 +63,46 @@ pub struct SinkConfig {
     /// Decides on recipients and takes each message instead of the built-in counting
     /// (the inbound listener).
     pub handler: Option<Arc<dyn MessageHandler>>,
+    /// What clients may hold.
+    pub limits: SinkLimits,
+}
+
+/// What the sink's clients may hold; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkLimits {
+    /// Connections open at once; more are answered 421 and closed.
+    pub max_connections: usize,
+    /// Connections open at once from one client address.
+    pub max_connections_per_peer: usize,
+    /// A connection is closed (421) after this long, whatever it is doing.
+    pub session_timeout: Duration,
+    /// A connection silent this long is closed (RFC 5321 asks for 5 minutes).
+    pub idle_timeout: Duration,
+    /// Message data slower than this many bytes a second, once `data_grace` has passed,
+    /// ends the connection; 0 turns the check off.
+    pub min_data_rate: u64,
+    pub data_grace: Duration,
+    /// Messages being received at once, in all and from one client address; a DATA
+    /// beyond either is answered 451.
+    pub max_concurrent_messages: usize,
+    pub max_concurrent_messages_per_peer: usize,
+}
+
+impl Default for SinkLimits {
+    /// Generous limits for a sink on loopback (tests and benchmarks): 10,000
+    /// connections, an hour per session, 5 minutes idle, no data-rate check.
+    fn default() -> Self {
+        SinkLimits {
+            max_connections: 10_000,
+            max_connections_per_peer: 10_000,
+            session_timeout: Duration::from_secs(3600),
+            idle_timeout: Duration::from_secs(300),
+            min_data_rate: 0,
+            data_grace: Duration::from_secs(30),
+            max_concurrent_messages: 10_000,
+            max_concurrent_messages_per_peer: 10_000,
+        }
+    }
 }
 
 /// What a [`MessageHandler`] says about a message.
@@ -89,6 +134,7 @@ impl std::fmt::Debug for SinkConfig {
             .field("max_message_size", &self.max_message_size)
             .field("tls", &self.tls.is_some())
             .field("handler", &self.handler.is_some())
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -103,6 +149,7 @@ impl Default for SinkConfig {
             max_message_size: 10 * 1024 * 1024,
             tls: None,
             handler: None,
+            limits: SinkLimits::default(),
         }
     }
 }
@@ -134,8 +181,16 @@ struct Shared {
     rejections: RwLock<HashMap<String, SinkReply>>,
     /// Replies given in turn to a recipient's RCPTs before its rejection or 250.
     scripts: Mutex<HashMap<String, VecDeque<SinkReply>>>,
-    /// Client addresses, one per connection, in order of arrival.
+    /// Client addresses, one per connection, in order of arrival (kept only when
+    /// capturing).
     peers: Mutex<Vec<IpAddr>>,
+    limits: SinkLimits,
+    /// Connections open now and messages being received, per client address.
+    open: Mutex<HashMap<IpAddr, PeerCount>>,
+    open_total: AtomicUsize,
+    refused_connections: AtomicU64,
+    /// Permits of messages being received.
+    receiving: Arc<tokio::sync::Semaphore>,
     tls_sessions: AtomicU64,
     open_transactions: AtomicUsize,
     max_open_transactions: AtomicUsize,
@@ -196,6 +251,90 @@ impl Shared {
     fn transaction_ended(&self) {
         self.open_transactions.fetch_sub(1, Ordering::AcqRel);
     }
+
+    /// Counts a new connection from `ip` in, or says why it is refused.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, &'static str> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.open_total.load(Ordering::Acquire) >= self.limits.max_connections {
+            return Err("4.7.0 too many connections, try again later");
+        }
+        let from_peer = open.entry(ip).or_default();
+        if from_peer.connections >= self.limits.max_connections_per_peer {
+            return Err("4.7.0 too many connections from your address, try again later");
+        }
+        from_peer.connections += 1;
+        self.open_total.fetch_add(1, Ordering::AcqRel);
+        Ok(Admitted {
+            shared: Arc::clone(self),
+            ip,
+        })
+    }
+
+    /// A permit to receive one message from `ip`, if neither limit is reached.
+    fn start_receiving(self: &Arc<Self>, ip: IpAddr) -> Option<Receiving> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let from_peer = open.entry(ip).or_default();
+        if from_peer.receiving >= self.limits.max_concurrent_messages_per_peer {
+            return None;
+        }
+        let permit = Arc::clone(&self.receiving).try_acquire_owned().ok()?;
+        from_peer.receiving += 1;
+        Some(Receiving {
+            shared: Arc::clone(self),
+            ip,
+            _permit: permit,
+        })
+    }
+}
+
+/// Per client address: connections open and messages being received.
+#[derive(Debug, Default)]
+struct PeerCount {
+    connections: usize,
+    receiving: usize,
+}
+
+/// A message being received; uncounted when dropped.
+struct Receiving {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        let mut open = self
+            .shared
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.ip) {
+            n.receiving = n.receiving.saturating_sub(1);
+        }
+    }
+}
+
+/// A connection counted as open; uncounted when dropped.
+struct Admitted {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut open = self
+            .shared
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.ip) {
+            n.connections = n.connections.saturating_sub(1);
+            if n.connections == 0 && n.receiving == 0 {
+                open.remove(&self.ip);
+            }
+        }
+        self.shared.open_total.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Starts sinks.
@@ -222,6 +361,13 @@ impl SmtpSink {
             rejections: RwLock::new(rejections),
             scripts: Mutex::new(HashMap::new()),
             peers: Mutex::new(Vec::new()),
+            limits: config.limits,
+            open: Mutex::new(HashMap::new()),
+            open_total: AtomicUsize::new(0),
+            refused_connections: AtomicU64::new(0),
+            receiving: Arc::new(tokio::sync::Semaphore::new(
+                config.limits.max_concurrent_messages.max(1),
+            )),
             tls_sessions: AtomicU64::new(0),
             open_transactions: AtomicUsize::new(0),
             max_open_transactions: AtomicUsize::new(0),
@@ -267,7 +413,26 @@ impl SinkHandle {
         *self.shared.accepted.borrow()
     }
 
-    /// Client addresses, one per connection accepted so far.
+    /// Connections open right now.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open_total.load(Ordering::Acquire)
+    }
+
+    /// Client addresses with a connection open right now.
+    pub fn open_peers(&self) -> usize {
+        self.shared
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Connections refused (421) for being over a connection limit.
+    pub fn refused_connections(&self) -> u64 {
+        self.shared.refused_connections.load(Ordering::Relaxed)
+    }
+
+    /// Client addresses, one per connection accepted so far (when capturing).
     pub fn peers(&self) -> Vec<IpAddr> {
         self.shared
             .peers
@@ -386,8 +551,20 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     shared.connections.fetch_add(1, Ordering::Relaxed);
-                    shared.peers.lock().unwrap_or_else(PoisonError::into_inner).push(peer.ip());
-                    sessions.spawn(session::run(stream, peer, Arc::clone(&shared)));
+                    match shared.admit(peer.ip()) {
+                        Ok(admitted) => {
+                            if shared.capture {
+                                shared.peers.lock().unwrap_or_else(PoisonError::into_inner).push(peer.ip());
+                            }
+                            sessions.spawn(session::run(stream, peer, Arc::clone(&shared), admitted));
+                        }
+                        Err(why) => {
+                            shared.refused_connections.fetch_add(1, Ordering::Relaxed);
+                            metrics::counter!("maily_smtp_in_refused_connections_total").increment(1);
+                            debug!(%peer, why, "connection refused");
+                            sessions.spawn(session::refuse(stream, why));
+                        }
+                    }
                 }
                 Err(e) => {
                     // Typically out of file descriptors: pause instead of spinning.

@@ -182,7 +182,7 @@ impl HotState for MemoryHotState {
             .unwrap_or_else(PoisonError::into_inner);
         sets.entry(tenant.clone())
             .or_default()
-            .insert(email.clone());
+            .insert(email.mailbox_key());
         Ok(())
     }
 
@@ -192,7 +192,7 @@ impl HotState for MemoryHotState {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(set) = sets.get_mut(tenant) {
-            set.remove(email);
+            set.remove(&email.mailbox_key());
         }
         Ok(())
     }
@@ -206,7 +206,9 @@ impl HotState for MemoryHotState {
             .suppressed
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        Ok(sets.get(tenant).is_some_and(|s| s.contains(email)))
+        Ok(sets
+            .get(tenant)
+            .is_some_and(|s| s.contains(&email.mailbox_key())))
     }
 
     async fn set_live_stats(

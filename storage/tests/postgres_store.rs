@@ -120,7 +120,8 @@ async fn reconnecting_keeps_data_and_applies_migrations_once() {
             (1, "initial".to_string()),
             (2, "api_keys".to_string()),
             (3, "campaign_lifecycle".to_string()),
-            (4, "chain_submissions".to_string())
+            (4, "chain_submissions".to_string()),
+            (5, "suppression_case".to_string())
         ]
     );
     let product_tables: i64 = sqlx::query_scalar(
@@ -158,7 +159,7 @@ async fn processes_starting_together_migrate_once() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(applied, 4);
+    assert_eq!(applied, 5);
 }
 
 #[tokio::test]

@@ -55,7 +55,8 @@ async fn reopening_keeps_data_and_applies_migrations_once() {
             (2, "leases".to_string()),
             (3, "api_keys".to_string()),
             (4, "campaign_lifecycle".to_string()),
-            (5, "chain_submissions".to_string())
+            (5, "chain_submissions".to_string()),
+            (6, "suppression_case".to_string())
         ]
     );
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
@@ -383,4 +384,53 @@ async fn an_in_memory_database_works() {
         .await
         .unwrap();
     assert_eq!(store.suppressions(&t).await.unwrap().len(), 1);
+}
+
+/// Suppressions kept before they ignored case become one lower-cased row per mailbox,
+/// keeping the oldest reason.
+#[tokio::test]
+async fn the_case_migration_merges_suppressions_of_one_mailbox() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let path = db_path(&dir);
+    let store = open(&path).await.unwrap();
+    let t = TenantId::parse("acme").unwrap();
+    store.upsert_tenant(&t, "Acme").await.unwrap();
+    store.close().await;
+    let mut conn = raw(&path).await;
+    for (email, reason, at) in [
+        ("Ann@x.test", "complaint", 1),
+        ("ann@x.test", "bounce: userunknown", 2),
+        ("ANN@x.test", "unsubscribe", 3),
+        ("Bob@x.test", "complaint", 1),
+    ] {
+        sqlx::query(
+            "INSERT INTO suppressions (tenant, email, reason, created_at) VALUES ('acme', ?, ?, ?)",
+        )
+        .bind(email)
+        .bind(reason)
+        .bind(at)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    sqlx::raw_sql(include_str!(
+        "../migrations/sqlite/0006_suppression_case.sql"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT email, reason FROM suppressions ORDER BY email")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("ann@x.test".to_string(), "complaint".to_string()),
+            ("bob@x.test".to_string(), "complaint".to_string())
+        ]
+    );
+    let store = open(&path).await.unwrap();
+    assert!(store.is_suppressed(&t, &addr("ANN@X.TEST")).await.unwrap());
 }

@@ -223,6 +223,11 @@ impl Chaos {
     /// Starts the sink (and for production a broker of the run's own) and writes the
     /// configuration; no engine process yet.
     pub async fn prepare(plan: Plan) -> Chaos {
+        Self::prepare_with(plan, "").await
+    }
+
+    /// Like [`Chaos::prepare`], with `extra` TOML merged over the configuration last.
+    pub async fn prepare_with(plan: Plan, extra: &str) -> Chaos {
         println!(
             "chaos plan: {plan:?} (rerun with MAILY_CHAOS_SEED={})",
             plan.seed
@@ -292,6 +297,7 @@ flush_interval = "100ms"
             sink = sink.addr()
         );
         merge(&mut table, common.parse().expect("common overrides parse"));
+        merge(&mut table, extra.parse().expect("extra overrides parse"));
         let config = dir.path().join("maily.toml");
         std::fs::write(&config, toml::to_string(&table).expect("toml")).expect("config written");
         let settings = Settings::load(Some(&config)).expect("the configuration loads");
@@ -358,11 +364,19 @@ flush_interval = "100ms"
     /// A tenant and an API key with send and read scopes, created in the store (there
     /// is no public interface for the first key yet).
     pub async fn api_key(&self) -> String {
+        self.api_key_of("acme").await
+    }
+
+    /// Like [`Chaos::api_key`], for the tenant `tenant`.
+    pub async fn api_key_of(&self, tenant: &str) -> String {
         let store = maily::wiring::open_store(&self.settings)
             .await
             .expect("store opens");
-        let tenant = TenantId::parse("acme").expect("tenant");
-        store.upsert_tenant(&tenant, "Acme").await.expect("tenant");
+        let tenant = TenantId::parse(tenant).expect("tenant");
+        store
+            .upsert_tenant(&tenant, tenant.as_str())
+            .await
+            .expect("tenant");
         let (record, plain) =
             keys::generate(&tenant, "chaos", &[Scope::Send, Scope::Read]).expect("key");
         store.create_api_key(&record).await.expect("key stored");

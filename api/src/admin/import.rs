@@ -340,6 +340,15 @@ fn header_columns(fields: Vec<String>) -> Result<Vec<String>, Problem> {
     let mut seen = HashSet::new();
     let mut columns = Vec::new();
     for (i, name) in fields.enumerate() {
+        if i >= super::contacts::MAX_ATTRIBUTES {
+            return Err(Problem::invalid(
+                "header",
+                format!(
+                    "at most {} columns after email",
+                    super::contacts::MAX_ATTRIBUTES
+                ),
+            ));
+        }
         if name.is_empty() {
             return Err(Problem::invalid(
                 "header",
@@ -514,5 +523,17 @@ mod tests {
         assert!(cols(&["name", "email"]).is_err());
         assert!(cols(&["email", "a", "a"]).is_err());
         assert!(cols(&["email", ""]).is_err());
+        // As many columns as a contact may have attributes, and no more.
+        let names: Vec<String> = (0..=super::super::contacts::MAX_ATTRIBUTES)
+            .map(|i| format!("c{i}"))
+            .collect();
+        let header = |n: usize| {
+            std::iter::once("email".to_string())
+                .chain(names[..n].iter().cloned())
+                .collect::<Vec<_>>()
+        };
+        assert!(header_columns(header(names.len() - 1)).is_ok());
+        let err = header_columns(header(names.len())).unwrap_err();
+        assert!(format!("{err:?}").contains("at most"), "{err:?}");
     }
 }

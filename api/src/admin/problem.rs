@@ -347,6 +347,19 @@ pub fn intake(e: IntakeError) -> Problem {
         IntakeError::Template(TemplateError::Syntax { part, message }) => {
             Problem::invalid(template_field(part), format!("does not parse: {message}"))
         }
+        IntakeError::Template(TemplateError::TooLarge { part, size, limit }) => Problem::invalid(
+            template_field(part),
+            format!("is {size} bytes, over the limit of {limit}"),
+        ),
+        IntakeError::Template(TemplateError::Forbidden {
+            part,
+            construct,
+            line,
+            why,
+        }) => Problem::invalid(
+            template_field(part),
+            format!("uses {construct} on line {line}, which Maily templates do not allow: {why}"),
+        ),
         IntakeError::UnknownCampaign(id) => campaign_not_found(id),
         IntakeError::WrongStatus { status, .. } => {
             let mut p = Problem::conflict(text);

@@ -259,7 +259,8 @@ pub async fn put(
     request_body = NewApiKey,
     responses((status = 201, description = "The key, with its secret (shown once)", body = CreatedApiKey))
 )]
-/// Issues an API key for the tenant (`admin`: operators, or the tenant's own).
+/// Issues an API key for the tenant (`admin`: operators, or the tenant's own; only
+/// operators issue keys with the `admin` scope).
 pub async fn create_key(
     state: web::Data<State>,
     caller: Caller,
@@ -271,6 +272,13 @@ pub async fn create_key(
     let scopes: Vec<Scope> = scopes.into_iter().map(Scope::from).collect();
     let created = run(&state, move |s| async move {
         let tenant = tenant_for(&s, &caller.0, Scope::Admin, &tenant).await?;
+        // A tenant's admin key may issue keys that send and read, never another admin
+        // key: that would outlive the issuer's revocation.
+        if scopes.contains(&Scope::Admin) && !caller.0.is_operator() {
+            return Err(Problem::forbidden(
+                "only an operator issues keys with the admin scope",
+            ));
+        }
         let (record, plain) = keys::generate(&tenant, &name, &scopes).map_err(|e| match e {
             keys::KeyError::InvalidName => Problem::invalid("name", e.to_string()),
             keys::KeyError::NoScopes => Problem::invalid("scopes", e.to_string()),

@@ -23,9 +23,10 @@
 //! refresh fails while cached keys exist, the cached keys stay in use.
 //!
 //! Roles in [`JwtSettings::roles_claim`] (an array of strings, or one space-separated
-//! string) map to scopes: `admin`, `read` and `send`; other roles are ignored. When
-//! [`JwtSettings::tenant_claim`] is set and the token carries it, the principal acts
-//! for that tenant; otherwise it is an operator.
+//! string) map to scopes: `admin`, `read` and `send`; other roles are ignored. A token
+//! carrying [`JwtSettings::tenant_claim`] acts for that tenant; one carrying the role
+//! [`JwtSettings::operator_role`] instead is an operator of every tenant. Authorization
+//! fails closed: a token with neither is refused, and so is one with both.
 
 use super::keys::Scope;
 use super::principal::{Principal, Subject};
@@ -60,8 +61,11 @@ pub struct JwtSettings {
     pub leeway: Duration,
     /// The claim holding the roles, e.g. `https://maily.dev/roles` or `roles`.
     pub roles_claim: String,
-    /// The claim holding the tenant id; `None` makes every token an operator's.
-    pub tenant_claim: Option<String>,
+    /// The claim holding the tenant id; must not be empty.
+    pub tenant_claim: String,
+    /// The role (in `roles_claim`) that makes a token without a tenant an operator's;
+    /// must not be empty.
+    pub operator_role: String,
     /// The least time between two fetches of the key set.
     pub refresh_interval: Duration,
     /// Cached keys older than this are refetched before use.
@@ -72,7 +76,8 @@ pub struct JwtSettings {
 
 impl JwtSettings {
     /// Settings for an Auth0-style provider: 60 s leeway, roles in
-    /// `https://maily.dev/roles`, tenant in `https://maily.dev/tenant`, refreshes at
+    /// `https://maily.dev/roles`, tenant in `https://maily.dev/tenant`, operators by the
+    /// role `operator`, refreshes at
     /// most every 30 s, keys refetched after 10 minutes, 5 s fetch timeout.
     pub fn new(
         jwks_url: impl Into<String>,
@@ -85,7 +90,8 @@ impl JwtSettings {
             audience: audience.into(),
             leeway: Duration::from_secs(60),
             roles_claim: "https://maily.dev/roles".into(),
-            tenant_claim: Some("https://maily.dev/tenant".into()),
+            tenant_claim: "https://maily.dev/tenant".into(),
+            operator_role: "operator".into(),
             refresh_interval: Duration::from_secs(30),
             max_key_age: Duration::from_secs(600),
             fetch_timeout: Duration::from_secs(5),
@@ -124,6 +130,8 @@ pub enum JwtError {
     WrongIssuer { expected: String },
     #[error("token lacks the {0} claim")]
     MissingClaim(String),
+    #[error("token acts for no tenant: it carries neither the {claim} claim nor the role {role:?}")]
+    NoTenant { claim: String, role: String },
     #[error("token claim {claim} is invalid: {reason}")]
     InvalidClaim { claim: String, reason: String },
     #[error("identity provider keys unavailable from {url}: {reason}")]
@@ -138,6 +146,10 @@ impl JwtError {
         match self {
             JwtError::Expired => "token expired",
             JwtError::NotYetValid => "token not valid yet",
+            // Only a token that verified gets this far: telling why is safe.
+            JwtError::NoTenant { .. } => {
+                "token acts for no tenant: it carries neither the tenant claim nor the operator role"
+            }
             JwtError::KeySetUnavailable { .. } | JwtError::Settings(_) => {
                 "authentication is temporarily unavailable"
             }
@@ -226,8 +238,14 @@ impl JwksValidator {
                 return Err(JwtError::Settings(format!("{name} must not be empty")));
             }
         }
-        if settings.roles_claim.is_empty() {
-            return Err(JwtError::Settings("roles_claim must not be empty".into()));
+        for (name, value) in [
+            ("roles_claim", &settings.roles_claim),
+            ("tenant_claim", &settings.tenant_claim),
+            ("operator_role", &settings.operator_role),
+        ] {
+            if value.trim().is_empty() {
+                return Err(JwtError::Settings(format!("{name} must not be empty")));
+            }
         }
         let http = reqwest::Client::builder()
             .timeout(settings.fetch_timeout)
@@ -363,29 +381,42 @@ impl JwksValidator {
             Some(_) => return Err(invalid("must be an array of strings or a string")),
         };
         let scopes: BTreeSet<Scope> = roles.iter().filter_map(|r| r.parse().ok()).collect();
-        let tenant = match &self.settings.tenant_claim {
-            None => None,
-            Some(claim) => match claims.get(claim) {
-                None | Some(Value::Null) => None,
-                Some(Value::String(t)) => {
-                    Some(TenantId::parse(t).map_err(|e| JwtError::InvalidClaim {
-                        claim: claim.clone(),
-                        reason: e.to_string(),
-                    })?)
-                }
-                Some(_) => {
-                    return Err(JwtError::InvalidClaim {
-                        claim: claim.clone(),
-                        reason: "must be a string".into(),
-                    });
-                }
-            },
+        let operator = roles.contains(&self.settings.operator_role.as_str());
+        let tenant_claim = &self.settings.tenant_claim;
+        let tenant = match claims.get(tenant_claim) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(t)) => {
+                Some(TenantId::parse(t).map_err(|e| JwtError::InvalidClaim {
+                    claim: tenant_claim.clone(),
+                    reason: e.to_string(),
+                })?)
+            }
+            Some(_) => {
+                return Err(JwtError::InvalidClaim {
+                    claim: tenant_claim.clone(),
+                    reason: "must be a string".into(),
+                });
+            }
         };
-        Ok(Principal {
-            tenant,
-            scopes,
-            subject: Subject::User { sub },
-        })
+        // Fails closed: only an explicit operator role acts for every tenant.
+        match (tenant, operator) {
+            (Some(_), true) => Err(JwtError::InvalidClaim {
+                claim: claim.clone(),
+                reason: format!(
+                    "a token acting for a tenant may not also carry the role {:?}",
+                    self.settings.operator_role
+                ),
+            }),
+            (None, false) => Err(JwtError::NoTenant {
+                claim: tenant_claim.clone(),
+                role: self.settings.operator_role.clone(),
+            }),
+            (tenant, _) => Ok(Principal {
+                tenant,
+                scopes,
+                subject: Subject::User { sub },
+            }),
+        }
     }
 
     /// The cached key `kid`, whether the cache is fresh, and whether a key set was

@@ -47,6 +47,19 @@ pub(crate) fn intake(e: IntakeError) -> Status {
         IntakeError::Template(TemplateError::Syntax { part, message }) => {
             bad_request(template_field(part), format!("does not parse: {message}"))
         }
+        IntakeError::Template(TemplateError::TooLarge { part, size, limit }) => bad_request(
+            template_field(part),
+            format!("is {size} bytes, over the limit of {limit}"),
+        ),
+        IntakeError::Template(TemplateError::Forbidden {
+            part,
+            construct,
+            line,
+            why,
+        }) => bad_request(
+            template_field(part),
+            format!("uses {construct} on line {line}, which Maily templates do not allow: {why}"),
+        ),
         IntakeError::UnknownCampaign(id) => campaign_not_found(id),
         IntakeError::WrongStatus {
             campaign, status, ..

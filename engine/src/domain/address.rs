@@ -149,6 +149,23 @@ impl EmailAddress {
     pub fn as_str(&self) -> &str {
         &self.full
     }
+
+    /// Whether both name the same mailbox: equal but for ASCII case, in the local part
+    /// too. RFC 5321 lets a server treat local parts case-sensitively, but mailbox
+    /// providers do not, and a report or an unsubscribe may come back in another case
+    /// than the one sent.
+    pub fn same_mailbox(&self, other: &EmailAddress) -> bool {
+        self.full.eq_ignore_ascii_case(&other.full)
+    }
+
+    /// The form suppressions are kept and looked up in: the whole address in ASCII
+    /// lower case (see [`EmailAddress::same_mailbox`]).
+    pub fn mailbox_key(&self) -> EmailAddress {
+        EmailAddress {
+            full: self.full.to_ascii_lowercase(),
+            at: self.at,
+        }
+    }
 }
 
 fn is_atext(c: char) -> bool {

@@ -342,6 +342,9 @@ pub trait Store: Send + Sync + 'static {
     async fn message_masks(&self, ids: &[MessageId])
     -> Result<HashMap<MessageId, u32>, StoreError>;
 
+    /// The latest state of one message, if analytics has recorded it.
+    async fn message(&self, id: MessageId) -> Result<Option<MessageState>, StoreError>;
+
     /// Messages of a campaign whose last status is `status`.
     async fn messages_with_status(
         &self,

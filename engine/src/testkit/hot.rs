@@ -89,6 +89,24 @@ pub async fn suppression_is_per_tenant(hot: &impl HotState) {
     assert!(!hot.is_suppressed(&a, &ann).await.unwrap());
     assert!(hot.is_suppressed(&b, &ann).await.unwrap());
     hot.unsuppress(&a, &ann).await.unwrap();
+    // One mailbox whatever the case of its local part.
+    hot.suppress(&a, &addr("Bob@Example.com")).await.unwrap();
+    assert!(
+        hot.is_suppressed(&a, &addr("bob@example.com"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        hot.is_suppressed(&a, &addr("BOB@EXAMPLE.COM"))
+            .await
+            .unwrap()
+    );
+    hot.unsuppress(&a, &addr("bOb@example.com")).await.unwrap();
+    assert!(
+        !hot.is_suppressed(&a, &addr("Bob@Example.com"))
+            .await
+            .unwrap()
+    );
     hot.unsuppress(&a, &addr("nobody@example.com"))
         .await
         .unwrap();

@@ -369,6 +369,12 @@ pub async fn aggregates_commit_with_their_offsets(store: &impl Store) {
         .unwrap();
     assert_eq!(masks.len(), 2);
     assert_eq!(masks[&m1], 0b11);
+    assert_eq!(
+        store.message(m1).await.unwrap(),
+        Some(state(m1, 0b11, "delivered", None)),
+        "one message by id: tenant, campaign and recipient as recorded"
+    );
+    assert_eq!(store.message(MessageId::new()).await.unwrap(), None);
     let bounced = store
         .messages_with_status(c.id, "bounced_hard")
         .await
@@ -421,6 +427,23 @@ pub async fn suppression_is_idempotent(store: &impl Store) {
         .unwrap();
     assert!(store.is_suppressed(&t, &addr("a@x.org")).await.unwrap());
     assert!(!store.is_suppressed(&t, &addr("c@x.org")).await.unwrap());
+    // The same mailbox in any case: one entry, found whatever the case.
+    store
+        .suppress(&t, &addr("Ann@X.org"), "complaint")
+        .await
+        .unwrap();
+    store
+        .suppress(&t, &addr("ANN@x.org"), "bounce: userunknown")
+        .await
+        .unwrap();
+    for spelling in ["ann@x.org", "ANN@X.ORG", "Ann@x.org"] {
+        assert!(
+            store.is_suppressed(&t, &addr(spelling)).await.unwrap(),
+            "{spelling}"
+        );
+    }
+    assert!(store.unsuppress(&t, &addr("aNN@x.org")).await.unwrap());
+    assert!(!store.is_suppressed(&t, &addr("ann@x.org")).await.unwrap());
     let other = TenantId::parse("other").unwrap();
     assert!(!store.is_suppressed(&other, &addr("a@x.org")).await.unwrap());
     let mut list = store.suppressions(&t).await.unwrap();

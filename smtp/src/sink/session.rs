@@ -2,7 +2,7 @@
 //! them, flushing replies whenever the client's input is drained (RFC 2920 server
 //! behaviour, so pipelining clients get their replies in one segment).
 
-use super::{ReceivedMessage, Shared, Verdict};
+use super::{Admitted, ReceivedMessage, Receiving, Shared, Verdict};
 use crate::dot::Unstuffer;
 use crate::line::{Line, read_line, trim_eol};
 use crate::stream::Stream;
@@ -20,15 +20,32 @@ use tracing::debug;
 const MAX_COMMAND_LINE: usize = 2048;
 /// RFC 5321 section 4.5.3.1.8 asks servers to take at least 100.
 const MAX_RECIPIENTS: usize = 1000;
-/// RFC 5321 section 4.5.3.2.7 server timeout.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// A data buffer larger than this is freed after the message instead of reused.
-const KEEP_DATA_BUFFER: usize = 1 << 20;
+/// A data buffer larger than this is freed after the message instead of reused, so
+/// idle connections hold little.
+const KEEP_DATA_BUFFER: usize = 64 * 1024;
+/// Commands one connection may send, so a client cannot keep a session busy forever
+/// with cheap ones.
+const MAX_COMMANDS: usize = 10_000;
 
-/// Serves one connection until QUIT, EOF, an I/O error or the idle timeout.
-pub(super) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Answers a connection over a limit with 421 and closes it.
+pub(super) async fn refuse(mut stream: TcpStream, why: &'static str) {
+    let reply = format!("421 {why}\r\n");
+    let _ = timeout(Duration::from_secs(5), stream.write_all(reply.as_bytes())).await;
+    let _ = timeout(Duration::from_secs(1), stream.shutdown()).await;
+}
+
+/// Serves one connection until QUIT, EOF, an I/O error, the idle timeout or the
+/// session deadline.
+pub(super) async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    admitted: Admitted,
+) {
+    let _admitted = admitted;
     // Replies are batched by hand; Nagle would only add latency.
     let _ = stream.set_nodelay(true);
+    let deadline = shared.limits.session_timeout;
     let mut session = Session {
         shared,
         peer,
@@ -38,8 +55,18 @@ pub(super) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
         data: Vec::new(),
         greeted: false,
         envelope: None,
+        commands: 0,
+        receiving: None,
     };
-    let result = session.serve().await;
+    let result = match timeout(deadline, session.serve()).await {
+        Ok(result) => result,
+        Err(_) => {
+            session.out.clear();
+            session.reply(421, "4.4.2 session too long, closing connection");
+            let _ = timeout(Duration::from_secs(5), session.flush()).await;
+            Err(io::Error::new(io::ErrorKind::TimedOut, "session deadline"))
+        }
+    };
     session.end_transaction();
     match result {
         Ok(()) => debug!(%peer, "smtp sink session closed"),
@@ -74,6 +101,9 @@ struct Session {
     data: Vec<u8>,
     greeted: bool,
     envelope: Option<Envelope>,
+    commands: usize,
+    /// Held while a message is received (`max_concurrent_messages`).
+    receiving: Option<Receiving>,
 }
 
 impl Session {
@@ -83,8 +113,14 @@ impl Session {
         self.flush().await?;
         loop {
             self.line.clear();
+            self.commands += 1;
+            if self.commands > MAX_COMMANDS {
+                self.reply(421, "4.7.0 too many commands, closing connection");
+                self.flush().await?;
+                return Ok(());
+            }
             let read = timeout(
-                IDLE_TIMEOUT,
+                self.shared.limits.idle_timeout,
                 read_line(&mut self.io, &mut self.line, MAX_COMMAND_LINE),
             )
             .await;
@@ -107,7 +143,9 @@ impl Session {
                 Flow::Continue => {}
                 Flow::Data => {
                     self.flush().await?;
-                    self.receive_data().await?;
+                    let received = self.receive_data().await;
+                    self.receiving = None;
+                    received?;
                 }
                 Flow::StartTls => {
                     self.flush().await?;
@@ -142,7 +180,7 @@ impl Session {
             .into_tcp()
             .ok_or_else(|| io::Error::other("STARTTLS on an encrypted session"))?;
         let tls = timeout(
-            IDLE_TIMEOUT,
+            self.shared.limits.idle_timeout,
             tokio_rustls::TlsAcceptor::from(config).accept(tcp),
         )
         .await
@@ -285,10 +323,17 @@ impl Session {
             Some(envelope) if envelope.rcpt_to.is_empty() => {
                 self.reply(554, "5.5.1 no valid recipients")
             }
-            Some(_) => {
-                self.reply(354, "end data with <CR><LF>.<CR><LF>");
-                return Flow::Data;
-            }
+            Some(_) => match self.shared.start_receiving(self.peer.ip()) {
+                Some(permit) => {
+                    self.receiving = Some(permit);
+                    self.reply(354, "end data with <CR><LF>.<CR><LF>");
+                    return Flow::Data;
+                }
+                None => self.reply(
+                    451,
+                    "4.3.2 too many messages being received, try again later",
+                ),
+            },
         }
         Flow::Continue
     }
@@ -297,8 +342,11 @@ impl Session {
     async fn receive_data(&mut self) -> io::Result<()> {
         let mut decoder = Unstuffer::new(self.shared.max_message_size);
         self.data.clear();
+        let limits = self.shared.limits;
+        let started = std::time::Instant::now();
+        let mut received = 0u64;
         while !decoder.is_done() {
-            let input = match timeout(IDLE_TIMEOUT, self.io.fill_buf()).await {
+            let input = match timeout(limits.idle_timeout, self.io.fill_buf()).await {
                 Ok(input) => input?,
                 Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "data timed out")),
             };
@@ -307,6 +355,17 @@ impl Session {
             }
             let used = decoder.feed(input, &mut self.data);
             self.io.consume(used);
+            received += used as u64;
+            let elapsed = started.elapsed();
+            if limits.min_data_rate > 0
+                && elapsed > limits.data_grace
+                && received < (limits.min_data_rate as f64 * elapsed.as_secs_f64()) as u64
+            {
+                self.out.clear();
+                self.reply(421, "4.4.2 data too slow, closing connection");
+                self.flush().await?;
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "data too slow"));
+            }
         }
         // RFC 5321 section 4.1.1.4: the transaction ends with the data, whatever the reply.
         let envelope = self

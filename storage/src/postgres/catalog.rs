@@ -116,7 +116,7 @@ pub(super) async fn suppress(
          ON CONFLICT (tenant, email) DO NOTHING",
     )
     .bind(tenant.as_str())
-    .bind(email.as_str())
+    .bind(email.mailbox_key().as_str())
     .bind(reason)
     .execute(pool)
     .await
@@ -131,7 +131,7 @@ pub(super) async fn unsuppress(
 ) -> Result<bool, StoreError> {
     let done = sqlx::query("DELETE FROM suppressions WHERE tenant = $1 AND email = $2")
         .bind(tenant.as_str())
-        .bind(email.as_str())
+        .bind(email.mailbox_key().as_str())
         .execute(pool)
         .await
         .map_err(db_err)?;
@@ -147,7 +147,7 @@ pub(super) async fn is_suppressed(
         "SELECT EXISTS (SELECT 1 FROM suppressions WHERE tenant = $1 AND email = $2)",
     )
     .bind(tenant.as_str())
-    .bind(email.as_str())
+    .bind(email.mailbox_key().as_str())
     .fetch_one(pool)
     .await
     .map_err(db_err)

@@ -39,6 +39,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "chain_submissions",
         sql: include_str!("../../migrations/postgres/0004_chain_submissions.sql"),
     },
+    Migration {
+        version: 5,
+        name: "suppression_case",
+        sql: include_str!("../../migrations/postgres/0005_suppression_case.sql"),
+    },
 ];
 
 /// First half of the advisory lock key ("maily" in ASCII, truncated to 31 bits);

@@ -417,7 +417,7 @@ impl HotState for RedisHotState {
         let key = self.keys.suppression(tenant);
         self.client()
             .await?
-            .sadd::<i64, _, _>(&key, email.as_str())
+            .sadd::<i64, _, _>(&key, email.mailbox_key().as_str())
             .await
             .map(drop)
             .map_err(|e| self.fail(&key, e))
@@ -427,7 +427,11 @@ impl HotState for RedisHotState {
         let key = self.keys.suppression(tenant);
         self.client()
             .await?
-            .srem::<i64, _, _>(&key, email.as_str())
+            // Members added before suppression ignored case may be in any case.
+            .srem::<i64, _, _>(
+                &key,
+                vec![email.mailbox_key().to_string(), email.to_string()],
+            )
             .await
             .map(drop)
             .map_err(|e| self.fail(&key, e))
@@ -441,8 +445,13 @@ impl HotState for RedisHotState {
         let key = self.keys.suppression(tenant);
         self.client()
             .await?
-            .sismember(&key, email.as_str())
+            // Members added before suppression ignored case may be in any case.
+            .smismember::<Vec<bool>, _, _>(
+                &key,
+                vec![email.mailbox_key().to_string(), email.to_string()],
+            )
             .await
+            .map(|found| found.contains(&true))
             .map_err(|e| self.fail(&key, e))
     }
 

@@ -117,7 +117,7 @@ pub(super) async fn suppress(
          ON CONFLICT (tenant, email) DO NOTHING",
     )
     .bind(tenant.as_str())
-    .bind(email.as_str())
+    .bind(email.mailbox_key().as_str())
     .bind(reason)
     .bind(Timestamp::now().0)
     .execute(pool)
@@ -133,7 +133,7 @@ pub(super) async fn unsuppress(
 ) -> Result<bool, StoreError> {
     let done = sqlx::query("DELETE FROM suppressions WHERE tenant = ? AND email = ?")
         .bind(tenant.as_str())
-        .bind(email.as_str())
+        .bind(email.mailbox_key().as_str())
         .execute(pool)
         .await
         .map_err(db_err)?;
@@ -147,7 +147,7 @@ pub(super) async fn is_suppressed(
 ) -> Result<bool, StoreError> {
     let row = sqlx::query("SELECT 1 FROM suppressions WHERE tenant = ? AND email = ?")
         .bind(tenant.as_str())
-        .bind(email.as_str())
+        .bind(email.mailbox_key().as_str())
         .fetch_optional(pool)
         .await
         .map_err(db_err)?;

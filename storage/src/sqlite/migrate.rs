@@ -39,6 +39,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "chain_submissions",
         sql: include_str!("../../migrations/sqlite/0005_chain_submissions.sql"),
     },
+    Migration {
+        version: 6,
+        name: "suppression_case",
+        sql: include_str!("../../migrations/sqlite/0006_suppression_case.sql"),
+    },
 ];
 
 /// Applies every migration in `migrations` that `pool`'s database lacks.

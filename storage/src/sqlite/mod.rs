@@ -237,6 +237,10 @@ impl Store for SqliteStore {
         analytics::message_masks(&self.pool, ids).await
     }
 
+    async fn message(&self, id: MessageId) -> Result<Option<MessageState>, StoreError> {
+        analytics::message(&self.pool, id).await
+    }
+
     async fn messages_with_status(
         &self,
         campaign: CampaignId,

@@ -1,0 +1,477 @@
+//! Adversarial tests: an outsider or one tenant trying to harm another, through the
+//! public interfaces of a running `maily serve` (embedded profile): gRPC for the
+//! tenants, the inbound SMTP listener for reports, the recording sink for what went out.
+//! Each failed on the code before its fix (docs/security.md lists the threats).
+
+mod common;
+
+use common::chaos::{Chaos, Plan, Profile, authed, command};
+use common::header;
+use common::run;
+use maily_api::grpc::proto::campaign_service_client::CampaignServiceClient;
+use maily_api::grpc::proto::{
+    CreateCampaignRequest, GetCampaignStatsRequest, Recipient, Template, UploadRecipientsRequest,
+};
+use maily_smtp::ReceivedMessage;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpSocket;
+use tonic::transport::Channel;
+
+const FBL: &str = "fbl@bounces.shop.example";
+
+/// One embedded `maily serve` with the inbound listener on, VERP return paths and a
+/// complaint address.
+async fn engine(extra: &str) -> (Chaos, SocketAddr) {
+    let inbound: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = format!(
+        r#"
+[inbound]
+enabled = true
+bind = "{inbound}"
+complaint_addresses = ["{FBL}"]
+[verp]
+domain = "bounces.shop.example"
+secret = "security-test-verp-secret-0123456789"
+{extra}
+"#
+    );
+    let plan = Plan::from_env(Profile::Embedded, 1, 0, 0);
+    let mut chaos = Chaos::prepare_with(plan, &config).await;
+    chaos.spawn(0);
+    (chaos, inbound)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Creates, fills and starts a campaign of `emails` with `template`; returns its id.
+async fn campaign(
+    client: &mut CampaignServiceClient<Channel>,
+    key: &str,
+    template: Template,
+    emails: &[String],
+) -> Result<String, tonic::Status> {
+    let created = client
+        .create_campaign(authed(
+            CreateCampaignRequest {
+                name: "adversarial".into(),
+                from: "news@shop.example".into(),
+                from_name: None,
+                template: Some(template),
+                tenant: String::new(),
+            },
+            key,
+        ))
+        .await?
+        .into_inner()
+        .campaign
+        .expect("campaign");
+    let request = UploadRecipientsRequest {
+        campaign_id: created.id.clone(),
+        recipients: emails
+            .iter()
+            .map(|e| Recipient {
+                email: e.clone(),
+                variables: BTreeMap::from([("first_name".to_string(), "Ann".to_string())]),
+            })
+            .collect(),
+    };
+    client
+        .upload_recipients(authed(futures::stream::iter([request]), key))
+        .await?;
+    command(client, key, &created.id, "start").await;
+    Ok(created.id)
+}
+
+fn plain(subject: &str) -> Template {
+    Template {
+        subject: subject.into(),
+        text: Some("Hello {{ first_name }}\n".into()),
+        html: None,
+    }
+}
+
+/// The campaign's stats once `finished` reaches `n`.
+async fn finished(
+    client: &mut CampaignServiceClient<Channel>,
+    key: &str,
+    id: &str,
+    n: u64,
+) -> maily_api::grpc::proto::CampaignStats {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let stats = client
+            .get_campaign_stats(authed(
+                GetCampaignStatsRequest {
+                    campaign_id: id.to_string(),
+                },
+                key,
+            ))
+            .await
+            .expect("stats")
+            .into_inner()
+            .stats
+            .expect("stats");
+        if stats.finished >= n {
+            return stats;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "campaign {id} never finished: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends `data` to `rcpt` over SMTP from `source` (an address of 127.0.0.0/8);
+/// returns the final reply.
+async fn submit_from(source: &str, to: SocketAddr, rcpt: &str, data: &str) -> (u16, String) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let stream = socket.connect(to).await.expect("connect");
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    async fn reply(r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> (u16, String) {
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).await.unwrap() == 0 {
+                return (0, text);
+            }
+            text.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return (line[..3].parse().unwrap_or(0), text);
+            }
+        }
+    }
+    let greeting = reply(&mut r).await;
+    if greeting.0 != 220 {
+        return greeting;
+    }
+    for cmd in [
+        "EHLO reporter.test\r\n".to_string(),
+        "MAIL FROM:<>\r\n".to_string(),
+        format!("RCPT TO:<{rcpt}>\r\n"),
+        "DATA\r\n".to_string(),
+    ] {
+        w.write_all(cmd.as_bytes()).await.unwrap();
+        let got = reply(&mut r).await;
+        if got.0 >= 400 {
+            return got;
+        }
+    }
+    let body: String = data
+        .lines()
+        .map(|l| {
+            if l.starts_with('.') {
+                format!(".{l}\r\n")
+            } else {
+                format!("{l}\r\n")
+            }
+        })
+        .collect();
+    w.write_all(format!("{body}.\r\n").as_bytes())
+        .await
+        .unwrap();
+    reply(&mut r).await
+}
+
+async fn submit(to: SocketAddr, rcpt: &str, data: &str) -> (u16, String) {
+    submit_from("127.0.0.1", to, rcpt, data).await
+}
+
+/// A DSN about `recipients`, quoting the headers of `original`.
+fn dsn(to: &str, recipients: &[&str], original: &ReceivedMessage) -> String {
+    let lines: String = recipients
+        .iter()
+        .map(|r| {
+            format!(
+                "Final-Recipient: rfc822; {r}\nAction: failed\nStatus: 5.1.1\n\
+                 Diagnostic-Code: smtp; 550 5.1.1 <{r}>: user unknown\n\n"
+            )
+        })
+        .collect();
+    let quoted: String = ["Message-ID", "X-Maily-Message-Id", "X-Maily-Campaign", "To"]
+        .iter()
+        .filter_map(|h| header(original, h).map(|v| format!("{h}: {v}\n")))
+        .collect();
+    format!(
+        "From: MAILER-DAEMON@mx.example.net\nTo: {to}\nSubject: Undelivered Mail\n\
+         MIME-Version: 1.0\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\n\n\
+         --B\nContent-Type: text/plain\n\nNot delivered.\n\n\
+         --B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.net\n\n\
+         {lines}--B\nContent-Type: text/rfc822-headers\n\n{quoted}\n--B--\n"
+    )
+}
+
+/// An abuse complaint about `recipient`, quoting `original`'s Maily headers.
+fn arf(recipient: &str, maily_id: &str, campaign: &str) -> String {
+    format!(
+        "From: staff@hotmail.example\nTo: {FBL}\nSubject: complaint\nMIME-Version: 1.0\n\
+         Content-Type: multipart/report; report-type=feedback-report; boundary=\"P\"\n\n\
+         --P\nContent-Type: text/plain\n\nAn abuse report.\n\
+         --P\nContent-Type: message/feedback-report\n\n\
+         Feedback-Type: abuse\nUser-Agent: Gen/1.0\nVersion: 1\n\n\
+         --P\nContent-Type: message/rfc822\n\n\
+         From: <news@shop.example>\nTo: <{recipient}>\nSubject: Hi\n\
+         X-Maily-Message-Id: {maily_id}\nX-Maily-Campaign: {campaign}\n\nBuy.\n--P--\n"
+    )
+}
+
+fn received_by<'a>(sent: &'a [ReceivedMessage], to: &str) -> &'a ReceivedMessage {
+    sent.iter()
+        .find(|m| m.rcpt_to.iter().any(|r| r == to))
+        .unwrap_or_else(|| panic!("nothing sent to {to}"))
+}
+
+/// A recipient of one tenant's mail forges reports against the tenant's other
+/// recipients: their own message's headers and return path, a real campaign id, and a
+/// made-up message id. Nothing is suppressed, no stats move, and each forgery is
+/// refused with the reason; a second campaign still reaches everyone. The one genuine
+/// report (about the reporter's own message) is taken.
+#[test]
+fn forged_reports_suppress_no_one_and_are_refused() {
+    run(async {
+        let (chaos, inbound) = engine("").await;
+        let key = chaos.api_key().await;
+        let mut client = chaos.client().await;
+        let emails: Vec<String> = ["mallory", "victim1", "victim2"]
+            .iter()
+            .map(|n| format!("{n}@example.com"))
+            .collect();
+        let id = campaign(&mut client, &key, plain("first"), &emails)
+            .await
+            .expect("campaign");
+        finished(&mut client, &key, &id, 3).await;
+        let sent = chaos.sink.received();
+        let own = received_by(&sent, "mallory@example.com");
+        let own_id = header(own, "X-Maily-Message-Id").expect("maily id");
+
+        // An ARF to the complaint address naming a victim with Mallory's own message.
+        let (code, text) = submit(inbound, FBL, &arf("victim1@example.com", &own_id, &id)).await;
+        assert_eq!(code, 550, "{text}");
+        assert!(text.contains("do not match"), "{text}");
+        // A made-up message id with the real campaign.
+        let made_up = uuid::Uuid::new_v4().to_string();
+        let (code, text) = submit(inbound, FBL, &arf("victim2@example.com", &made_up, &id)).await;
+        assert_eq!(code, 550, "{text}");
+        assert!(text.contains("not ours"), "{text}");
+        // A DSN to Mallory's own signed return path naming both victims.
+        let (code, text) = submit(
+            inbound,
+            &own.mail_from,
+            &dsn(
+                &own.mail_from,
+                &["victim1@example.com", "victim2@example.com"],
+                own,
+            ),
+        )
+        .await;
+        assert_eq!(code, 550, "{text}");
+        // Each victim's address in another case changes nothing either.
+        let (code, text) = submit(inbound, FBL, &arf("VICTIM1@example.com", &own_id, &id)).await;
+        assert_eq!(code, 550, "{text}");
+
+        // The genuine report: Mallory complains about her own message.
+        let (code, text) = submit(inbound, FBL, &arf("mallory@example.com", &own_id, &id)).await;
+        assert_eq!(code, 250, "{text}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let stats = loop {
+            let s = finished(&mut client, &key, &id, 3).await;
+            if s.complained == 1 {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the genuine complaint never counted: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!((stats.bounced_hard, stats.complained), (0, 1), "{stats:?}");
+
+        // A second campaign reaches both victims; Mallory, who complained, is
+        // suppressed, in any case of her address.
+        let again: Vec<String> = [
+            "MALLORY@example.com",
+            "victim1@example.com",
+            "victim2@example.com",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let second = campaign(&mut client, &key, plain("second"), &again)
+            .await
+            .expect("campaign");
+        let s = finished(&mut client, &key, &second, 3).await;
+        assert_eq!((s.delivered, s.suppressed), (2, 1), "{s:?}");
+    });
+}
+
+/// Templates that would keep a sender busy or build huge values are refused when the
+/// campaign is created, naming the field and the construct; one that passes that check
+/// but runs long is cut off by its fuel and its messages rejected with the reason,
+/// while another tenant's campaign is delivered whole, the API answers, and SIGTERM
+/// still stops the process.
+#[test]
+fn costly_templates_are_refused_or_cut_off_and_others_mail_flows() {
+    run(async {
+        let (mut chaos, _) = engine("").await;
+        let evil = chaos.api_key_of("evil").await;
+        let good = chaos.api_key_of("good").await;
+        let mut client = chaos.client().await;
+        let one = vec!["x@example.com".to_string()];
+        for (text, field, construct) in [
+            ("{{ 'x' * 100000000 }}", "template.text", "`*`"),
+            (
+                "{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+                "template.text",
+                "`namespace()`",
+            ),
+            (
+                "{{ first_name|replace('A', first_name) }}",
+                "template.text",
+                "`replace`",
+            ),
+        ] {
+            let template = Template {
+                subject: "s".into(),
+                text: Some(text.into()),
+                html: None,
+            };
+            let err = campaign(&mut client, &evil, template, &one)
+                .await
+                .expect_err("refused at intake");
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+            let message = err.message();
+            assert!(
+                message.contains(field) && message.contains(construct),
+                "{message}"
+            );
+        }
+
+        // Nested loops within the language: cut off by fuel at render time, one
+        // campaign per runtime worker.
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let spin = Template {
+            subject: "spin".into(),
+            text: Some(
+                "{% for a in range(1000) %}{% for b in range(1000) %}{% for c in range(1000) %}\
+                 {{ first_name }}{% endfor %}{% endfor %}{% endfor %}"
+                    .into(),
+            ),
+            html: None,
+        };
+        let mut spinning = Vec::new();
+        for w in 0..workers {
+            let emails: Vec<String> = (0..20).map(|i| format!("e{w}-{i}@example.com")).collect();
+            spinning.push(
+                campaign(&mut client, &evil, spin.clone(), &emails)
+                    .await
+                    .expect("accepted"),
+            );
+        }
+        let emails: Vec<String> = (0..200).map(|i| format!("g{i}@example.com")).collect();
+        let honest = campaign(&mut client, &good, plain("honest"), &emails)
+            .await
+            .expect("campaign");
+        let s = finished(&mut client, &good, &honest, 200).await;
+        assert_eq!(s.delivered, 200, "{s:?}");
+        for id in &spinning {
+            let s = finished(&mut client, &evil, id, 20).await;
+            assert_eq!((s.rejected, s.delivered), (20, 0), "{s:?}");
+        }
+        let serve = chaos.procs[0].take().expect("running");
+        let status = serve.terminate();
+        assert!(status.success(), "SIGTERM: {status}");
+    });
+}
+
+/// Resident memory of a process, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// 2,000 connections from ten addresses that greet and then idle or trickle data:
+/// the listener admits only its per-address and global limits (421 beyond), memory
+/// stays under the stated bound, and a genuine report from another address still gets
+/// through.
+#[test]
+fn idle_and_trickling_connections_cannot_exhaust_the_listener() {
+    run(async {
+        let (chaos, inbound) = engine("").await;
+        let key = chaos.api_key().await;
+        let mut client = chaos.client().await;
+        let id = campaign(
+            &mut client,
+            &key,
+            plain("one"),
+            &["ann@example.com".to_string()],
+        )
+        .await
+        .expect("campaign");
+        finished(&mut client, &key, &id, 1).await;
+        let sent = chaos.sink.received();
+        let ann = received_by(&sent, "ann@example.com").clone();
+        let pid = chaos.procs[0].as_ref().unwrap().child.id();
+        let before = rss_kib(pid);
+
+        let mut held = Vec::new();
+        let mut refused = 0;
+        for i in 0..2000u32 {
+            let source = format!("127.0.0.{}", 2 + i % 10);
+            let socket = TcpSocket::new_v4().unwrap();
+            socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+            let Ok(mut stream) = socket.connect(inbound).await else {
+                refused += 1;
+                continue;
+            };
+            let mut greeting = [0u8; 3];
+            use tokio::io::AsyncReadExt;
+            if stream.read_exact(&mut greeting).await.is_err() || &greeting == b"421" {
+                refused += 1;
+                continue;
+            }
+            // Half of them start a message and trickle it.
+            if i % 2 == 0 {
+                let _ = stream
+                    .write_all(b"EHLO x\r\nMAIL FROM:<>\r\nRCPT TO:<fbl@bounces.shop.example>\r\nDATA\r\nSubject: slo")
+                    .await;
+            }
+            held.push(stream);
+        }
+        // 10 addresses × 20 connections each are admitted, the rest refused.
+        assert_eq!(held.len(), 200, "admitted");
+        assert_eq!(refused, 1800, "refused with 421");
+        let (code, text) = submit(
+            inbound,
+            &ann.mail_from,
+            &dsn(&ann.mail_from, &["ann@example.com"], &ann),
+        )
+        .await;
+        assert_eq!(code, 250, "a genuine report still gets through: {text}");
+        let after = rss_kib(pid);
+        // The stated bound: max_concurrent_messages × max_message_size (32 × 10 MiB) +
+        // max_connections × 64 KiB.
+        let bound = 32 * 10 * 1024 + 500 * 64;
+        assert!(
+            after.saturating_sub(before) < bound,
+            "memory grew by {} KiB, over the bound of {bound} KiB",
+            after.saturating_sub(before)
+        );
+        drop(held);
+    });
+}
