@@ -88,6 +88,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "In-flight claims of a process that lost the partition, taken over at once by its new owner.",
     ),
+    (
+        "maily_sender_render_timeouts_total",
+        Kind::Counter,
+        "Template renders given up after the render timeout; their messages are rejected.",
+    ),
     // Throttles.
     (
         "maily_throttle_wait_seconds",
@@ -186,6 +191,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "maily_inbound_reports_total",
         Kind::Counter,
         "Reports received by the inbound listener, by result.",
+    ),
+    (
+        "maily_smtp_in_refused_connections_total",
+        Kind::Counter,
+        "Connections to the inbound listener refused (421) for being over a connection limit.",
     ),
     // Edges.
     (
