@@ -235,6 +235,7 @@ pub fn start(
     throttles: Arc<Throttles>,
     intake: Arc<Intake>,
     auth: Arc<Authenticator>,
+    quotas: Arc<maily_api::quota::Quotas>,
 ) -> anyhow::Result<AdminListener> {
     let bind = settings.admin.bind;
     let listener = std::net::TcpListener::bind(bind)
@@ -247,6 +248,7 @@ pub fn start(
         auth,
         throttles: Arc::new(TransportThrottles(throttles)),
         status: Arc::new(status),
+        quotas,
     };
     info!(addr = %bind, "admin API listening");
     let (stop, stopped) = oneshot::channel::<()>();

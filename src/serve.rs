@@ -39,7 +39,8 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     } else {
         None
     };
-    // One authenticator (one JWKS cache) and one intake for both APIs.
+    // One authenticator (one JWKS cache), one intake and one set of tenant quotas for
+    // both APIs, so a tenant's allowance is the same whichever API it uses.
     let apis = if settings.grpc.enabled || settings.admin.enabled {
         Some((
             Arc::new(Authenticator::new(
@@ -50,24 +51,34 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
                 ports.log.clone(),
                 ports.store.clone(),
             )),
+            Arc::new(quotas(&settings.grpc.quota)?),
         ))
     } else {
         None
     };
     let grpc = match &apis {
-        Some((auth, intake)) if settings.grpc.enabled => {
-            Some(start_grpc(&settings, &ports, &controls, auth.clone(), intake.clone()).await?)
-        }
+        Some((auth, intake, quotas)) if settings.grpc.enabled => Some(
+            start_grpc(
+                &settings,
+                &ports,
+                &controls,
+                auth.clone(),
+                intake.clone(),
+                quotas.clone(),
+            )
+            .await?,
+        ),
         _ => None,
     };
     let mut admin = match &apis {
-        Some((auth, intake)) if settings.admin.enabled => Some(crate::admin::start(
+        Some((auth, intake, quotas)) if settings.admin.enabled => Some(crate::admin::start(
             &settings,
             &engine_settings,
             &ports,
             controls.throttles.clone(),
             intake.clone(),
             auth.clone(),
+            quotas.clone(),
         )?),
         _ => None,
     };
@@ -164,6 +175,7 @@ async fn start_grpc(
     controls: &Controls,
     auth: Arc<Authenticator>,
     intake: Arc<maily_api::Intake>,
+    quotas: Arc<maily_api::quota::Quotas>,
 ) -> anyhow::Result<(tokio::sync::oneshot::Sender<()>, GrpcTask)> {
     use maily_api::events::EventHub;
     use maily_api::grpc::{GrpcDeps, serve};
@@ -178,7 +190,7 @@ async fn start_grpc(
         events: EventHub::start(controls.feed_log.clone())
             .await
             .context("starting the event feed")?,
-        quotas: Arc::new(quotas(&settings.grpc.quota)?),
+        quotas,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, deps, async {

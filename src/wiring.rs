@@ -291,6 +291,7 @@ pub fn build_transport(smtp: &SmtpSection) -> anyhow::Result<SmtpTransport> {
         "dns" => {
             let mx = MxResolver::from_system_conf(&MxOptions {
                 port: smtp.mx_port,
+                allow_private: smtp.allow_private_mx,
                 ..MxOptions::default()
             })
             .context("smtp.resolver = \"dns\": reading the system's DNS configuration")?;

@@ -237,6 +237,8 @@ struct Server {
     log: Arc<MemoryLog>,
     hot: Arc<MemoryHotState>,
     auth: Arc<Authenticator>,
+    /// Tenant `metered` has an allowance of 100 at once, 1 an hour; others none.
+    quotas: Arc<maily_api::quota::Quotas>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -296,6 +298,16 @@ impl Server {
         let auth = Arc::new(Authenticator::new(store.clone(), jwt));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let quotas = Arc::new(maily_api::quota::Quotas::new(
+            None,
+            std::collections::HashMap::from([(
+                TenantId::parse("metered").unwrap(),
+                maily_api::quota::Quota {
+                    rate: "1/h".parse().unwrap(),
+                    burst: 100,
+                },
+            )]),
+        ));
         let deps = AdminDeps {
             intake: Arc::new(Intake::new(log.clone(), store.clone())),
             store: store.clone(),
@@ -303,6 +315,7 @@ impl Server {
             auth: auth.clone(),
             throttles: Arc::new(TableThrottles::default()),
             status: Arc::new(LogStatus(log.clone())),
+            quotas: quotas.clone(),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(admin::serve(listener, deps, async {
@@ -318,6 +331,7 @@ impl Server {
             log,
             hot,
             auth,
+            quotas,
             stop,
             task,
         }
@@ -954,6 +968,43 @@ async fn campaign_commands_follow_the_life_cycle() {
     s.shut_down().await;
 }
 
+/// Uploads over REST draw on the same allowance as gRPC: what JSON and CSV uploads
+/// staged is gone from the tenant's quota.
+#[tokio::test]
+async fn rest_uploads_spend_the_tenants_api_quota() {
+    let s = Server::start().await;
+    s.tenant("metered").await;
+    let key = s.key("metered", &[Scope::Send, Scope::Read]).await;
+    let id = campaign(&s, "metered", &key).await;
+    let path = format!("/v1/tenants/metered/campaigns/{id}/recipients");
+    let r = s
+        .post(
+            &path,
+            &key,
+            json!([{"email": "a@example.org", "vars": {"first_name": "A"}},
+                   {"email": "b@example.org", "vars": {"first_name": "B"}},
+                   {"email": "c@example.org", "vars": {"first_name": "C"}}]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = s
+        .csv(
+            &path,
+            &key,
+            "email,first_name\nd@example.org,D\ne@example.org,E\n",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let metered = TenantId::parse("metered").unwrap();
+    let now = std::time::Instant::now();
+    assert!(
+        s.quotas.admit(&metered, 96, now).is_err(),
+        "5 of the burst of 100 were spent by the uploads"
+    );
+    assert!(s.quotas.admit(&metered, 95, now).is_ok());
+    s.shut_down().await;
+}
+
 #[tokio::test]
 async fn recipients_are_staged_from_json_and_csv_with_row_errors() {
     let s = Server::start().await;
@@ -1345,6 +1396,24 @@ async fn suppressions_are_added_listed_and_removed_in_store_and_hot_state() {
             {"email": "bob@example.org", "reason": "added by an operator"},
         ])
     );
+    assert_eq!(listed.body["next_after"], Value::Null);
+    // A page at a time, resuming after the last address of the one before.
+    let page = s
+        .get("/v1/tenants/acme/suppressions?limit=1", &reader)
+        .await;
+    assert_eq!(page.body["suppressions"][0]["email"], "ann@example.org");
+    assert_eq!(page.body["next_after"], "ann@example.org");
+    let page = s
+        .get(
+            "/v1/tenants/acme/suppressions?limit=1&after=ann@example.org",
+            &reader,
+        )
+        .await;
+    assert_eq!(page.body["suppressions"][0]["email"], "bob@example.org");
+    let bad = s
+        .get("/v1/tenants/acme/suppressions?limit=0", &reader)
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
     assert_eq!(s.delete(path, &key).await.status, StatusCode::NO_CONTENT);
     assert!(!s.hot.is_suppressed(&tenant, &ann).await.unwrap());
     assert!(!s.store.is_suppressed(&tenant, &ann).await.unwrap());

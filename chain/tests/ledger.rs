@@ -445,6 +445,15 @@ impl Store for HookedStore {
         self.inner.is_suppressed(tenant, email).await
     }
 
+    async fn suppression_page(
+        &self,
+        tenant: &TenantId,
+        after: Option<&EmailAddress>,
+        limit: usize,
+    ) -> Result<Vec<(EmailAddress, String)>, StoreError> {
+        self.inner.suppression_page(tenant, after, limit).await
+    }
+
     async fn suppressions(
         &self,
         tenant: &TenantId,

@@ -219,6 +219,10 @@ pub struct SmtpSection {
     /// "static" or "dns".
     pub resolver: String,
     pub mx_port: u16,
+    /// Connect to MX hosts on loopback or private addresses (off: refused, the
+    /// message bounces).
+    #[serde(default)]
+    pub allow_private_mx: bool,
     /// Source-IP pool of tenants not in `tenant_pools`; empty for none.
     pub default_pool: String,
     pub routes: BTreeMap<String, String>,

@@ -263,6 +263,7 @@ impl SmtpTransport {
             });
         let mut errors = Vec::new();
         let mut last_refusal = None;
+        let mut not_public = 0;
         for route in &routes {
             let pool = self.pool(route, source);
             let permit = Arc::clone(&pool.permits)
@@ -286,6 +287,7 @@ impl SmtpTransport {
                     Err(e) => {
                         warn!(peer = %pool.peer, error = %e, "smtp connection failed");
                         last_refusal = e.refusal().cloned();
+                        not_public += usize::from(e.is_not_public());
                         errors.push(e.to_string());
                         continue;
                     }
@@ -294,6 +296,19 @@ impl SmtpTransport {
             return self
                 .transact(message, &pool, permit, conn, reused, per_connection)
                 .await;
+        }
+        if not_public == routes.len() {
+            // The domain's DNS points only at loopback or private networks: that will
+            // not change by waiting, and connecting there is refused on purpose.
+            return DeliveryOutcome::Permanent {
+                reply: SmtpReply::new(
+                    550,
+                    format!(
+                        "5.4.4 the mail servers of {domain} are not on the public internet: {}",
+                        errors.join("; ")
+                    ),
+                ),
+            };
         }
         DeliveryOutcome::Transient {
             reply: last_refusal,

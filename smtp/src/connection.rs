@@ -113,6 +113,13 @@ impl SessionError {
         }
     }
 
+    /// Whether the route's host had only addresses a DNS route may not use.
+    pub(crate) fn is_not_public(&self) -> bool {
+        matches!(self, SessionError::Connect { source, .. }
+            if source.kind() == io::ErrorKind::PermissionDenied
+                && source.to_string().contains(NOT_PUBLIC))
+    }
+
     /// Whether this is how a server that dropped an idle connection shows up on the
     /// first command of the next transaction: EOF, reset or broken pipe.
     pub(crate) fn is_stale_connection(&self) -> bool {
@@ -204,14 +211,65 @@ pub(crate) struct Connection {
     command_timeout: Duration,
 }
 
+/// Whether `ip` is an address of the public internet: not loopback, private (RFC 1918,
+/// unique local), shared (CGNAT), link-local, unspecified, multicast, broadcast or
+/// documentation, including IPv4 addresses mapped into IPv6.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+        }
+    }
+}
+
+/// The error of a route whose host has no public address.
+pub(crate) const NOT_PUBLIC: &str = "resolves only to addresses that are not public";
+
 /// Opens the TCP connection, from `local` when given: every address of the host in
-/// the same family is tried in turn.
+/// the same family is tried in turn. A [`Route::public_only`] route (from DNS) is
+/// never connected to an address that is not public.
 async fn connect(route: &Route, local: Option<IpAddr>) -> io::Result<TcpStream> {
-    let Some(local) = local else {
+    if local.is_none() && !route.public_only {
         return TcpStream::connect((route.host.as_str(), route.port)).await;
-    };
+    }
     let mut last = None;
+    let mut refused = false;
     for addr in tokio::net::lookup_host((route.host.as_str(), route.port)).await? {
+        if route.public_only && !is_public(addr.ip()) {
+            refused = true;
+            continue;
+        }
+        let Some(local) = local else {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            }
+        };
         if addr.is_ipv4() != local.is_ipv4() {
             continue;
         }
@@ -227,13 +285,27 @@ async fn connect(route: &Route, local: Option<IpAddr>) -> io::Result<TcpStream> 
         }
     }
     Err(last.unwrap_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::AddrNotAvailable,
-            format!(
-                "{} has no address of the family of source address {local}",
-                route.host
-            ),
-        )
+        if refused {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} {NOT_PUBLIC} (loopback, private or reserved): not connected \
+                     (smtp.allow_private_mx)",
+                    route.host
+                ),
+            )
+        } else {
+            io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                match local {
+                    Some(local) => format!(
+                        "{} has no address of the family of source address {local}",
+                        route.host
+                    ),
+                    None => format!("{} has no address", route.host),
+                },
+            )
+        }
     }))
 }
 
@@ -653,10 +725,7 @@ mod tests {
 
     #[test]
     fn peer_names_bracket_ipv6_hosts() {
-        let r = |h: &str| Route {
-            host: h.into(),
-            port: 25,
-        };
+        let r = |h: &str| Route::new(h, 25);
         assert_eq!(peer_name(&r("mx.example.org")), "mx.example.org:25");
         assert_eq!(peer_name(&r("::1")), "[::1]:25");
     }

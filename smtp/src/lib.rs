@@ -31,6 +31,7 @@ mod stream;
 pub mod tls;
 
 pub use client::{SmtpClientParams, SmtpTransport};
+pub use connection::is_public;
 pub use dkim::{DkimAlgorithm, DkimError, DkimKey, DkimSigner};
 pub use dot::{UnstuffError, Unstuffer, dot_stuff, dot_unstuff};
 pub use limits::{Limit, Rate, Scope, ScopeKind, ThrottleTable, Throttles};

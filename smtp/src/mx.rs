@@ -66,6 +66,10 @@ pub struct MxOptions {
     /// Offer EDNS0 (RFC 6891) with a 1232-byte UDP payload, so answers of up to that
     /// size need no TCP retry; larger ones come truncated and are asked again over TCP.
     pub edns0: bool,
+    /// Connect to MX hosts whose addresses are loopback, private, link-local or
+    /// otherwise not public. Off: a recipient domain must not be able to point the
+    /// engine at the operator's own network.
+    pub allow_private: bool,
 }
 
 impl Default for MxOptions {
@@ -78,6 +82,7 @@ impl Default for MxOptions {
             // domains; an entry is one answer, a few hundred bytes.
             cache_size: 1024,
             edns0: true,
+            allow_private: false,
         }
     }
 }
@@ -190,6 +195,8 @@ fn classify(error: &DnsError) -> Failure {
 pub struct MxResolver {
     dns: TokioResolver,
     port: u16,
+    /// Routes are marked [`Route::public_only`] unless `allow_private`.
+    public_only: bool,
 }
 
 impl MxResolver {
@@ -201,6 +208,7 @@ impl MxResolver {
         Ok(MxResolver {
             dns: builder.build(),
             port: options.port,
+            public_only: !options.allow_private,
         })
     }
 
@@ -229,6 +237,7 @@ impl MxResolver {
         MxResolver {
             dns: builder.build(),
             port: options.port,
+            public_only: !options.allow_private,
         }
     }
 
@@ -260,7 +269,7 @@ impl MxResolver {
         if records.is_empty() {
             return self.implicit_mx(domain, &name).await;
         }
-        let routes = order(records, self.port);
+        let routes = order(records, self.port, self.public_only);
         if routes.is_empty() {
             // Every exchange is the root: a null MX. RFC 7505 allows only the single
             // record; a domain that also lists real hosts gets those (`order` drops
@@ -284,6 +293,7 @@ impl MxResolver {
             return Ok(vec![Route {
                 host: host_name(name),
                 port: self.port,
+                public_only: self.public_only,
             }]);
         }
         for (record, result) in [("A", &v4), ("AAAA", &v6)] {
@@ -344,7 +354,7 @@ fn host_name(name: &Name) -> String {
 
 /// MX records as routes: lowest preference first, equal preferences shuffled, each
 /// host once (at its best preference), root exchanges (null MX) left out.
-fn order(mut records: Vec<(u16, Name)>, port: u16) -> Vec<Route> {
+fn order(mut records: Vec<(u16, Name)>, port: u16, public_only: bool) -> Vec<Route> {
     records.shuffle(&mut rand::rng());
     // Stable: the shuffle decides the order within a preference.
     records.sort_by_key(|(preference, _)| *preference);
@@ -355,7 +365,11 @@ fn order(mut records: Vec<(u16, Name)>, port: u16) -> Vec<Route> {
         }
         let host = host_name(&exchange);
         if !routes.iter().any(|r| r.host == host) {
-            routes.push(Route { host, port });
+            routes.push(Route {
+                host,
+                port,
+                public_only,
+            });
         }
     }
     routes
@@ -428,10 +442,11 @@ mod tests {
                 (0, name(".")),
             ],
             2525,
+            true,
         );
         assert_eq!(hosts(&routes), ["a.example", "b.example"]);
-        assert!(routes.iter().all(|r| r.port == 2525));
-        assert!(order(vec![(0, Name::root())], 25).is_empty());
+        assert!(routes.iter().all(|r| r.port == 2525 && r.public_only));
+        assert!(order(vec![(0, Name::root())], 25, true).is_empty());
     }
 
     #[test]
@@ -443,7 +458,7 @@ mod tests {
         ];
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
-            let routes = order(records.clone(), 25);
+            let routes = order(records.clone(), 25, true);
             assert_eq!(routes[0].host, "first.example");
             seen.insert(hosts(&routes[1..]).join(","));
         }

@@ -54,10 +54,7 @@ pub fn parse_target(target: &str) -> Result<Route, RouteErrorReason> {
         .ok()
         .filter(|p| *p != 0)
         .ok_or_else(|| RouteErrorReason::BadPort(port.to_string()))?;
-    Ok(Route {
-        host: host.to_string(),
-        port,
-    })
+    Ok(Route::new(host, port))
 }
 
 /// A fixed routing table: exact domains first, then an optional default route.
@@ -145,10 +142,7 @@ mod tests {
     use super::*;
 
     fn route(host: &str, port: u16) -> Route {
-        Route {
-            host: host.into(),
-            port,
-        }
+        Route::new(host, port)
     }
 
     #[tokio::test]

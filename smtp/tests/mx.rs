@@ -34,10 +34,12 @@ fn name(s: &str) -> Name {
     Name::from_str(s).expect("valid test name")
 }
 
+/// A route a domain's MX (or address) gave: public addresses only.
 fn route(host: &str) -> Route {
     Route {
         host: host.into(),
         port: PORT,
+        public_only: true,
     }
 }
 
@@ -390,10 +392,7 @@ async fn static_routes_win_and_dns_routes_the_rest() {
     assert!(routing.consults_fallback());
     assert_eq!(
         routing.resolve("example.test").await,
-        Ok(vec![Route {
-            host: "relay.internal".into(),
-            port: 587
-        }]),
+        Ok(vec![Route::new("relay.internal", 587)]),
         "the table wins over the domain's MX"
     );
     assert_eq!(
@@ -417,7 +416,7 @@ async fn a_smart_host_means_dns_is_never_asked() {
     assert!(!routing.consults_fallback());
     assert_eq!(
         routing.resolve("example.test").await,
-        Ok(vec![route("smart.internal")])
+        Ok(vec![Route::new("smart.internal", PORT)])
     );
     drop((silent_udp, silent_tcp));
 }
@@ -434,7 +433,8 @@ async fn an_mx_route_is_connectable_the_way_the_transport_connects() {
         routes,
         vec![Route {
             host: "localhost".into(),
-            port: sink.addr().port()
+            port: sink.addr().port(),
+            public_only: true,
         }]
     );
     // connection.rs connects to (host, port) and lets the system resolve the host.
@@ -457,4 +457,92 @@ async fn builds_from_the_system_configuration() {
     // Only built: no lookup goes to the system's name servers from a test.
     let resolver = MxResolver::from_system_conf(&MxOptions::default()).expect("resolv.conf read");
     assert_eq!(resolver.port(), 25);
+}
+
+/// A recipient domain whose MX is `localhost` cannot make the engine connect to its
+/// own machine: the message bounces with 5.4.4 and the sink there sees nothing. With
+/// `allow_private` set by the operator, the same MX is used.
+#[tokio::test]
+async fn an_mx_on_a_private_address_is_refused_unless_allowed() {
+    use maily_engine::ports::{DeliveryOutcome, OutboundMessage, Transport};
+    use maily_engine::{EmailAddress, MessageId, TenantId};
+    use maily_smtp::{SmtpClientParams, SmtpTransport};
+    let sink = SmtpSink::start(SinkConfig::default())
+        .await
+        .expect("sink starts");
+    let dns = DnsServer::start().await;
+    let message = || OutboundMessage {
+        message_id: MessageId::new(),
+        tenant: TenantId::parse("acme").unwrap(),
+        mail_from: EmailAddress::parse("news@shop.example").unwrap(),
+        rcpt_to: EmailAddress::parse("ann@deliver.test").unwrap(),
+        data: b"Subject: hi\r\n\r\nhello\r\n".to_vec().into(),
+        guard: None,
+    };
+    let params = SmtpClientParams {
+        connect_timeout: GUARD,
+        command_timeout: GUARD,
+        ..SmtpClientParams::default()
+    };
+    let options = |allow_private| MxOptions {
+        port: sink.addr().port(),
+        allow_private,
+        ..options()
+    };
+    let refused = SmtpTransport::new(
+        Arc::new(MxResolver::with_nameservers_and_options(
+            &[dns.addr],
+            &options(false),
+        )),
+        params.clone(),
+    );
+    match refused.deliver(&message()).await {
+        DeliveryOutcome::Permanent { reply } => {
+            assert_eq!(reply.code, 550, "{reply}");
+            assert!(reply.to_string().contains("5.4.4"), "{reply}");
+            assert!(
+                reply.to_string().contains("not on the public internet"),
+                "{reply}"
+            );
+        }
+        other => panic!("delivered or deferred: {other:?}"),
+    }
+    assert_eq!(sink.accepted(), 0, "nothing reached the private address");
+    let allowed = SmtpTransport::new(
+        Arc::new(MxResolver::with_nameservers_and_options(
+            &[dns.addr],
+            &options(true),
+        )),
+        params,
+    );
+    assert!(matches!(
+        allowed.deliver(&message()).await,
+        DeliveryOutcome::Delivered { .. }
+    ));
+    sink.shutdown().await;
+}
+
+#[test]
+fn public_addresses_are_told_from_the_rest() {
+    use maily_smtp::is_public;
+    for private in [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.1.1",
+        "100.64.0.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "::1",
+        "fc00::1",
+        "fe80::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+    ] {
+        assert!(!is_public(private.parse().unwrap()), "{private}");
+    }
+    for public in ["8.8.8.8", "2a00:1450::1", "::ffff:8.8.8.8"] {
+        assert!(is_public(public.parse().unwrap()), "{public}");
+    }
 }

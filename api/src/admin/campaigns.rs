@@ -618,6 +618,8 @@ pub async fn recipients(
         while rows.peek().is_some() {
             let chunk: Vec<Row> = rows.by_ref().take(CHUNK).collect();
             let n = chunk.len() as u64;
+            // Over its quota (shared with gRPC), the tenant's upload waits here.
+            s.quotas.wait(&c.tenant, n as u32).await;
             let staged = s
                 .intake
                 .stage_from(&c, first, chunk)

@@ -497,6 +497,12 @@ impl RowSink for RecipientSink {
                 vars: self.columns.iter().cloned().zip(r.values).collect(),
             })
             .collect();
+        // Over its quota (shared with gRPC), the tenant's upload waits here, and the
+        // rest of the stream with it.
+        state
+            .quotas
+            .wait(&self.campaign.tenant, rows.len() as u32)
+            .await;
         // Numbered from 0, intake's row numbers index this batch.
         let staged = state
             .intake

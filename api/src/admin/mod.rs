@@ -77,6 +77,8 @@ pub struct AdminDeps {
     pub throttles: Arc<dyn ThrottleControl>,
     /// Partitions, leadership, restarts and queue depths of the engine.
     pub status: Arc<dyn EngineStatus>,
+    /// The tenants' allowances, shared with the gRPC API: uploads wait within them.
+    pub quotas: Arc<crate::quota::Quotas>,
 }
 
 /// Serves the admin API on `listener` until `shutdown` completes, then stops accepting
@@ -95,6 +97,7 @@ pub async fn serve(
         auth: deps.auth,
         throttles: deps.throttles,
         status: deps.status,
+        quotas: deps.quotas,
         runtime: tokio::runtime::Handle::current(),
     });
     // No OS signal handlers: `maily serve` orders the shutdown of every listener.
@@ -149,6 +152,7 @@ pub(crate) struct State {
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) throttles: Arc<dyn ThrottleControl>,
     pub(crate) status: Arc<dyn EngineStatus>,
+    pub(crate) quotas: Arc<crate::quota::Quotas>,
     /// The runtime of the caller of [`serve`], where the port calls run.
     runtime: tokio::runtime::Handle,
 }

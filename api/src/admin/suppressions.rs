@@ -7,12 +7,13 @@
 //! store let it go.
 
 use super::access::tenant_for;
-use super::contacts::path_email;
+use super::contacts::{DEFAULT_PAGE, MAX_PAGE, PageQuery, path_email};
 use super::extract::{Caller, is_json, parse_json, read_body};
 use super::problem::{self, Problem};
 use super::{State, no_content, ok, run};
 use crate::auth::Scope;
 use actix_web::{HttpRequest, HttpResponse, web};
+use maily_engine::EmailAddress;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use utoipa::{IntoParams, ToSchema};
@@ -43,10 +44,12 @@ pub struct Suppression {
     pub reason: String,
 }
 
-/// A tenant's suppression list.
+/// A page of a tenant's suppression list, ordered by address.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Suppressions {
     pub suppressions: Vec<Suppression>,
+    /// Pass as `after` for the next page; absent on the last one.
+    pub next_after: Option<String>,
 }
 
 /// Why an address is suppressed; the body may also be empty.
@@ -63,21 +66,41 @@ pub struct SuppressionInput {
     path = "/v1/tenants/{tenant}/suppressions",
     tag = "suppressions",
     operation_id = "listSuppressions",
-    params(super::tenants::TenantPath),
-    responses((status = 200, description = "The tenant's suppressed addresses", body = Suppressions))
+    params(super::tenants::TenantPath, PageQuery),
+    responses((status = 200, description = "A page of the tenant's suppressed addresses", body = Suppressions))
 )]
-/// Lists the tenant's suppressed addresses (`read`).
+/// Lists the tenant's suppressed addresses (`read`), a page at a time.
 pub async fn list(
     state: web::Data<State>,
     caller: Caller,
     path: web::Path<String>,
+    query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, Problem> {
     let tenant = path.into_inner();
+    let PageQuery { after, limit } = query.into_inner();
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Problem::bad_field(
+            "limit",
+            format!("must be 1 to {MAX_PAGE}"),
+        ));
+    }
+    let after = after
+        .map(|a| {
+            EmailAddress::parse(a.trim()).map_err(|e| Problem::bad_field("after", e.to_string()))
+        })
+        .transpose()?;
     let list = run(&state, move |s| async move {
         let tenant = tenant_for(&s, &caller.0, Scope::Read, &tenant).await?;
-        s.store.suppressions(&tenant).await.map_err(problem::store)
+        s.store
+            .suppression_page(&tenant, after.as_ref(), limit as usize)
+            .await
+            .map_err(problem::store)
     })
     .await?;
+    let next_after = (list.len() == limit as usize)
+        .then(|| list.last().map(|(e, _)| e.to_string()))
+        .flatten();
     Ok(ok(&Suppressions {
         suppressions: list
             .into_iter()
@@ -86,6 +109,7 @@ pub async fn list(
                 reason,
             })
             .collect(),
+        next_after,
     }))
 }
 

@@ -387,10 +387,7 @@ async fn send_maily(w: &Workload, port: u16, n: usize) -> Result<(Duration, Dura
         .map_err(|e| anyhow::anyhow!("{e:?}"))
         .context("maily: the tenant id")?;
     let watch = Stopwatch::start(libc::RUSAGE_SELF)?;
-    let routes = StaticRoutes::smart_host(Route {
-        host: "127.0.0.1".into(),
-        port,
-    });
+    let routes = StaticRoutes::smart_host(Route::new("127.0.0.1", port));
     let params = SmtpClientParams {
         helo_name: "localhost".into(),
         max_connections_per_route: w.concurrency,

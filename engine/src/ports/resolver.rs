@@ -7,6 +7,21 @@ use async_trait::async_trait;
 pub struct Route {
     pub host: String,
     pub port: u16,
+    /// Connect only to public addresses of `host`: set on routes a domain's DNS
+    /// chose (MX), so a recipient domain cannot point the engine at loopback or a
+    /// private network. Routes the operator configured are trusted.
+    pub public_only: bool,
+}
+
+impl Route {
+    /// A route the operator configured: any address of `host`.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Route {
+            host: host.into(),
+            port,
+            public_only: false,
+        }
+    }
 }
 
 /// Why a domain has no route.

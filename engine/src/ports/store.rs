@@ -391,6 +391,14 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
     ) -> Result<Vec<(EmailAddress, String)>, StoreError>;
 
+    /// Up to `limit` of a tenant's suppressions, ordered by address, after `after`.
+    async fn suppression_page(
+        &self,
+        tenant: &TenantId,
+        after: Option<&EmailAddress>,
+        limit: usize,
+    ) -> Result<Vec<(EmailAddress, String)>, StoreError>;
+
     /// Records a settled epoch with its offsets; an epoch settles once (else conflict).
     /// With a `fence` (the leader lease), nothing is written once the lease has changed
     /// hands ([`StoreError::Fenced`]).

@@ -444,6 +444,17 @@ pub async fn suppression_is_idempotent(store: &impl Store) {
     }
     assert!(store.unsuppress(&t, &addr("aNN@x.org")).await.unwrap());
     assert!(!store.is_suppressed(&t, &addr("ann@x.org")).await.unwrap());
+    // Pages in address order, resuming after the last one seen.
+    let first = store.suppression_page(&t, None, 1).await.unwrap();
+    assert_eq!(
+        first,
+        vec![(addr("a@x.org"), "bounce: userunknown".to_string())]
+    );
+    let rest = store
+        .suppression_page(&t, Some(&addr("A@x.org")), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest, vec![(addr("b@x.org"), "complaint".to_string())]);
     let other = TenantId::parse("other").unwrap();
     assert!(!store.is_suppressed(&other, &addr("a@x.org")).await.unwrap());
     let mut list = store.suppressions(&t).await.unwrap();

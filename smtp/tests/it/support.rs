@@ -31,10 +31,7 @@ pub fn message(from: &str, to: &str, data: &[u8]) -> OutboundMessage {
 }
 
 pub fn route(addr: SocketAddr) -> Route {
-    Route {
-        host: addr.ip().to_string(),
-        port: addr.port(),
-    }
+    Route::new(addr.ip().to_string(), addr.port())
 }
 
 pub fn params() -> SmtpClientParams {

@@ -385,6 +385,15 @@ impl Store for PostgresStore {
         catalog::is_suppressed(&self.pool, tenant, email).await
     }
 
+    async fn suppression_page(
+        &self,
+        tenant: &TenantId,
+        after: Option<&EmailAddress>,
+        limit: usize,
+    ) -> Result<Vec<(EmailAddress, String)>, StoreError> {
+        catalog::suppression_page(&self.pool, tenant, after, limit).await
+    }
+
     async fn suppressions(
         &self,
         tenant: &TenantId,

@@ -154,6 +154,32 @@ pub(super) async fn is_suppressed(
     Ok(row.is_some())
 }
 
+pub(super) async fn suppression_page(
+    pool: &SqlitePool,
+    tenant: &TenantId,
+    after: Option<&EmailAddress>,
+    limit: usize,
+) -> Result<Vec<(EmailAddress, String)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT email, reason FROM suppressions
+         WHERE tenant = ?1 AND (?2 IS NULL OR email > ?2)
+         ORDER BY email LIMIT ?3",
+    )
+    .bind(tenant.as_str())
+    .bind(after.map(|a| a.mailbox_key().to_string()))
+    .bind(limit.min(i64::MAX as usize) as i64)
+    .fetch_all(pool)
+    .await
+    .map_err(db_err)?;
+    rows.iter()
+        .map(|row| {
+            let key = format!("{tenant}/{}", raw_text(row, "email"));
+            let r = RowReader::new(row, "suppressions", key);
+            Ok((r.parse("email")?, r.get("reason")?))
+        })
+        .collect()
+}
+
 pub(super) async fn suppressions(
     pool: &SqlitePool,
     tenant: &TenantId,
