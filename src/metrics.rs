@@ -204,6 +204,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Tracking requests by kind (open, click, unsubscribe) and result.",
     ),
     (
+        "maily_tracking_events_dropped_total",
+        Kind::Counter,
+        "Opens and clicks answered but not recorded, by kind and reason (repeat, rate).",
+    ),
+    (
         "maily_event_feed_errors_total",
         Kind::Counter,
         "Failed reads of the API's event feed (retried).",

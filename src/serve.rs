@@ -245,6 +245,7 @@ fn start_tracking(
         log: ports.log.clone(),
         store: ports.store.clone(),
         hot: Some(ports.hot.clone()),
+        events_per_ip_per_minute: settings.tracking.events_per_ip_per_minute,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, deps, async {

@@ -10,6 +10,12 @@
 //!   Repeating it is harmless.
 //! - `GET /healthz`.
 //!
+//! Opens and clicks are answered every time, but recorded at most once per message
+//! (and link) within [`REPEAT_WINDOW`], and at most `events_per_ip_per_minute` from one
+//! client address a minute ([`TrackingDeps::events_per_ip_per_minute`]): a scanner or a
+//! script replaying a link cannot flood the event log. Analytics counts each message's
+//! open and click once anyway.
+//!
 //! A token that does not verify gets 400 and nothing is recorded. When the event log
 //! or the store fails the answer is 503, so the recipient (or their mail provider) can
 //! try again.
@@ -21,14 +27,16 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{App, HttpResponse, HttpServer, ResponseError, web};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use maily_engine::ports::{EventLog, HotState, Store};
 use maily_engine::records::{self, EventRecord, topics};
 use maily_engine::tracking::{TokenError, TokenKeys};
 use maily_engine::{CampaignId, EmailAddress, EventKind, MessageId, TenantId, Timestamp};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 /// The largest request body accepted (the unsubscribe POST); larger ones get 413.
@@ -41,6 +49,12 @@ pub const WORK_TIMEOUT: Duration = Duration::from_secs(10);
 const WORKERS: usize = 2;
 /// Seconds requests in flight get to finish once shutdown starts.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+/// Repeats of one message's open (or one link's click) within this are not recorded.
+pub const REPEAT_WINDOW: Duration = Duration::from_secs(600);
+/// The most opens and clicks remembered for [`REPEAT_WINDOW`]; beyond it the memory is
+/// cleared early, so a flood of distinct tokens cannot grow it.
+const MAX_REMEMBERED: usize = 100_000;
+
 /// Why the store lists an address suppressed by this listener.
 pub const SUPPRESSION_REASON: &str = "unsubscribed";
 
@@ -66,6 +80,65 @@ pub struct TrackingDeps {
     pub store: Arc<dyn Store>,
     /// Suppressed there too when given; a failure there is logged, the store has it.
     pub hot: Option<Arc<dyn HotState>>,
+    /// Opens and clicks recorded from one client address a minute (the peer of the
+    /// TCP connection: behind a proxy, the proxy's); 0 for no limit.
+    pub events_per_ip_per_minute: u32,
+}
+
+/// Which opens and clicks become events (see the module docs).
+struct Gate {
+    per_ip: u32,
+    state: Mutex<GateState>,
+}
+
+struct GateState {
+    minute: Instant,
+    from: HashMap<IpAddr, u32>,
+    window: Instant,
+    /// (message, 0 for the open or 1 + the link's index).
+    seen: HashSet<(MessageId, u32)>,
+}
+
+impl Gate {
+    fn new(per_ip: u32) -> Self {
+        let now = Instant::now();
+        Gate {
+            per_ip,
+            state: Mutex::new(GateState {
+                minute: now,
+                from: HashMap::new(),
+                window: now,
+                seen: HashSet::new(),
+            }),
+        }
+    }
+
+    /// Whether a hit on `what` from `ip` is recorded; `Err` names why not.
+    fn admit(&self, ip: Option<IpAddr>, what: (MessageId, u32)) -> Result<(), &'static str> {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if st.window.elapsed() >= REPEAT_WINDOW || st.seen.len() >= MAX_REMEMBERED {
+            st.window = Instant::now();
+            st.seen.clear();
+        }
+        if st.minute.elapsed() >= Duration::from_secs(60) {
+            st.minute = Instant::now();
+            st.from.clear();
+        }
+        if st.seen.contains(&what) {
+            return Err("repeat");
+        }
+        if self.per_ip > 0
+            && let Some(ip) = ip
+        {
+            let n = st.from.entry(ip).or_insert(0);
+            if *n >= self.per_ip {
+                return Err("rate");
+            }
+            *n += 1;
+        }
+        st.seen.insert(what);
+        Ok(())
+    }
 }
 
 /// Serves the tracking endpoints on `listener` until `shutdown` completes, then stops
@@ -81,6 +154,7 @@ pub async fn serve(
         log: deps.log,
         store: deps.store,
         hot: deps.hot,
+        gate: Gate::new(deps.events_per_ip_per_minute),
         runtime: tokio::runtime::Handle::current(),
     });
     // No OS signal handlers and no `shutdown_signal`: the latter stops the whole actix
@@ -127,6 +201,7 @@ struct State {
     log: Arc<dyn EventLog>,
     store: Arc<dyn Store>,
     hot: Option<Arc<dyn HotState>>,
+    gate: Gate,
     /// The runtime of the caller of [`serve`], where the port calls run.
     runtime: tokio::runtime::Handle,
 }
@@ -198,45 +273,73 @@ fn respond(kind: &'static str, result: Result<HttpResponse, Refusal>) -> HttpRes
     result.unwrap_or_else(|e| e.error_response())
 }
 
-async fn open(state: web::Data<State>, token: web::Path<String>) -> HttpResponse {
-    respond("open", open_inner(&state, &token).await)
+/// Whether this hit is recorded; counts the ones that are not.
+fn recorded(state: &State, req: &HttpRequest, kind: &'static str, what: (MessageId, u32)) -> bool {
+    match state.gate.admit(req.peer_addr().map(|a| a.ip()), what) {
+        Ok(()) => true,
+        Err(reason) => {
+            metrics::counter!("maily_tracking_events_dropped_total", "kind" => kind, "reason" => reason)
+                .increment(1);
+            false
+        }
+    }
 }
 
-async fn open_inner(state: &State, token: &str) -> Result<HttpResponse, Refusal> {
+async fn open(state: web::Data<State>, req: HttpRequest, token: web::Path<String>) -> HttpResponse {
+    respond("open", open_inner(&state, &req, &token).await)
+}
+
+async fn open_inner(
+    state: &State,
+    req: &HttpRequest,
+    token: &str,
+) -> Result<HttpResponse, Refusal> {
     let t = state.keys.verify_open(token)?;
-    let event = event(
-        t.message,
-        t.tenant,
-        t.campaign,
-        t.recipient,
-        EventKind::Opened,
-    );
-    let log = state.log.clone();
-    state
-        .run(async move { produce(&*log, &event).await })
-        .await?;
+    if recorded(state, req, "open", (t.message, 0)) {
+        let event = event(
+            t.message,
+            t.tenant,
+            t.campaign,
+            t.recipient,
+            EventKind::Opened,
+        );
+        let log = state.log.clone();
+        state
+            .run(async move { produce(&*log, &event).await })
+            .await?;
+    }
     Ok(HttpResponse::Ok()
         .content_type("image/gif")
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(PIXEL_GIF))
 }
 
-async fn click(state: web::Data<State>, token: web::Path<String>) -> HttpResponse {
-    respond("click", click_inner(&state, &token).await)
+async fn click(
+    state: web::Data<State>,
+    req: HttpRequest,
+    token: web::Path<String>,
+) -> HttpResponse {
+    respond("click", click_inner(&state, &req, &token).await)
 }
 
-async fn click_inner(state: &State, token: &str) -> Result<HttpResponse, Refusal> {
+async fn click_inner(
+    state: &State,
+    req: &HttpRequest,
+    token: &str,
+) -> Result<HttpResponse, Refusal> {
     let t = state.keys.verify_click(token)?;
     // `verify_click` checked the URL (http(s), a host, no control characters), so it
     // is a valid header value; refuse rather than panic should that ever change.
     let location = HeaderValue::from_str(&t.url)
         .map_err(|_| TokenError::Malformed("URL is not a valid header value"))?;
-    let kind = EventKind::Clicked { url: t.url };
-    let event = event(t.message, t.tenant, t.campaign, t.recipient, kind);
-    let log = state.log.clone();
-    state
-        .run(async move { produce(&*log, &event).await })
-        .await?;
+    if recorded(state, req, "click", (t.message, 1 + u32::from(t.link))) {
+        let kind = EventKind::Clicked { url: t.url };
+        let event = event(t.message, t.tenant, t.campaign, t.recipient, kind);
+        let log = state.log.clone();
+        state
+            .run(async move { produce(&*log, &event).await })
+            .await?;
+    }
     Ok(HttpResponse::Found()
         .insert_header((header::LOCATION, location))
         .insert_header((header::CACHE_CONTROL, "no-store"))

@@ -47,6 +47,7 @@ async fn start() -> Listener {
         log: log.clone(),
         store: store.clone(),
         hot: Some(hot.clone()),
+        events_per_ip_per_minute: 50,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(tracking::serve(listener, deps, async {
@@ -377,5 +378,34 @@ async fn health_and_unknown_paths() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    l.shut_down().await;
+}
+
+/// Replaying a link or loading a pixel again is answered every time but recorded once
+/// per message (and link); one address cannot record more than its allowance a minute
+/// (50 here), though every request is still answered.
+#[tokio::test]
+async fn repeats_and_floods_are_answered_but_not_recorded() {
+    let l = start().await;
+    let open = l.keys.sign_open(&open_token());
+    let click = l.keys.sign_click(&click_token(TARGET)).unwrap();
+    for _ in 0..5 {
+        assert_eq!(l.get(&format!("/o/{open}")).await.status(), StatusCode::OK);
+        assert_eq!(
+            l.get(&format!("/c/{click}")).await.status(),
+            StatusCode::FOUND
+        );
+    }
+    let events = l.events().await;
+    assert_eq!(events.len(), 2, "one open and one click: {events:?}");
+    for _ in 0..100 {
+        let open = l.keys.sign_open(&open_token());
+        assert_eq!(l.get(&format!("/o/{open}")).await.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        l.events().await.len(),
+        50,
+        "the address's allowance of 50 a minute"
+    );
     l.shut_down().await;
 }

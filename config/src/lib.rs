@@ -329,6 +329,13 @@ pub struct TrackingSection {
     pub listen: bool,
     /// Where the tracking listener listens (plain HTTP).
     pub bind: std::net::SocketAddr,
+    /// Opens and clicks recorded from one client address a minute; 0 for no limit.
+    #[serde(default = "tracking_events_per_ip")]
+    pub events_per_ip_per_minute: u32,
+}
+
+fn tracking_events_per_ip() -> u32 {
+    600
 }
 
 /// A retired tracking key.
