@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(smtp_reply dsn arf verp bounce)
+[ ${#targets[@]} -eq 0 ] && targets=(smtp_reply dsn arf verp bounce sink_session)
 # Keep fuzz builds away from the workspace's target directory.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/maily/fuzz-target}"
 for t in "${targets[@]}"; do

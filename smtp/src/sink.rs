@@ -14,6 +14,8 @@
 
 mod session;
 
+use crate::stream;
+
 use async_trait::async_trait;
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -511,6 +513,38 @@ impl SinkHandle {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&address.to_ascii_lowercase());
+    }
+
+    /// Runs one session as if a client at `peer` had sent `input` and then closed its
+    /// side, under the sink's limits; returns everything the sink answered. For tests
+    /// and fuzzing of the session: no socket is involved.
+    pub async fn converse(&self, peer: SocketAddr, input: &[u8]) -> Vec<u8> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let admitted = match self.shared.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(why) => return format!("421 {why}\r\n").into_bytes(),
+        };
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let session = tokio::spawn(session::serve_stream(
+            stream::Stream::Memory(server),
+            peer,
+            Arc::clone(&self.shared),
+            admitted,
+        ));
+        let (mut read, mut write) = tokio::io::split(client);
+        let writer = {
+            let input = input.to_vec();
+            tokio::spawn(async move {
+                // The session may stop reading (QUIT, too many errors): fine.
+                let _ = write.write_all(&input).await;
+                let _ = write.shutdown().await;
+            })
+        };
+        let mut out = Vec::new();
+        let _ = read.read_to_end(&mut out).await;
+        let _ = writer.await;
+        let _ = session.await;
+        out
     }
 
     /// Stops accepting, closes every open connection and waits until that is done.

@@ -42,14 +42,25 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     admitted: Admitted,
 ) {
-    let _admitted = admitted;
     // Replies are batched by hand; Nagle would only add latency.
     let _ = stream.set_nodelay(true);
+    serve_stream(Stream::Plain(stream), peer, shared, admitted).await;
+}
+
+/// Serves one session over `stream` (a connection, or an in-memory pipe for tests
+/// and fuzzing).
+pub(super) async fn serve_stream(
+    stream: Stream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    admitted: Admitted,
+) {
+    let _admitted = admitted;
     let deadline = shared.limits.session_timeout;
     let mut session = Session {
         shared,
         peer,
-        io: BufReader::new(Stream::Plain(stream)),
+        io: BufReader::new(stream),
         out: Vec::with_capacity(512),
         line: Vec::with_capacity(256),
         data: Vec::new(),

@@ -187,3 +187,76 @@ async fn shutdown_closes_connections_and_stops_listening() {
     assert!(c.closed().await, "open session is closed");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+mod session_input {
+    use crate::support::*;
+    use maily_smtp::{SinkConfig, SinkLimits};
+    use proptest::prelude::*;
+    use std::net::SocketAddr;
+
+    /// Bytes that look like a session often enough to reach every state: commands
+    /// (well and badly formed), data, dots, bare line ends and noise.
+    fn session_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"EHLO x\r\n".to_vec()),
+            Just(b"HELO x\r\n".to_vec()),
+            Just(b"MAIL FROM:<a@b.test> SIZE=99999999999\r\n".to_vec()),
+            Just(b"MAIL FROM:<>\r\n".to_vec()),
+            Just(b"RCPT TO:<c@d.test>\r\n".to_vec()),
+            Just(b"DATA\r\n".to_vec()),
+            Just(b"BDAT 10 LAST\r\n".to_vec()),
+            Just(b"STARTTLS\r\n".to_vec()),
+            Just(b"RSET\r\nNOOP\r\nVRFY x\r\n".to_vec()),
+            Just(b".\r\n".to_vec()),
+            Just(b"..\r\n\n.\n\r.\r".to_vec()),
+            Just(b"QUIT\r\n".to_vec()),
+            prop::collection::vec(any::<u8>(), 0..64),
+            "[ -~]{0,40}\r\n".prop_map(String::into_bytes),
+        ];
+        prop::collection::vec(piece, 0..24).prop_map(|p| p.concat())
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// Whatever a client sends, the session ends when the input does, never
+        /// panics, and answers in proportion to what it was sent.
+        #[test]
+        fn any_input_ends_the_session_with_bounded_answers(
+            input in prop_oneof![session_bytes(), prop::collection::vec(any::<u8>(), 0..4096)],
+        ) {
+            let rt = runtime();
+            let out = rt.block_on(async {
+                let sink = start_sink(SinkConfig {
+                    max_message_size: 1024,
+                    limits: SinkLimits {
+                        max_concurrent_messages: 1,
+                        ..SinkLimits::default()
+                    },
+                    ..SinkConfig::default()
+                })
+                .await;
+                let peer: SocketAddr = "192.0.2.7:2525".parse().unwrap();
+                let out = sink.converse(peer, &input).await;
+                assert_eq!(sink.open_connections(), 0, "the session was let go");
+                assert_eq!(sink.open_peers(), 0, "and its address forgotten");
+                out
+            });
+            let lines = input.iter().filter(|&&b| b == b'\n').count() + 1;
+            prop_assert!(out.starts_with(b"220 "), "{:?}", String::from_utf8_lossy(&out));
+            prop_assert!(
+                out.len() <= 1024 + 512 * lines,
+                "{} bytes answered to {} lines",
+                out.len(),
+                lines
+            );
+        }
+    }
+}
