@@ -160,6 +160,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
 
     let tenant = TenantId::parse("demo").expect("valid tenant");
     ports.store.upsert_tenant(&tenant, "Demo tenant").await?;
+    // The demo's sending domain, as an operator would verify it.
+    ports
+        .store
+        .add_domain(&maily_engine::ports::TenantDomain {
+            domain: maily_engine::Domain::parse("maily.example").expect("valid domain"),
+            tenant: tenant.clone(),
+            token: "operator".into(),
+            created_at: maily_engine::Timestamp::now(),
+            verified_at: Some(maily_engine::Timestamp::now()),
+        })
+        .await?;
     // Addresses that unsubscribed before: the sender skips them.
     for i in (0..args.recipients).filter(|i| i % 1499 == 7) {
         let a = EmailAddress::parse(&address(i)).expect("demo address");

@@ -47,10 +47,7 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
                 ports.store.clone(),
                 jwt_validator(&settings)?,
             )),
-            Arc::new(maily_api::Intake::new(
-                ports.log.clone(),
-                ports.store.clone(),
-            )),
+            Arc::new(intake(&settings, &ports)),
             Arc::new(quotas(&settings.grpc.quota)?),
         ))
     } else {
@@ -153,6 +150,16 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
 }
 
 type GrpcTask = tokio::task::JoinHandle<Result<(), maily_api::grpc::ServeError>>;
+
+/// The intake `[intake]` configures.
+pub fn intake(settings: &Settings, ports: &maily_actors::Ports) -> maily_api::Intake {
+    let intake = maily_api::Intake::new(ports.log.clone(), ports.store.clone());
+    if settings.intake.verified_domains_only {
+        intake
+    } else {
+        intake.any_sender_domain()
+    }
+}
 
 /// The JWT validator `[auth.jwt]` configures, if any.
 fn jwt_validator(settings: &Settings) -> anyhow::Result<Option<JwksValidator>> {

@@ -33,6 +33,7 @@ async fn campaign(
 ) -> maily_engine::Campaign {
     let tenant = TenantId::parse("acme").unwrap();
     store.upsert_tenant(&tenant, "Acme").await.unwrap();
+    maily_engine::testkit::sending_domain(store, &tenant, "shop.example").await;
     intake
         .create_campaign(NewCampaign {
             tenant,

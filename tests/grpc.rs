@@ -977,6 +977,8 @@ fn a_tenant_over_its_quota_is_told_to_wait_and_others_go_on() {
         let gamma = TenantId::parse("gamma").expect("tenant");
         for t in [&beta, &gamma] {
             h.ports.store.upsert_tenant(t, "T").await.expect("tenant");
+            let own = format!("{t}.example");
+            maily_engine::testkit::sending_domain(h.ports.store.as_ref(), t, &own).await;
         }
         // acme may hand in 5 messages a minute; gamma 2000 a second in bursts of
         // 100; beta is unlimited.
@@ -1004,8 +1006,12 @@ fn a_tenant_over_its_quota_is_told_to_wait_and_others_go_on() {
         let mut campaigns = HashMap::new();
         for t in [&h.tenant, &beta, &gamma] {
             let key = api_key(&h, t, &[Scope::Send, Scope::Read]).await;
+            let mut new = new_campaign("receipts");
+            if *t != h.tenant {
+                new.from = format!("news@{t}.example");
+            }
             let c = client
-                .create_campaign(authed(new_campaign("receipts"), &key))
+                .create_campaign(authed(new, &key))
                 .await
                 .expect("created")
                 .into_inner()

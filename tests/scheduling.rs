@@ -100,6 +100,7 @@ fn a_scheduled_campaign_starts_once_with_two_engine_processes() {
         let intake = Intake::new(ports.log.clone(), ports.store.clone());
         let tenant = TenantId::parse("acme").unwrap();
         ports.store.upsert_tenant(&tenant, "Acme").await.unwrap();
+        maily_engine::testkit::sending_domain(ports.store.as_ref(), &tenant, "shop.example").await;
         let campaign = intake
             .create_campaign(NewCampaign {
                 tenant,

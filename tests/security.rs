@@ -59,11 +59,22 @@ async fn campaign(
     template: Template,
     emails: &[String],
 ) -> Result<String, tonic::Status> {
+    campaign_from(client, key, "news@shop.example", template, emails).await
+}
+
+/// Like [`campaign`], From `from`.
+async fn campaign_from(
+    client: &mut CampaignServiceClient<Channel>,
+    key: &str,
+    from: &str,
+    template: Template,
+    emails: &[String],
+) -> Result<String, tonic::Status> {
     let created = client
         .create_campaign(authed(
             CreateCampaignRequest {
                 name: "adversarial".into(),
-                from: "news@shop.example".into(),
+                from: from.into(),
                 from_name: None,
                 template: Some(template),
                 tenant: String::new(),
@@ -347,7 +358,7 @@ fn costly_templates_are_refused_or_cut_off_and_others_mail_flows() {
                 text: Some(text.into()),
                 html: None,
             };
-            let err = campaign(&mut client, &evil, template, &one)
+            let err = campaign_from(&mut client, &evil, "news@evil.example", template, &one)
                 .await
                 .expect_err("refused at intake");
             assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
@@ -374,15 +385,27 @@ fn costly_templates_are_refused_or_cut_off_and_others_mail_flows() {
         for w in 0..workers {
             let emails: Vec<String> = (0..20).map(|i| format!("e{w}-{i}@example.com")).collect();
             spinning.push(
-                campaign(&mut client, &evil, spin.clone(), &emails)
-                    .await
-                    .expect("accepted"),
+                campaign_from(
+                    &mut client,
+                    &evil,
+                    "news@evil.example",
+                    spin.clone(),
+                    &emails,
+                )
+                .await
+                .expect("accepted"),
             );
         }
         let emails: Vec<String> = (0..200).map(|i| format!("g{i}@example.com")).collect();
-        let honest = campaign(&mut client, &good, plain("honest"), &emails)
-            .await
-            .expect("campaign");
+        let honest = campaign_from(
+            &mut client,
+            &good,
+            "news@good.example",
+            plain("honest"),
+            &emails,
+        )
+        .await
+        .expect("campaign");
         let s = finished(&mut client, &good, &honest, 200).await;
         assert_eq!(s.delivered, 200, "{s:?}");
         for id in &spinning {
@@ -473,5 +496,53 @@ fn idle_and_trickling_connections_cannot_exhaust_the_listener() {
             after.saturating_sub(before)
         );
         drop(held);
+    });
+}
+
+/// One tenant cannot send From another tenant's domain, nor from a domain nobody
+/// verified: intake refuses it over gRPC, naming the field and the domain.
+#[test]
+fn a_tenant_cannot_send_from_another_tenants_domain() {
+    run(async {
+        let (chaos, _) = engine("").await;
+        let acme = chaos.api_key().await;
+        let mallory = chaos.api_key_of("mallory").await;
+        let mut client = chaos.client().await;
+        let one = vec!["x@example.com".to_string()];
+        for from in [
+            "news@shop.example",
+            "billing@news.shop.example",
+            "news@unregistered.example",
+        ] {
+            let err = campaign_from(&mut client, &mallory, from, plain("phish"), &one)
+                .await
+                .expect_err("refused at intake");
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{from}: {err:?}");
+            assert!(
+                err.message().starts_with("from:")
+                    && err.message().contains("is not a sending domain"),
+                "{from}: {}",
+                err.message()
+            );
+        }
+        // Each sends From its own, and acme from a subdomain of its own too.
+        campaign_from(
+            &mut client,
+            &mallory,
+            "news@mallory.example",
+            plain("ok"),
+            &one,
+        )
+        .await
+        .expect("own domain");
+        campaign_from(
+            &mut client,
+            &acme,
+            "news@eu.shop.example",
+            plain("ok"),
+            &one,
+        )
+        .await
+        .expect("subdomain of its own");
     });
 }

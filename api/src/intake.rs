@@ -41,6 +41,9 @@ pub enum IntakeError {
     From(#[from] maily_engine::AddressError),
     #[error("from name holds a line break")]
     FromNameLineBreak,
+    /// The From address's domain is not a verified sending domain of the tenant.
+    #[error("from address: the domain {domain} {reason}")]
+    FromDomain { domain: String, reason: String },
     #[error("template: {0}")]
     Template(#[from] TemplateError),
     #[error("campaign {0} does not exist")]
@@ -152,6 +155,9 @@ pub enum SendOutcome {
 pub struct Intake {
     log: Arc<dyn EventLog>,
     store: Arc<dyn Store>,
+    /// Whether a campaign's From domain must be a verified sending domain of its
+    /// tenant (or below one).
+    verified_domains_only: bool,
 }
 
 /// A campaign to create.
@@ -165,14 +171,67 @@ pub struct NewCampaign {
 }
 
 impl Intake {
-    /// Intake over the given log and store.
+    /// Intake over the given log and store; campaigns send only From their tenant's
+    /// verified domains.
     pub fn new(log: Arc<dyn EventLog>, store: Arc<dyn Store>) -> Self {
-        Intake { log, store }
+        Intake {
+            log,
+            store,
+            verified_domains_only: true,
+        }
+    }
+
+    /// Lets campaigns send From any domain (a single-tenant installation that does
+    /// not register its domains: `[intake] verified_domains_only = false`).
+    pub fn any_sender_domain(mut self) -> Self {
+        self.verified_domains_only = false;
+        self
+    }
+
+    /// Refuses a From domain that is not a verified sending domain of `tenant`, or
+    /// below one.
+    async fn check_sender(
+        &self,
+        tenant: &TenantId,
+        from: &EmailAddress,
+    ) -> Result<(), IntakeError> {
+        if !self.verified_domains_only {
+            return Ok(());
+        }
+        let mut name = from.domain();
+        let mut pending = false;
+        loop {
+            if let Ok(domain) = maily_engine::Domain::parse(name)
+                && let Some(d) = self.store.domain(&domain).await?
+                && d.tenant == *tenant
+            {
+                if d.verified_at.is_some() {
+                    return Ok(());
+                }
+                pending = true;
+            }
+            match name.split_once('.') {
+                Some((_, parent)) if parent.contains('.') => name = parent,
+                _ => break,
+            }
+        }
+        Err(IntakeError::FromDomain {
+            domain: from.domain().to_string(),
+            reason: if pending {
+                "is not verified yet".into()
+            } else {
+                format!(
+                    "is not a sending domain of tenant {tenant}: register it \
+                     (POST /v1/tenants/{tenant}/domains) and have it verified"
+                )
+            },
+        })
     }
 
     /// Validates and stores a campaign.
     pub async fn create_campaign(&self, new: NewCampaign) -> Result<Campaign, IntakeError> {
         let campaign = self.check(new)?;
+        self.check_sender(&campaign.tenant, &campaign.from).await?;
         let state = CampaignState {
             status: CampaignStatus::Draft,
             scheduled_at: None,
@@ -233,6 +292,7 @@ impl Intake {
             });
         }
         let checked = self.check(new)?;
+        self.check_sender(&checked.tenant, &checked.from).await?;
         let campaign = Campaign { id, ..checked };
         if !self.store.update_campaign(&campaign).await? {
             return Err(IntakeError::UnknownCampaign(id));

@@ -342,10 +342,13 @@ impl Server {
         self.task.await.unwrap().expect("admin api stops cleanly");
     }
 
-    /// Stores a tenant.
+    /// Stores a tenant, with its verified sending domain: `shop.example` for acme,
+    /// `<id>.example` for the others.
     async fn tenant(&self, id: &str) -> TenantId {
         let t = TenantId::parse(id).unwrap();
         self.store.upsert_tenant(&t, id).await.unwrap();
+        maily_engine::testkit::sending_domain(self.store.as_ref(), &t, &sending_domain_of(id))
+            .await;
         t
     }
 
@@ -433,6 +436,15 @@ impl Server {
     }
 }
 
+/// The sending domain [`Server::tenant`] gives tenant `id`.
+fn sending_domain_of(id: &str) -> String {
+    if id == "acme" {
+        "shop.example".into()
+    } else {
+        format!("{id}.example")
+    }
+}
+
 fn campaign_input(name: &str) -> Value {
     json!({
         "name": name,
@@ -444,12 +456,10 @@ fn campaign_input(name: &str) -> Value {
 
 /// Creates a campaign of `tenant` with `key`; returns its id.
 async fn campaign(s: &Server, tenant: &str, key: &str) -> String {
+    let mut input = campaign_input("Spring sale");
+    input["from"] = json!(format!("news@{}", sending_domain_of(tenant)));
     let r = s
-        .post(
-            &format!("/v1/tenants/{tenant}/campaigns"),
-            key,
-            campaign_input("Spring sale"),
-        )
+        .post(&format!("/v1/tenants/{tenant}/campaigns"), key, input)
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     r.body["id"].as_str().unwrap().to_string()
@@ -1706,6 +1716,151 @@ async fn anchors_proofs_and_settlements() {
     assert_eq!(
         s.get("/v1/settlements/0", &operator).await.fields(),
         ["epoch"]
+    );
+    s.shut_down().await;
+}
+
+/// A tenant sends only From its own verified domains: another tenant's domain is
+/// refused at intake (422, field `from`), a registered one stays refused until an
+/// operator verified it, and a removed one is refused again. A domain belongs to one
+/// tenant, and only operators verify.
+#[tokio::test]
+async fn campaigns_send_only_from_the_tenants_verified_domains() {
+    let idp = start_idp().await;
+    let s = Server::start_with(Some(idp)).await;
+    s.tenant("acme").await;
+    s.tenant("beta").await;
+    let operator = rsa_key().sign(&claims(&["admin", "read", "send"], None));
+    let beta = s
+        .key("beta", &[Scope::Admin, Scope::Send, Scope::Read])
+        .await;
+    let create = |from: &str| {
+        let mut input = campaign_input("From test");
+        input["from"] = json!(from);
+        input
+    };
+    let refused = s
+        .post(
+            "/v1/tenants/beta/campaigns",
+            &beta,
+            create("news@shop.example"),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
+    assert_eq!(refused.fields(), ["from"], "{}", refused.text);
+    assert!(
+        refused
+            .text
+            .contains("is not a sending domain of tenant beta"),
+        "{}",
+        refused.text
+    );
+
+    // Acme's domain cannot be registered by beta either.
+    let taken = s
+        .post(
+            "/v1/tenants/beta/domains",
+            &beta,
+            json!({"domain": "shop.example"}),
+        )
+        .await;
+    assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.text);
+    let added = s
+        .post(
+            "/v1/tenants/beta/domains",
+            &beta,
+            json!({"domain": "Beta-Mail.example"}),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.text);
+    assert_eq!(added.body["domain"], "beta-mail.example");
+    assert_eq!(added.body["status"], "pending");
+    assert_eq!(added.body["dns"][0]["name"], "_maily.beta-mail.example");
+    assert!(
+        added.body["dns"][0]["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("maily-verification=")
+    );
+    let pending = s
+        .post(
+            "/v1/tenants/beta/campaigns",
+            &beta,
+            create("news@beta-mail.example"),
+        )
+        .await;
+    assert_eq!(
+        pending.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        pending.text
+    );
+    assert!(
+        pending.text.contains("not verified yet"),
+        "{}",
+        pending.text
+    );
+    let by_tenant = s
+        .post(
+            "/v1/tenants/beta/domains/beta-mail.example/verify",
+            &beta,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        by_tenant.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        by_tenant.text
+    );
+    let verified = s
+        .post(
+            "/v1/tenants/beta/domains/beta-mail.example/verify",
+            &operator,
+            json!({}),
+        )
+        .await;
+    assert_eq!(verified.status, StatusCode::OK, "{}", verified.text);
+    assert_eq!(verified.body["status"], "verified");
+    let sent = s
+        .post(
+            "/v1/tenants/beta/campaigns",
+            &beta,
+            create("news@beta-mail.example"),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.text);
+    let listed = s.get("/v1/tenants/beta/domains", &beta).await;
+    let names: Vec<&str> = listed.body["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["domain"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["beta-mail.example", "beta.example"]);
+    assert_eq!(
+        s.delete("/v1/tenants/beta/domains/beta-mail.example", &beta)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let removed = s
+        .post(
+            "/v1/tenants/beta/campaigns",
+            &beta,
+            create("news@beta-mail.example"),
+        )
+        .await;
+    assert_eq!(
+        removed.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        removed.text
     );
     s.shut_down().await;
 }

@@ -445,6 +445,43 @@ impl Store for HookedStore {
         self.inner.is_suppressed(tenant, email).await
     }
 
+    async fn add_domain(
+        &self,
+        domain: &maily_engine::ports::TenantDomain,
+    ) -> Result<(), StoreError> {
+        self.inner.add_domain(domain).await
+    }
+
+    async fn domain(
+        &self,
+        domain: &maily_engine::Domain,
+    ) -> Result<Option<maily_engine::ports::TenantDomain>, StoreError> {
+        self.inner.domain(domain).await
+    }
+
+    async fn domains(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<maily_engine::ports::TenantDomain>, StoreError> {
+        self.inner.domains(tenant).await
+    }
+
+    async fn verify_domain(
+        &self,
+        domain: &maily_engine::Domain,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.inner.verify_domain(domain, at).await
+    }
+
+    async fn remove_domain(
+        &self,
+        tenant: &TenantId,
+        domain: &maily_engine::Domain,
+    ) -> Result<bool, StoreError> {
+        self.inner.remove_domain(tenant, domain).await
+    }
+
     async fn suppression_page(
         &self,
         tenant: &TenantId,

@@ -40,6 +40,8 @@ pub struct Settings {
     pub inbound: InboundSection,
     pub grpc: GrpcSection,
     pub admin: AdminSection,
+    #[serde(default)]
+    pub intake: IntakeSection,
     pub metrics: MetricsSection,
     pub auth: AuthSection,
     pub sender: SenderSection,
@@ -474,6 +476,23 @@ pub struct MetricsSection {
     pub bind: std::net::SocketAddr,
     #[serde(with = "humantime_serde")]
     pub lag_interval: Duration,
+}
+
+/// `[intake]`: what campaigns the APIs accept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeSection {
+    /// A campaign's From domain must be a verified sending domain of its tenant (or
+    /// below one); off only for a single-tenant installation.
+    pub verified_domains_only: bool,
+}
+
+impl Default for IntakeSection {
+    fn default() -> Self {
+        IntakeSection {
+            verified_domains_only: true,
+        }
+    }
 }
 
 /// `[admin]`: the admin REST API for internal teams.

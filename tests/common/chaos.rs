@@ -377,6 +377,12 @@ flush_interval = "100ms"
             .upsert_tenant(&tenant, tenant.as_str())
             .await
             .expect("tenant");
+        // acme sends From shop.example; every tenant From <tenant>.example.
+        if tenant.as_str() == "acme" {
+            maily_engine::testkit::sending_domain(store.as_ref(), &tenant, "shop.example").await;
+        }
+        let own = format!("{tenant}.example");
+        maily_engine::testkit::sending_domain(store.as_ref(), &tenant, &own).await;
         let (record, plain) =
             keys::generate(&tenant, "chaos", &[Scope::Send, Scope::Read]).expect("key");
         store.create_api_key(&record).await.expect("key stored");

@@ -93,6 +93,7 @@ impl Harness {
             .upsert_tenant(&tenant, "Acme")
             .await
             .expect("tenant stored");
+        maily_engine::testkit::sending_domain(ports.store.as_ref(), &tenant, "shop.example").await;
         Harness {
             settings,
             intake: Intake::new(ports.log.clone(), ports.store.clone()),

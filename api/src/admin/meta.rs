@@ -145,6 +145,10 @@ impl Modify for Document {
                     "Tenants and their API keys (operators; a tenant's admins manage its keys)",
                 ),
                 (
+                    "domains",
+                    "Sending domains: a tenant sends only From its verified domains",
+                ),
+                (
                     "campaigns",
                     "Campaigns, their life-cycle commands, stats and recipients",
                 ),

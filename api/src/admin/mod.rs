@@ -25,6 +25,7 @@ mod campaigns;
 mod contacts;
 pub mod control;
 mod csv;
+mod domains;
 mod extract;
 mod import;
 mod ledger;
@@ -243,6 +244,9 @@ routes! {
     "/v1/tenants/{tenant}" { get => tenants::get, put => tenants::put }
     "/v1/tenants/{tenant}/api-keys" { get => tenants::list_keys, post => tenants::create_key }
     "/v1/tenants/{tenant}/api-keys/{key}" { delete => tenants::revoke_key }
+    "/v1/tenants/{tenant}/domains" { get => domains::list, post => domains::add }
+    "/v1/tenants/{tenant}/domains/{domain}" { delete => domains::remove }
+    "/v1/tenants/{tenant}/domains/{domain}/verify" { post => domains::verify }
     "/v1/tenants/{tenant}/campaigns" { get => campaigns::list, post => campaigns::create }
     "/v1/tenants/{tenant}/campaigns/{campaign}" { get => campaigns::get, put => campaigns::update }
     "/v1/tenants/{tenant}/campaigns/{campaign}/schedule" { post => campaigns::schedule }

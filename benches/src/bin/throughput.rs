@@ -342,6 +342,16 @@ impl Bench {
         let intake = Intake::new(ports.log.clone(), ports.store.clone());
         let tenant = tenant();
         ports.store.upsert_tenant(&tenant, "Bench").await?;
+        ports
+            .store
+            .add_domain(&maily_engine::ports::TenantDomain {
+                domain: maily_engine::Domain::parse(FROM_DOMAIN).expect("valid domain"),
+                tenant: tenant.clone(),
+                token: "operator".into(),
+                created_at: maily_engine::Timestamp::now(),
+                verified_at: Some(maily_engine::Timestamp::now()),
+            })
+            .await?;
         let k = self.args.campaigns;
         let mut campaigns = Vec::with_capacity(k);
         for c in 0..k {

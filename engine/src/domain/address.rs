@@ -178,6 +178,13 @@ impl fmt::Display for EmailAddress {
     }
 }
 
+impl std::str::FromStr for Domain {
+    type Err = DomainError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
 impl std::str::FromStr for EmailAddress {
     type Err = AddressError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

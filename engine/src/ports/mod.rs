@@ -18,6 +18,6 @@ pub use resolver::{ResolveError, Resolver, Route};
 pub use store::{
     AggregateBatch, ApiKeyRecord, ChainSubmission, Fence, IdempotentSend, Lease, LedgerEntry,
     MessageState, NewApiKey, Settlement, SettlementEntry, Store, StoreError, StoredOffset,
-    StoredProof, TenantRecord, Transition,
+    StoredProof, TenantDomain, TenantRecord, Transition,
 };
 pub use transport::{DeliveryOutcome, OutboundMessage, SendGuard, Transport};

@@ -195,6 +195,19 @@ pub struct NewApiKey {
     pub created_at: Timestamp,
 }
 
+/// A sending domain of a tenant: it may send From addresses there once verified. A
+/// domain belongs to one tenant at most.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantDomain {
+    pub domain: crate::Domain,
+    pub tenant: TenantId,
+    /// What the tenant publishes in DNS to prove it holds the domain.
+    pub token: String,
+    pub created_at: Timestamp,
+    /// When it was verified (by its DNS record or an operator); `None` while pending.
+    pub verified_at: Option<Timestamp>,
+}
+
 /// A stored API key, with when it was last used and whether it was revoked.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKeyRecord {
@@ -390,6 +403,30 @@ pub trait Store: Send + Sync + 'static {
         &self,
         tenant: &TenantId,
     ) -> Result<Vec<(EmailAddress, String)>, StoreError>;
+
+    /// Registers a sending domain; a domain some tenant already has is a conflict.
+    async fn add_domain(&self, domain: &TenantDomain) -> Result<(), StoreError>;
+
+    /// The registration of `domain`, whichever tenant holds it.
+    async fn domain(&self, domain: &crate::Domain) -> Result<Option<TenantDomain>, StoreError>;
+
+    /// A tenant's sending domains, by name.
+    async fn domains(&self, tenant: &TenantId) -> Result<Vec<TenantDomain>, StoreError>;
+
+    /// Marks `domain` verified at `at` (kept if it already was); false when no tenant
+    /// has it.
+    async fn verify_domain(
+        &self,
+        domain: &crate::Domain,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes `tenant`'s `domain`; false when the tenant does not have it.
+    async fn remove_domain(
+        &self,
+        tenant: &TenantId,
+        domain: &crate::Domain,
+    ) -> Result<bool, StoreError>;
 
     /// Up to `limit` of a tenant's suppressions, ordered by address, after `after`.
     async fn suppression_page(

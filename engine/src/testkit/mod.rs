@@ -15,7 +15,24 @@ pub mod hot;
 pub mod log;
 pub mod store;
 
-use crate::{Campaign, CampaignId, EmailAddress, TenantId, template::Template};
+use crate::ports::{Store, StoreError, TenantDomain};
+use crate::{Campaign, CampaignId, Domain, EmailAddress, TenantId, Timestamp, template::Template};
+
+/// Registers `domain` as a verified sending domain of `tenant` (harmless when it
+/// already is), so the tenant's campaigns may send From it.
+pub async fn sending_domain<S: Store + ?Sized>(store: &S, tenant: &TenantId, domain: &str) {
+    let record = TenantDomain {
+        domain: Domain::parse(domain).expect("valid domain"),
+        tenant: tenant.clone(),
+        token: "test".into(),
+        created_at: Timestamp::now(),
+        verified_at: Some(Timestamp::now()),
+    };
+    match store.add_domain(&record).await {
+        Ok(()) | Err(StoreError::Conflict(_)) => {}
+        Err(e) => panic!("registering {domain} for {tenant}: {e}"),
+    }
+}
 
 /// A campaign for contract tests.
 pub fn sample_campaign(tenant: &str) -> Campaign {

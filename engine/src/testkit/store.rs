@@ -46,6 +46,10 @@ macro_rules! store_contract {
                 suite::suppression_is_idempotent(&super::$make().await).await
             }
             #[tokio::test]
+            async fn a_sending_domain_belongs_to_one_tenant() {
+                suite::a_sending_domain_belongs_to_one_tenant(&super::$make().await).await
+            }
+            #[tokio::test]
             async fn epochs_settle_once() {
                 suite::epochs_settle_once(&super::$make().await).await
             }
@@ -466,6 +470,75 @@ pub async fn suppression_is_idempotent(store: &impl Store) {
             (addr("b@x.org"), "complaint".to_string())
         ]
     );
+}
+
+/// A domain is registered by one tenant only, starts pending, is verified once (the
+/// first time stays) and is removed only by its tenant.
+pub async fn a_sending_domain_belongs_to_one_tenant(store: &impl Store) {
+    use crate::Domain;
+    use crate::ports::TenantDomain;
+    let acme = TenantId::parse("acme").unwrap();
+    let beta = TenantId::parse("beta").unwrap();
+    store.upsert_tenant(&acme, "Acme").await.unwrap();
+    store.upsert_tenant(&beta, "Beta").await.unwrap();
+    let shop = Domain::parse("shop.example").unwrap();
+    let pending = TenantDomain {
+        domain: shop.clone(),
+        tenant: acme.clone(),
+        token: "maily-verify-0123".into(),
+        created_at: Timestamp(1_000),
+        verified_at: None,
+    };
+    store.add_domain(&pending).await.unwrap();
+    let taken = store
+        .add_domain(&TenantDomain {
+            tenant: beta.clone(),
+            ..pending.clone()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(taken, StoreError::Conflict(_)), "{taken}");
+    let unknown = store
+        .add_domain(&TenantDomain {
+            domain: Domain::parse("other.example").unwrap(),
+            tenant: TenantId::parse("nobody").unwrap(),
+            ..pending.clone()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(unknown, StoreError::InvalidRow { .. }),
+        "{unknown}"
+    );
+    assert_eq!(store.domain(&shop).await.unwrap(), Some(pending.clone()));
+    assert!(store.verify_domain(&shop, Timestamp(2_000)).await.unwrap());
+    assert!(store.verify_domain(&shop, Timestamp(3_000)).await.unwrap());
+    let verified = store.domain(&shop).await.unwrap().unwrap();
+    assert_eq!(verified.verified_at, Some(Timestamp(2_000)));
+    let news = Domain::parse("news.shop.example").unwrap();
+    store
+        .add_domain(&TenantDomain {
+            domain: news.clone(),
+            ..pending.clone()
+        })
+        .await
+        .unwrap();
+    let listed: Vec<Domain> = store
+        .domains(&acme)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.domain)
+        .collect();
+    assert_eq!(listed, vec![news.clone(), shop.clone()]);
+    assert!(store.domains(&beta).await.unwrap().is_empty());
+    assert!(
+        !store.remove_domain(&beta, &shop).await.unwrap(),
+        "not beta's"
+    );
+    assert!(store.remove_domain(&acme, &shop).await.unwrap());
+    assert_eq!(store.domain(&shop).await.unwrap(), None);
+    assert!(!store.verify_domain(&shop, Timestamp(4_000)).await.unwrap());
 }
 
 /// An epoch settles once, with its offsets; huge rewards survive.

@@ -44,6 +44,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "suppression_case",
         sql: include_str!("../../migrations/postgres/0005_suppression_case.sql"),
     },
+    Migration {
+        version: 6,
+        name: "tenant_domains",
+        sql: include_str!("../../migrations/postgres/0006_tenant_domains.sql"),
+    },
 ];
 
 /// First half of the advisory lock key ("maily" in ASCII, truncated to 31 bits);

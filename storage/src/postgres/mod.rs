@@ -17,6 +17,7 @@ mod analytics;
 mod api_keys;
 mod catalog;
 mod contacts;
+mod domains;
 mod flush;
 mod leases;
 mod ledger;
@@ -383,6 +384,43 @@ impl Store for PostgresStore {
         email: &EmailAddress,
     ) -> Result<bool, StoreError> {
         catalog::is_suppressed(&self.pool, tenant, email).await
+    }
+
+    async fn add_domain(
+        &self,
+        domain: &maily_engine::ports::TenantDomain,
+    ) -> Result<(), StoreError> {
+        domains::add_domain(&self.pool, domain).await
+    }
+
+    async fn domain(
+        &self,
+        domain: &maily_engine::Domain,
+    ) -> Result<Option<maily_engine::ports::TenantDomain>, StoreError> {
+        domains::domain(&self.pool, domain).await
+    }
+
+    async fn domains(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<maily_engine::ports::TenantDomain>, StoreError> {
+        domains::domains(&self.pool, tenant).await
+    }
+
+    async fn verify_domain(
+        &self,
+        domain: &maily_engine::Domain,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        domains::verify_domain(&self.pool, domain, at).await
+    }
+
+    async fn remove_domain(
+        &self,
+        tenant: &TenantId,
+        domain: &maily_engine::Domain,
+    ) -> Result<bool, StoreError> {
+        domains::remove_domain(&self.pool, tenant, domain).await
     }
 
     async fn suppression_page(

@@ -44,6 +44,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "suppression_case",
         sql: include_str!("../../migrations/sqlite/0006_suppression_case.sql"),
     },
+    Migration {
+        version: 7,
+        name: "tenant_domains",
+        sql: include_str!("../../migrations/sqlite/0007_tenant_domains.sql"),
+    },
 ];
 
 /// Applies every migration in `migrations` that `pool`'s database lacks.

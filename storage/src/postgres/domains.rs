@@ -1,0 +1,106 @@
+//! Tenants' sending domains: registered once (a domain belongs to one tenant),
+//! verified, listed, removed.
+
+use super::rows::{RowReader, db_err, is_kind, raw_text};
+use maily_engine::ports::{StoreError, TenantDomain};
+use maily_engine::{Domain, TenantId, Timestamp};
+use sqlx::PgPool;
+use sqlx::error::ErrorKind;
+use sqlx::postgres::PgRow;
+
+const SELECT_DOMAIN: &str =
+    "SELECT domain, tenant, token, created_at, verified_at FROM tenant_domains";
+
+fn domain_row(row: &PgRow) -> Result<TenantDomain, StoreError> {
+    let r = RowReader::new(row, "tenant_domains", raw_text(row, "domain"));
+    Ok(TenantDomain {
+        domain: r.parse("domain")?,
+        tenant: r.tenant("tenant")?,
+        token: r.get("token")?,
+        created_at: Timestamp(r.get("created_at")?),
+        verified_at: r.get::<Option<i64>>("verified_at")?.map(Timestamp),
+    })
+}
+
+pub(super) async fn add_domain(pool: &PgPool, d: &TenantDomain) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO tenant_domains (domain, tenant, token, created_at, verified_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(d.domain.as_str())
+    .bind(d.tenant.as_str())
+    .bind(&d.token)
+    .bind(d.created_at.0)
+    .bind(d.verified_at.map(|t| t.0))
+    .execute(pool)
+    .await
+    .map_err(|e| {
+        if is_kind(&e, ErrorKind::UniqueViolation) {
+            StoreError::Conflict(format!("domain {} is already registered", d.domain))
+        } else if is_kind(&e, ErrorKind::ForeignKeyViolation) {
+            StoreError::InvalidRow {
+                row: format!("domain {}", d.domain),
+                reason: format!("tenant {} does not exist", d.tenant),
+            }
+        } else {
+            db_err(e)
+        }
+    })?;
+    Ok(())
+}
+
+pub(super) async fn domain(
+    pool: &PgPool,
+    domain: &Domain,
+) -> Result<Option<TenantDomain>, StoreError> {
+    let row = sqlx::query(&format!("{SELECT_DOMAIN} WHERE domain = $1"))
+        .bind(domain.as_str())
+        .fetch_optional(pool)
+        .await
+        .map_err(db_err)?;
+    row.as_ref().map(domain_row).transpose()
+}
+
+pub(super) async fn domains(
+    pool: &PgPool,
+    tenant: &TenantId,
+) -> Result<Vec<TenantDomain>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "{SELECT_DOMAIN} WHERE tenant = $1 ORDER BY domain"
+    ))
+    .bind(tenant.as_str())
+    .fetch_all(pool)
+    .await
+    .map_err(db_err)?;
+    rows.iter().map(domain_row).collect()
+}
+
+pub(super) async fn verify_domain(
+    pool: &PgPool,
+    domain: &Domain,
+    at: Timestamp,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE tenant_domains SET verified_at = COALESCE(verified_at, $2) WHERE domain = $1",
+    )
+    .bind(domain.as_str())
+    .bind(at.0)
+    .execute(pool)
+    .await
+    .map_err(db_err)?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub(super) async fn remove_domain(
+    pool: &PgPool,
+    tenant: &TenantId,
+    domain: &Domain,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM tenant_domains WHERE tenant = $1 AND domain = $2")
+        .bind(tenant.as_str())
+        .bind(domain.as_str())
+        .execute(pool)
+        .await
+        .map_err(db_err)?;
+    Ok(done.rows_affected() > 0)
+}
