@@ -504,6 +504,7 @@ pub fn engine_settings(s: &Settings) -> anyhow::Result<EngineSettings> {
             in_flight_timeout: s.sender.in_flight_timeout,
             composer: composer(s)?,
             renderer: Arc::new(RenderPool::per_core()),
+            verified_domains_only: s.intake.verified_domains_only,
         },
         bounce_batch_size: s.bounce.batch_size,
         bounce_rules: bounce_rules(s)?,

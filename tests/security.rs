@@ -546,3 +546,78 @@ fn a_tenant_cannot_send_from_another_tenants_domain() {
         .expect("subdomain of its own");
     });
 }
+
+/// A campaign whose sending domain its tenant removed (over the admin API) after
+/// creating it sends nothing: each message is rejected with the reason.
+#[test]
+fn a_removed_domain_stops_the_campaigns_that_used_it() {
+    run(async {
+        let admin_port = free_port();
+        let (chaos, _) = engine(&format!(
+            "[admin]\nenabled = true\nbind = \"127.0.0.1:{admin_port}\"\n"
+        ))
+        .await;
+        let send = chaos.api_key_of("mallory").await;
+        let admin = chaos
+            .key_of("mallory", &[maily_api::auth::Scope::Admin])
+            .await;
+        let mut client = chaos.client().await;
+        let emails: Vec<String> = (0..20).map(|i| format!("m{i}@example.com")).collect();
+        let created = client
+            .create_campaign(authed(
+                CreateCampaignRequest {
+                    name: "later".into(),
+                    from: "news@mallory.example".into(),
+                    from_name: None,
+                    template: Some(plain("later")),
+                    tenant: String::new(),
+                },
+                &send,
+            ))
+            .await
+            .expect("created")
+            .into_inner()
+            .campaign
+            .expect("campaign");
+        client
+            .upload_recipients(authed(
+                futures::stream::iter([UploadRecipientsRequest {
+                    campaign_id: created.id.clone(),
+                    recipients: emails
+                        .iter()
+                        .map(|e| Recipient {
+                            email: e.clone(),
+                            variables: BTreeMap::from([(
+                                "first_name".to_string(),
+                                "Ann".to_string(),
+                            )]),
+                        })
+                        .collect(),
+                }]),
+                &send,
+            ))
+            .await
+            .expect("uploaded");
+        let http = reqwest::Client::new();
+        let removed = http
+            .delete(format!(
+                "http://127.0.0.1:{admin_port}/v1/tenants/mallory/domains/mallory.example"
+            ))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .expect("admin API answers");
+        assert_eq!(removed.status(), 204, "{}", removed.text().await.unwrap());
+        command(&mut client, &send, &created.id, "start").await;
+        let s = finished(&mut client, &send, &created.id, 20).await;
+        assert_eq!((s.rejected, s.delivered), (20, 0), "{s:?}");
+        assert!(
+            chaos
+                .sink
+                .received()
+                .iter()
+                .all(|m| !m.rcpt_to.iter().any(|r| emails.contains(r))),
+            "nothing went out From the removed domain"
+        );
+    });
+}

@@ -19,7 +19,9 @@ use crate::worker::{Step, Worker};
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use maily_engine::bounce::SmtpReply;
-use maily_engine::ports::{Claim, DeliveryOutcome, Fence, OutboundMessage, StoreError};
+use maily_engine::ports::{
+    Claim, DeliveryOutcome, Fence, OutboundMessage, SenderDomain, StoreError,
+};
 use maily_engine::records::{EventRecord, InboundRecord, SendRecord, topics};
 use maily_engine::template::{CompiledTemplate, Rendered};
 use maily_engine::{
@@ -55,6 +57,9 @@ pub struct SenderSettings {
     pub composer: Composer,
     /// Where templates are rendered: off the runtime's workers, a few at a time.
     pub renderer: Arc<RenderPool>,
+    /// A campaign's From domain must (still) be a verified domain of its tenant
+    /// (`[intake] verified_domains_only`).
+    pub verified_domains_only: bool,
 }
 
 /// Renders templates on the blocking pool, at most `threads` at once, so a costly
@@ -106,6 +111,8 @@ impl RenderPool {
 struct Plan {
     campaign: Campaign,
     template: CompiledTemplate,
+    /// Why its messages may not go out (its From domain is no longer the tenant's).
+    refused: Option<String>,
 }
 
 /// How long a loaded campaign is used before it is read again, so a changed template
@@ -177,7 +184,27 @@ impl SenderWorker {
             .with_context(|| format!("loading campaign {id}"))?;
         let plan = match campaign {
             Some(campaign) => match CompiledTemplate::compile(&campaign.template) {
-                Ok(template) => Some(Arc::new(Plan { campaign, template })),
+                Ok(template) => {
+                    // Checked at intake, and again here: a domain removed (or taken
+                    // from the tenant) after the campaign was created stops its mail.
+                    let refused = if self.settings.verified_domains_only {
+                        SenderDomain::of(
+                            self.ports.store.as_ref(),
+                            &campaign.tenant,
+                            campaign.from.domain(),
+                        )
+                        .await
+                        .with_context(|| format!("checking the sending domain of campaign {id}"))?
+                        .refusal(&campaign.tenant, campaign.from.domain())
+                    } else {
+                        None
+                    };
+                    Some(Arc::new(Plan {
+                        campaign,
+                        template,
+                        refused,
+                    }))
+                }
                 Err(e) => {
                     tracing::warn!(campaign = %id, error = %e, "campaign template does not compile");
                     None
@@ -456,6 +483,14 @@ async fn process(
         );
         return Ok(vec![event(&rec, EventKind::Rejected { reason })]);
     };
+    if let Some(reason) = &plan.refused {
+        return Ok(vec![event(
+            &rec,
+            EventKind::Rejected {
+                reason: reason.clone(),
+            },
+        )]);
+    }
     let recipient = Recipient {
         email: rec.recipient.clone(),
         vars: rec.vars.clone(),
@@ -670,6 +705,7 @@ mod tests {
             in_flight_timeout: Duration::from_secs(60),
             composer: Composer::default(),
             renderer: Arc::new(RenderPool::per_core()),
+            verified_domains_only: false,
         }
     }
 

@@ -42,7 +42,7 @@ pub enum IntakeError {
     #[error("from name holds a line break")]
     FromNameLineBreak,
     /// The From address's domain is not a verified sending domain of the tenant.
-    #[error("from address: the domain {domain} {reason}")]
+    #[error("from address: {reason}")]
     FromDomain { domain: String, reason: String },
     #[error("template: {0}")]
     Template(#[from] TemplateError),
@@ -198,34 +198,16 @@ impl Intake {
         if !self.verified_domains_only {
             return Ok(());
         }
-        let mut name = from.domain();
-        let mut pending = false;
-        loop {
-            if let Ok(domain) = maily_engine::Domain::parse(name)
-                && let Some(d) = self.store.domain(&domain).await?
-                && d.tenant == *tenant
-            {
-                if d.verified_at.is_some() {
-                    return Ok(());
-                }
-                pending = true;
-            }
-            match name.split_once('.') {
-                Some((_, parent)) if parent.contains('.') => name = parent,
-                _ => break,
-            }
+        let status =
+            maily_engine::ports::SenderDomain::of(self.store.as_ref(), tenant, from.domain())
+                .await?;
+        match status.refusal(tenant, from.domain()) {
+            None => Ok(()),
+            Some(reason) => Err(IntakeError::FromDomain {
+                domain: from.domain().to_string(),
+                reason,
+            }),
         }
-        Err(IntakeError::FromDomain {
-            domain: from.domain().to_string(),
-            reason: if pending {
-                "is not verified yet".into()
-            } else {
-                format!(
-                    "is not a sending domain of tenant {tenant}: register it \
-                     (POST /v1/tenants/{tenant}/domains) and have it verified"
-                )
-            },
-        })
     }
 
     /// Validates and stores a campaign.

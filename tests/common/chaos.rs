@@ -369,6 +369,12 @@ flush_interval = "100ms"
 
     /// Like [`Chaos::api_key`], for the tenant `tenant`.
     pub async fn api_key_of(&self, tenant: &str) -> String {
+        self.key_of(tenant, &[Scope::Send, Scope::Read]).await
+    }
+
+    /// A key of `tenant` with `scopes` (the tenant and its domains as
+    /// [`Chaos::api_key_of`] sets them up).
+    pub async fn key_of(&self, tenant: &str, scopes: &[Scope]) -> String {
         let store = maily::wiring::open_store(&self.settings)
             .await
             .expect("store opens");
@@ -383,8 +389,7 @@ flush_interval = "100ms"
         }
         let own = format!("{tenant}.example");
         maily_engine::testkit::sending_domain(store.as_ref(), &tenant, &own).await;
-        let (record, plain) =
-            keys::generate(&tenant, "chaos", &[Scope::Send, Scope::Read]).expect("key");
+        let (record, plain) = keys::generate(&tenant, "chaos", scopes).expect("key");
         store.create_api_key(&record).await.expect("key stored");
         plain.into_string()
     }

@@ -341,9 +341,7 @@ pub fn intake(e: IntakeError) -> Problem {
         IntakeError::Name(reason) => Problem::invalid("name", reason),
         IntakeError::From(e) => Problem::invalid("from", format!("not a valid address: {e}")),
         IntakeError::FromNameLineBreak => Problem::invalid("from_name", "holds a line break"),
-        IntakeError::FromDomain { domain, reason } => {
-            Problem::invalid("from", format!("the domain {domain} {reason}"))
-        }
+        IntakeError::FromDomain { reason, .. } => Problem::invalid("from", reason),
         IntakeError::Template(TemplateError::NoBody) => {
             Problem::invalid("template", "needs a text or an HTML part")
         }

@@ -41,9 +41,7 @@ pub(crate) fn intake(e: IntakeError) -> Status {
         IntakeError::Name(reason) => bad_request("name", reason),
         IntakeError::From(e) => bad_request("from", format!("not a valid address: {e}")),
         IntakeError::FromNameLineBreak => bad_request("from_name", "holds a line break"),
-        IntakeError::FromDomain { domain, reason } => {
-            bad_request("from", format!("the domain {domain} {reason}"))
-        }
+        IntakeError::FromDomain { reason, .. } => bad_request("from", reason),
         IntakeError::Template(TemplateError::NoBody) => {
             bad_request("template", "needs a text or an HTML part")
         }

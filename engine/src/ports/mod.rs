@@ -17,7 +17,7 @@ pub use log::{EventLog, KeyedPayload, LogError, Record};
 pub use resolver::{ResolveError, Resolver, Route};
 pub use store::{
     AggregateBatch, ApiKeyRecord, ChainSubmission, Fence, IdempotentSend, Lease, LedgerEntry,
-    MessageState, NewApiKey, Settlement, SettlementEntry, Store, StoreError, StoredOffset,
-    StoredProof, TenantDomain, TenantRecord, Transition,
+    MessageState, NewApiKey, SenderDomain, Settlement, SettlementEntry, Store, StoreError,
+    StoredOffset, StoredProof, TenantDomain, TenantRecord, Transition,
 };
 pub use transport::{DeliveryOutcome, OutboundMessage, SendGuard, Transport};

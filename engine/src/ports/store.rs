@@ -208,6 +208,61 @@ pub struct TenantDomain {
     pub verified_at: Option<Timestamp>,
 }
 
+/// Whether `tenant` may send From `domain`: the closest of `domain` and its parents
+/// that the tenant registered decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SenderDomain {
+    Verified,
+    /// Registered by the tenant, not verified yet.
+    Pending,
+    /// Neither it nor a parent is the tenant's.
+    NotOwned,
+}
+
+impl SenderDomain {
+    /// Looks `domain` and its parents up in `store` for `tenant`.
+    pub async fn of<S: Store + ?Sized>(
+        store: &S,
+        tenant: &TenantId,
+        domain: &str,
+    ) -> Result<SenderDomain, StoreError> {
+        let mut name = domain;
+        let mut pending = false;
+        loop {
+            if let Ok(d) = crate::Domain::parse(name)
+                && let Some(found) = store.domain(&d).await?
+                && found.tenant == *tenant
+            {
+                if found.verified_at.is_some() {
+                    return Ok(SenderDomain::Verified);
+                }
+                pending = true;
+            }
+            match name.split_once('.') {
+                Some((_, parent)) if parent.contains('.') => name = parent,
+                _ => break,
+            }
+        }
+        Ok(if pending {
+            SenderDomain::Pending
+        } else {
+            SenderDomain::NotOwned
+        })
+    }
+
+    /// Why a campaign may not send From `domain` of `tenant`, if it may not.
+    pub fn refusal(&self, tenant: &TenantId, domain: &str) -> Option<String> {
+        match self {
+            SenderDomain::Verified => None,
+            SenderDomain::Pending => Some(format!("the domain {domain} is not verified yet")),
+            SenderDomain::NotOwned => Some(format!(
+                "the domain {domain} is not a sending domain of tenant {tenant}: register it \
+                 (POST /v1/tenants/{tenant}/domains) and have it verified"
+            )),
+        }
+    }
+}
+
 /// A stored API key, with when it was last used and whether it was revoked.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKeyRecord {
