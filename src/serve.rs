@@ -10,6 +10,9 @@ use tracing::info;
 
 /// Runs the engine until SIGINT or SIGTERM, then shuts down gracefully.
 pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
+    // First of all, so a SIGTERM or SIGINT during start-up (a deploy rolling on) is
+    // taken too: the engine shuts down gracefully once it has started.
+    let mut signals = Signals::install()?;
     let settings = Settings::load(config).context("loading configuration")?;
     // Before anything records, so no early figure is lost.
     if settings.metrics.enabled {
@@ -87,7 +90,7 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     info!(partitions = settings.engine.partitions, store = %settings.store.path, "maily serving");
     // Until a signal, answer the admin API's status requests (the engine handle stays on
     // this thread).
-    let signal = wait_for_signal();
+    let signal = signals.wait();
     tokio::pin!(signal);
     loop {
         let answered = async {
@@ -269,12 +272,27 @@ pub async fn migrate(config: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT"),
-        _ = term.recv() => Ok(()),
+/// SIGTERM and SIGINT, caught from the moment they are installed (a signal that
+/// arrives before [`Signals::wait`] is kept for it).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    async fn wait(&mut self) -> anyhow::Result<()> {
+        tokio::select! {
+            _ = self.term.recv() => Ok(()),
+            _ = self.int.recv() => Ok(()),
+        }
     }
 }
 

@@ -396,11 +396,16 @@ flush_interval = "100ms"
 
     /// Applies one fault (`victim` for the faults that strike one process) and returns
     /// once everything it stopped runs again.
-    pub async fn strike(&mut self, kind: Fault, victim: usize) {
+    /// Returns when the restart (or the thaw) happened and the sink's count then.
+    pub async fn strike(&mut self, kind: Fault, victim: usize) -> (Instant, u64) {
+        let now = |sink: &SinkHandle| (Instant::now(), sink.accepted());
         match kind {
             Fault::RestartOne => {
                 self.stop(victim);
                 self.spawn(victim);
+                let at = now(&self.sink);
+                self.ready(victim).await;
+                at
             }
             Fault::RestartAll => {
                 for i in 0..self.procs.len() {
@@ -409,6 +414,11 @@ flush_interval = "100ms"
                 for i in 0..self.procs.len() {
                     self.spawn(i);
                 }
+                let at = now(&self.sink);
+                for i in 0..self.procs.len() {
+                    self.ready(i).await;
+                }
+                at
             }
             Fault::RestartBroker => {
                 let old = self.broker.take().expect("a broker of the run's own");
@@ -416,6 +426,7 @@ flush_interval = "100ms"
                 drop(old);
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 self.broker = Some(Broker::restart(port, self.dir.path(), "broker-2.log"));
+                now(&self.sink)
             }
             Fault::Freeze => {
                 let p = self.procs[victim].as_ref().expect("process running");
@@ -423,7 +434,24 @@ flush_interval = "100ms"
                 let ttl = self.settings.ownership.lease_ttl;
                 tokio::time::sleep(ttl + Duration::from_secs(3)).await;
                 p.signal("CONT");
+                now(&self.sink)
             }
+        }
+    }
+
+    /// Waits until process `i` answers on its gRPC port (it has started).
+    pub async fn ready(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.ports[i]))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "m{i} never answered gRPC:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -596,9 +624,8 @@ pub async fn run_plan(plan: Plan) -> Report {
         let victim = (first_victim + k) % plan.processes;
         let kind = plan.kinds[(first_kind + k) % plan.kinds.len()];
         let at_sink = chaos.sink.accepted();
-        chaos.strike(kind, victim).await;
-        last_restart = Instant::now();
-        let before = chaos.sink.accepted();
+        let (restarted, before) = chaos.strike(kind, victim).await;
+        last_restart = restarted;
         let left_at_restart = n.saturating_sub(receipts(&chaos.sink).len() as u64);
         let mut first = None;
         while Instant::now() < last_restart + plan.settle {
