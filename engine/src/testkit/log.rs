@@ -245,26 +245,28 @@ pub async fn fetch_reads_again_and_moves_back(log: &impl EventLog) {
     }
 }
 
-/// A backlog larger than an adapter's read-ahead, read in fetches that take all there
-/// is (an analytics actor catching up after a restart), arrives whole and in order.
-pub async fn a_backlog_is_read_to_the_end_in_large_fetches(log: &impl EventLog) {
-    log.ensure_topic("backlog", 1).await.expect("create topic");
-    let n = 9_000u64;
-    for chunk in 0..9u64 {
-        let records = (0..1_000u64)
-            .map(|i| (b"k".to_vec(), (chunk * 1_000 + i).to_be_bytes().to_vec()))
+/// Produces `n` records (payload: the big-endian index) to partition 0 of `topic`.
+async fn produce_numbered(log: &impl EventLog, topic: &str, n: u64) {
+    for chunk in 0..n.div_ceil(1_000) {
+        let records = (chunk * 1_000..((chunk + 1) * 1_000).min(n))
+            .map(|i| (b"k".to_vec(), i.to_be_bytes().to_vec()))
             .collect();
-        log.produce("backlog", records).await.expect("produce");
+        log.produce(topic, records).await.expect("produce");
     }
+}
+
+/// Reads partition 0 of `topic` from 0 to `n` in fetches of up to `max`, checking
+/// every record arrives once and in order.
+async fn read_numbered(log: &impl EventLog, topic: &str, n: u64, max: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut next = 0u64;
     while next < n {
         assert!(
             std::time::Instant::now() < deadline,
-            "stuck at {next} of {n}"
+            "stuck at {next} of {n} in {topic}"
         );
         let got = log
-            .fetch("backlog", 0, next, 5_000, Duration::from_millis(500))
+            .fetch(topic, 0, next, max, Duration::from_millis(500))
             .await
             .expect("fetch");
         for r in got {
@@ -275,18 +277,20 @@ pub async fn a_backlog_is_read_to_the_end_in_large_fetches(log: &impl EventLog) 
     }
 }
 
+/// A backlog larger than an adapter's read-ahead, read in fetches that take all there
+/// is (an analytics actor catching up after a restart), arrives whole and in order.
+pub async fn a_backlog_is_read_to_the_end_in_large_fetches(log: &impl EventLog) {
+    log.ensure_topic("backlog", 1).await.expect("create topic");
+    produce_numbered(log, "backlog", 9_000).await;
+    read_numbered(log, "backlog", 9_000, 5_000).await;
+}
+
 /// A reader that fell behind a large backlog (its adapter's read-ahead full) and is
 /// then moved back to an earlier offset (a partition taken over by a new actor, which
 /// resumes from the position stored with its aggregates) reads on from there to the end.
 pub async fn a_slow_reader_moved_back_reads_on(log: &impl EventLog) {
     log.ensure_topic("moved", 1).await.expect("create topic");
-    let n = 9_000u64;
-    for chunk in 0..9u64 {
-        let records = (0..1_000u64)
-            .map(|i| (b"k".to_vec(), (chunk * 1_000 + i).to_be_bytes().to_vec()))
-            .collect();
-        log.produce("moved", records).await.expect("produce");
-    }
+    produce_numbered(log, "moved", 9_000).await;
     let first = log
         .fetch("moved", 0, 0, 100, Duration::from_secs(10))
         .await
@@ -298,23 +302,7 @@ pub async fn a_slow_reader_moved_back_reads_on(log: &impl EventLog) {
         .expect("fetch");
     // A slow reader: the adapter reads ahead meanwhile, as far as it will.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut next = 0u64;
-    while next < n {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "stuck at {next} of {n} after moving back"
-        );
-        let got = log
-            .fetch("moved", 0, next, 1_000, Duration::from_millis(500))
-            .await
-            .expect("fetch");
-        for r in got {
-            assert_eq!(r.offset, next);
-            assert_eq!(r.payload, next.to_be_bytes());
-            next += 1;
-        }
-    }
+    read_numbered(log, "moved", 9_000, 1_000).await;
 }
 
 /// Committed offsets are per group.
