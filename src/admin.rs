@@ -249,6 +249,13 @@ pub fn start(
         throttles: Arc::new(TransportThrottles(throttles)),
         status: Arc::new(status),
         quotas,
+        domains: match crate::domains::DnsDomains::from_settings(settings) {
+            Ok(d) => Some(Arc::new(d)),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "sending domains cannot be checked in DNS nor get keys of their own; operators verify them with ?force=true");
+                None
+            }
+        },
     };
     info!(addr = %bind, "admin API listening");
     let (stop, stopped) = oneshot::channel::<()>();

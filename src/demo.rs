@@ -169,6 +169,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
             token: "operator".into(),
             created_at: maily_engine::Timestamp::now(),
             verified_at: Some(maily_engine::Timestamp::now()),
+            dkim: None,
         })
         .await?;
     // Addresses that unsubscribed before: the sender skips them.

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod demo;
 pub mod deploy;
+pub mod domains;
 pub mod inbound;
 pub mod metrics;
 pub mod serve;

@@ -457,6 +457,7 @@ pub fn composer(s: &Settings) -> anyhow::Result<Composer> {
         tracking,
         unsubscribe_mailto,
         signer,
+        domain_signers: Some(Arc::new(crate::domains::TenantKeys::default())),
     })
 }
 

@@ -7,7 +7,7 @@
 mod common;
 
 use common::postfix::PostfixSink;
-use common::{Harness, per_recipient, row, run};
+use common::{Harness, dkimpy_verifies, per_recipient, row, run};
 use figment::providers::{Format as _, Toml};
 use maily_api::intake::Row;
 use maily_engine::verp::VerpCodec;
@@ -151,33 +151,6 @@ fn a_campaign_over_several_domains_ends_with_exact_counts() {
         );
         h.engine.shutdown().await;
     });
-}
-
-/// Verifies `message` with dkimpy, answering the key lookup with `record`.
-fn dkimpy_verifies(message: &[u8], name: &str, record: &str) -> bool {
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/smtp/tests/data/dkim/verify.py"
-    );
-    let mut child = Command::new("python3")
-        .arg(script)
-        .env("DKIM_NAME", name)
-        .env("DKIM_TXT", record)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs: run scripts/python-tools.sh");
-    child.stdin.take().unwrap().write_all(message).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_ne!(
-        out.status.code(),
-        Some(3),
-        "dkimpy is missing: run scripts/python-tools.sh"
-    );
-    out.status.success()
 }
 
 #[test]

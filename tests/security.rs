@@ -621,3 +621,192 @@ fn a_removed_domain_stops_the_campaigns_that_used_it() {
         );
     });
 }
+
+/// A POST to the admin API at `port` with `key`; the status and the JSON body.
+async fn admin_post(
+    port: u16,
+    key: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let answer = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}{path}"))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("admin API answers");
+    let status = answer.status().as_u16();
+    let text = answer.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(text.into()))
+}
+
+/// A tenant registers a domain over the admin API and gets its own DKIM key; the
+/// domain is verified only once DNS shows the ownership and key records (an outside
+/// tenant cannot skip that), and its mail then leaves signed with that key, as
+/// `d=<its domain>`, which an independent verifier (dkimpy) accepts with the published
+/// record. Another tenant's mail is never signed with it.
+#[test]
+fn a_domain_is_verified_in_dns_and_its_mail_signed_with_the_tenants_own_key() {
+    run(async {
+        let zone = common::dns::Zone::start("beta-shop.example").await;
+        let admin_port = free_port();
+        let (chaos, _) = engine(&format!(
+            "[admin]\nenabled = true\nbind = \"127.0.0.1:{admin_port}\"\n\
+             [intake]\ndns_servers = [\"{}\"]\n",
+            zone.addr
+        ))
+        .await;
+        use maily_api::auth::Scope;
+        let mut client = chaos.client().await;
+        let beta = chaos
+            .key_of("beta", &[Scope::Admin, Scope::Send, Scope::Read])
+            .await;
+        let acme = chaos.api_key().await;
+        let (status, added) = admin_post(
+            admin_port,
+            &beta,
+            "/v1/tenants/beta/domains",
+            serde_json::json!({"domain": "beta-shop.example"}),
+        )
+        .await;
+        assert_eq!(status, 201, "{added}");
+        let record = |purpose: &str| {
+            added["dns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["purpose"] == purpose)
+                .unwrap_or_else(|| panic!("a {purpose} record in {added}"))
+                .clone()
+        };
+        let (ownership, dkim) = (record("ownership"), record("dkim"));
+        let dkim_name = dkim["name"].as_str().unwrap().to_string();
+        let dkim_value = dkim["value"].as_str().unwrap().to_string();
+        assert!(
+            dkim_name.ends_with("._domainkey.beta-shop.example")
+                && dkim_value.starts_with("v=DKIM1; k=rsa; p="),
+            "{dkim}"
+        );
+        assert!(
+            !added.to_string().contains("PRIVATE KEY"),
+            "the private key is never shown: {added}"
+        );
+        let verify = "/v1/tenants/beta/domains/beta-shop.example/verify";
+
+        // Nothing published: refused, naming both records.
+        let (status, refused) = admin_post(admin_port, &beta, verify, serde_json::json!({})).await;
+        assert_eq!(status, 422, "{refused}");
+        let detail = refused["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("_maily.beta-shop.example") && detail.contains(&dkim_name),
+            "{refused}"
+        );
+        // A tenant cannot vouch for its own domain.
+        let (status, forced) = admin_post(
+            admin_port,
+            &beta,
+            &format!("{verify}?force=true"),
+            serde_json::json!({}),
+        )
+        .await;
+        assert_eq!(status, 403, "{forced}");
+        // Pending: nothing may be sent From it.
+        let one = vec!["ann@example.com".to_string()];
+        let early = campaign_from(
+            &mut client,
+            &beta,
+            "news@beta-shop.example",
+            plain("x"),
+            &one,
+        )
+        .await
+        .expect_err("pending domain");
+        assert!(early.message().contains("not verified"), "{early:?}");
+
+        // Ownership published, and a key that is not this one: still refused.
+        zone.publish(
+            ownership["name"].as_str().unwrap(),
+            ownership["value"].as_str().unwrap(),
+        )
+        .await;
+        zone.publish(
+            &dkim_name,
+            "v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAother",
+        )
+        .await;
+        let (status, refused) = admin_post(admin_port, &beta, verify, serde_json::json!({})).await;
+        assert_eq!(status, 422, "{refused}");
+        let detail = refused["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains(&dkim_name)
+                && detail.contains("different")
+                && !detail.contains("_maily.beta-shop.example"),
+            "{refused}"
+        );
+        // The key published too (as the several strings a long record takes).
+        zone.publish(&dkim_name, &dkim_value).await;
+        let (status, verified) = admin_post(admin_port, &beta, verify, serde_json::json!({})).await;
+        assert_eq!(status, 200, "{verified}");
+        assert_eq!(verified["status"], "verified", "{verified}");
+        assert!(
+            verified["dns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["status"] == "published"),
+            "{verified}"
+        );
+
+        // Mail From it (and a subdomain) is signed with the tenant's key; acme's is not.
+        let to_beta: Vec<String> = (0..3).map(|i| format!("b{i}@example.com")).collect();
+        let id = campaign_from(
+            &mut client,
+            &beta,
+            "news@beta-shop.example",
+            plain("Hi"),
+            &to_beta,
+        )
+        .await
+        .expect("verified domain");
+        let sub = vec!["sub@example.com".to_string()];
+        let sub_id = campaign_from(
+            &mut client,
+            &beta,
+            "news@eu.beta-shop.example",
+            plain("Hi"),
+            &sub,
+        )
+        .await
+        .expect("subdomain of a verified domain");
+        let to_acme = vec!["a0@example.com".to_string()];
+        let acme_id = campaign(&mut client, &acme, plain("Hi"), &to_acme)
+            .await
+            .expect("acme's campaign");
+        finished(&mut client, &beta, &id, 3).await;
+        finished(&mut client, &beta, &sub_id, 1).await;
+        finished(&mut client, &acme, &acme_id, 1).await;
+        let sent = chaos.sink.received();
+        for to in to_beta.iter().chain(&sub) {
+            let m = received_by(&sent, to);
+            let text = String::from_utf8_lossy(&m.data);
+            assert!(
+                text.starts_with("DKIM-Signature: v=1; a=rsa-sha256;")
+                    && text.contains("d=beta-shop.example;")
+                    && text.contains(&format!("s={};", dkim_name.split('.').next().unwrap())),
+                "{text}"
+            );
+            assert!(
+                common::dkimpy_verifies(&m.data, &dkim_name, &dkim_value),
+                "dkimpy accepts {to}'s message with the published record"
+            );
+        }
+        let acme_mail =
+            String::from_utf8_lossy(&received_by(&sent, "a0@example.com").data).to_string();
+        assert!(
+            !acme_mail.contains("d=beta-shop.example"),
+            "another tenant's mail is never signed with beta's key: {acme_mail}"
+        );
+    });
+}

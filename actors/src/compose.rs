@@ -3,10 +3,11 @@
 //! signature.
 
 use maily_engine::message::{Envelope, MessageLinks, build_with};
+use maily_engine::ports::DomainKey;
 use maily_engine::template::Rendered;
 use maily_engine::tracking::Tracking;
 use maily_engine::verp::{VerpCodec, VerpTag};
-use maily_engine::{Campaign, EmailAddress, MessageId, TenantId, Timestamp};
+use maily_engine::{Campaign, Domain, EmailAddress, MessageId, TenantId, Timestamp};
 use std::fmt;
 use std::sync::Arc;
 
@@ -15,6 +16,13 @@ pub trait MessageSigner: Send + Sync + 'static {
     /// The message with its signature header prepended, or `None` when there is no key
     /// for `from_domain`.
     fn sign(&self, from_domain: &str, message: &[u8]) -> anyhow::Result<Option<Vec<u8>>>;
+}
+
+/// Makes signers of tenants' own domain keys (see [`maily_engine::ports::DomainKey`]);
+/// implemented with the SMTP crate's DKIM.
+pub trait DomainSigners: Send + Sync + 'static {
+    /// A signer that signs every message with `key`, as `d=<domain>`.
+    fn signer(&self, domain: &Domain, key: &DomainKey) -> anyhow::Result<Arc<dyn MessageSigner>>;
 }
 
 /// The sender's composition settings; everything is optional.
@@ -27,7 +35,11 @@ pub struct Composer {
     pub tracking: Option<Arc<Tracking>>,
     /// An address that unsubscribes whoever writes to it (`List-Unsubscribe` mailto).
     pub unsubscribe_mailto: Option<EmailAddress>,
+    /// The operator's keys (`[dkim]`): they sign mail whose tenant has no key of its
+    /// own for the From domain.
     pub signer: Option<Arc<dyn MessageSigner>>,
+    /// Signers of the tenants' own keys of their sending domains.
+    pub domain_signers: Option<Arc<dyn DomainSigners>>,
 }
 
 impl fmt::Debug for Composer {
@@ -37,6 +49,7 @@ impl fmt::Debug for Composer {
             .field("tracking", &self.tracking.as_ref().map(|t| t.base_url()))
             .field("unsubscribe_mailto", &self.unsubscribe_mailto)
             .field("signer", &self.signer.is_some())
+            .field("domain_signers", &self.domain_signers.is_some())
             .finish()
     }
 }
@@ -48,7 +61,7 @@ pub struct Composed {
 }
 
 impl Composer {
-    /// Builds, links and signs one message.
+    /// Builds, links and signs one message with the operator's keys.
     pub fn compose(
         &self,
         tenant: &TenantId,
@@ -56,6 +69,20 @@ impl Composer {
         message_id: MessageId,
         to: &EmailAddress,
         rendered: &Rendered,
+    ) -> anyhow::Result<Composed> {
+        self.compose_signed(tenant, campaign, message_id, to, rendered, None)
+    }
+
+    /// Builds, links and signs one message: with `own` (the tenant's key of its From
+    /// domain) when given, else with the operator's keys.
+    pub fn compose_signed(
+        &self,
+        tenant: &TenantId,
+        campaign: &Campaign,
+        message_id: MessageId,
+        to: &EmailAddress,
+        rendered: &Rendered,
+        own: Option<&dyn MessageSigner>,
     ) -> anyhow::Result<Composed> {
         let envelope = Envelope {
             message_id,
@@ -72,7 +99,8 @@ impl Composer {
         };
         let linked = self.tracking.is_some() || self.unsubscribe_mailto.is_some();
         let mut data = build_with(&envelope, rendered, linked.then_some(&links));
-        if let Some(signer) = &self.signer
+        let signer = own.or(self.signer.as_deref());
+        if let Some(signer) = signer
             && let Some(signed) = signer.sign(campaign.from.domain(), &data)?
         {
             data = signed;

@@ -12,7 +12,7 @@
 use crate::common::{
     Cursor, Outbox, Ports, decode_or_dead_letter, hot_down, hot_ok, save_positions,
 };
-use crate::compose::Composer;
+use crate::compose::{Composer, MessageSigner};
 use crate::faults::{FaultPoint, Faults};
 use crate::ownership::LeaseGuard;
 use crate::worker::{Step, Worker};
@@ -113,6 +113,8 @@ struct Plan {
     template: CompiledTemplate,
     /// Why its messages may not go out (its From domain is no longer the tenant's).
     refused: Option<String>,
+    /// The tenant's own key of the From domain, which signs its messages.
+    signer: Option<Arc<dyn MessageSigner>>,
 }
 
 /// How long a loaded campaign is used before it is read again, so a changed template
@@ -187,22 +189,42 @@ impl SenderWorker {
                 Ok(template) => {
                     // Checked at intake, and again here: a domain removed (or taken
                     // from the tenant) after the campaign was created stops its mail.
-                    let refused = if self.settings.verified_domains_only {
-                        SenderDomain::of(
-                            self.ports.store.as_ref(),
-                            &campaign.tenant,
-                            campaign.from.domain(),
-                        )
-                        .await
-                        .with_context(|| format!("checking the sending domain of campaign {id}"))?
-                        .refusal(&campaign.tenant, campaign.from.domain())
+                    // Checked at intake, and again here: a domain removed (or taken
+                    // from the tenant) after the campaign was created stops its mail.
+                    let sender = SenderDomain::of(
+                        self.ports.store.as_ref(),
+                        &campaign.tenant,
+                        campaign.from.domain(),
+                    )
+                    .await
+                    .with_context(|| format!("checking the sending domain of campaign {id}"))?;
+                    let mut refused = if self.settings.verified_domains_only {
+                        sender.refusal(&campaign.tenant, campaign.from.domain())
                     } else {
                         None
                     };
+                    let mut signer = None;
+                    if let (SenderDomain::Verified(own), Some(signers)) =
+                        (&sender, &self.settings.composer.domain_signers)
+                        && let Some(key) = &own.dkim
+                    {
+                        match signers.signer(&own.domain, key) {
+                            Ok(s) => signer = Some(s),
+                            // Never another key instead: its messages are refused,
+                            // with the reason, until the key is fixed.
+                            Err(e) => {
+                                let reason =
+                                    format!("the DKIM key of {} does not load: {e:#}", own.domain);
+                                tracing::error!(campaign = %id, %reason, "campaign cannot be signed");
+                                refused.get_or_insert(reason);
+                            }
+                        }
+                    }
                     Some(Arc::new(Plan {
                         campaign,
                         template,
                         refused,
+                        signer,
                     }))
                 }
                 Err(e) => {
@@ -502,12 +524,13 @@ async fn process(
         }
     };
     let campaign = &plan.campaign;
-    let composed = match settings.composer.compose(
+    let composed = match settings.composer.compose_signed(
         &rec.tenant,
         campaign,
         rec.message_id,
         &rec.recipient,
         &rendered,
+        plan.signer.as_deref(),
     ) {
         Ok(c) => c,
         Err(e) => {

@@ -316,6 +316,9 @@ impl Server {
             throttles: Arc::new(TableThrottles::default()),
             status: Arc::new(LogStatus(log.clone())),
             quotas: quotas.clone(),
+            // No DNS here: the DNS check and keys are tested on `maily serve`
+            // (tests/security.rs); operators verify with `?force=true`.
+            domains: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(admin::serve(listener, deps, async {
@@ -1807,7 +1810,7 @@ async fn campaigns_send_only_from_the_tenants_verified_domains() {
     );
     let by_tenant = s
         .post(
-            "/v1/tenants/beta/domains/beta-mail.example/verify",
+            "/v1/tenants/beta/domains/beta-mail.example/verify?force=true",
             &beta,
             json!({}),
         )
@@ -1815,12 +1818,25 @@ async fn campaigns_send_only_from_the_tenants_verified_domains() {
     assert_eq!(
         by_tenant.status,
         StatusCode::FORBIDDEN,
-        "{}",
+        "only operators may skip the DNS check: {}",
         by_tenant.text
+    );
+    let unchecked = s
+        .post(
+            "/v1/tenants/beta/domains/beta-mail.example/verify",
+            &beta,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        unchecked.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no DNS to check here: {}",
+        unchecked.text
     );
     let verified = s
         .post(
-            "/v1/tenants/beta/domains/beta-mail.example/verify",
+            "/v1/tenants/beta/domains/beta-mail.example/verify?force=true",
             &operator,
             json!({}),
         )

@@ -485,12 +485,31 @@ pub struct IntakeSection {
     /// A campaign's From domain must be a verified sending domain of its tenant (or
     /// below one); off only for a single-tenant installation.
     pub verified_domains_only: bool,
+    /// The name servers (`ip` or `ip:port`) asked when a tenant's domain records are
+    /// checked; empty: the system's (`/etc/resolv.conf`).
+    #[serde(default)]
+    pub dns_servers: Vec<String>,
+}
+
+impl IntakeSection {
+    /// [`IntakeSection::dns_servers`] as addresses (port 53 unless given).
+    pub fn dns_server_addrs(&self) -> Result<Vec<std::net::SocketAddr>, String> {
+        self.dns_servers
+            .iter()
+            .map(|s| {
+                s.parse::<std::net::SocketAddr>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                    .map_err(|_| format!("{s:?} is not an address (ip or ip:port)"))
+            })
+            .collect()
+    }
 }
 
 impl Default for IntakeSection {
     fn default() -> Self {
         IntakeSection {
             verified_domains_only: true,
+            dns_servers: Vec::new(),
         }
     }
 }
@@ -836,6 +855,12 @@ impl Settings {
             return Err(ConfigError::BadValue {
                 key: "smtp.source_pools",
                 reason: format!("pool {name:?} has no addresses"),
+            });
+        }
+        if let Err(reason) = self.intake.dns_server_addrs() {
+            return Err(ConfigError::BadValue {
+                key: "intake.dns_servers",
+                reason,
             });
         }
         if self.dkim.keys.iter().filter(|k| k.fallback).count() > 1 {

@@ -276,6 +276,45 @@ impl DkimKey {
         Self::load(domain, selector, pem.as_bytes(), "PEM string")
     }
 
+    /// Makes a new key for `domain` and `selector`: Ed25519, or RSA of
+    /// [`MIN_RSA_BITS`] (what every receiver verifies; Ed25519 is not verified by all).
+    /// Returns it with its private key as PKCS#8 PEM, to store. RSA key generation
+    /// takes a fraction of a second: call it off an async runtime's workers.
+    pub fn generate(
+        domain: &str,
+        selector: &str,
+        algorithm: DkimAlgorithm,
+    ) -> Result<(DkimKey, String), DkimError> {
+        let failed = |reason: String| DkimError::InvalidKey {
+            domain: domain.to_string(),
+            selector: selector.to_string(),
+            origin: "generated".into(),
+            algorithm,
+            reason,
+        };
+        let der = match algorithm {
+            DkimAlgorithm::Ed25519 => {
+                let rng = ring::rand::SystemRandom::new();
+                ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+                    .map_err(|e| failed(e.to_string()))?
+                    .as_ref()
+                    .to_vec()
+            }
+            DkimAlgorithm::Rsa2048 => {
+                use rsa::pkcs8::EncodePrivateKey as _;
+                let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, MIN_RSA_BITS)
+                    .map_err(|e| failed(e.to_string()))?;
+                key.to_pkcs8_der()
+                    .map_err(|e| failed(e.to_string()))?
+                    .as_bytes()
+                    .to_vec()
+            }
+        };
+        let pem = pem_private_key(&der);
+        let key = Self::load(domain, selector, pem.as_bytes(), "generated")?;
+        Ok((key, pem))
+    }
+
     /// Loads a key from a PEM file (see [`DkimKey::from_pem`]).
     pub fn from_file(
         domain: &str,
@@ -618,6 +657,19 @@ fn validate_name(
 }
 
 /// The first private key section of a PEM document, or why there is none.
+/// PKCS#8 DER as a `PRIVATE KEY` PEM section (base64 in lines of 64).
+fn pem_private_key(der: &[u8]) -> String {
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::with_capacity(text.len() + text.len() / 64 + 64);
+    pem.push_str("-----BEGIN PRIVATE KEY-----\n");
+    for line in text.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    pem
+}
+
 fn private_key_section(pem: &[u8]) -> Result<(SectionKind, Vec<u8>), String> {
     let mut other = Vec::new();
     for item in <(SectionKind, Vec<u8>) as PemObject>::pem_slice_iter(pem) {
@@ -814,6 +866,28 @@ mod tests {
 
     const MESSAGE: &[u8] = b"From: News <news@shop.example>\r\nTo: <ann@example.com>\r\n\
         Subject: Hi\r\nX-Other: 1\r\n\r\nHello\r\n";
+
+    #[test]
+    fn generated_keys_load_back_and_differ() {
+        for algorithm in [DkimAlgorithm::Ed25519, DkimAlgorithm::Rsa2048] {
+            let (key, pem) = DkimKey::generate("shop.example", "m1", algorithm).unwrap();
+            assert_eq!(key.algorithm(), algorithm);
+            let again = DkimKey::from_pem("shop.example", "m1", &pem).unwrap();
+            assert_eq!(again.dns_record(), key.dns_record(), "{algorithm}");
+            let (other, _) = DkimKey::generate("shop.example", "m1", algorithm).unwrap();
+            assert_ne!(
+                other.dns_record(),
+                key.dns_record(),
+                "{algorithm}: fresh each time"
+            );
+            let signed = key.signature_header(MESSAGE).unwrap();
+            let header = String::from_utf8(signed).unwrap();
+            assert!(header.contains(&format!("a={}", algorithm.signature_algorithm())));
+            assert!(header.contains("d=shop.example") && header.contains("s=m1"));
+        }
+        let (rsa, _) = DkimKey::generate("shop.example", "m1", DkimAlgorithm::Rsa2048).unwrap();
+        assert_eq!(rsa.bits(), MIN_RSA_BITS);
+    }
 
     #[test]
     fn loads_each_supported_format() {

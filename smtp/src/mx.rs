@@ -279,6 +279,32 @@ impl MxResolver {
         Ok(routes)
     }
 
+    /// The TXT records at `name`, each one's strings joined (a long DKIM record is
+    /// published as several strings of one record); empty when the name has none or
+    /// does not exist. What a tenant published for a sending domain is read with it.
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, MxError> {
+        let fq = fqdn(name)?;
+        match self.dns.txt_lookup(fq).await {
+            Ok(lookup) => Ok(lookup
+                .iter()
+                .map(|txt| {
+                    txt.txt_data()
+                        .iter()
+                        .map(|part| String::from_utf8_lossy(part))
+                        .collect::<String>()
+                })
+                .collect()),
+            Err(e) => match classify(&e) {
+                Failure::NoRecords | Failure::NoSuchDomain => Ok(Vec::new()),
+                Failure::Temporary(reason) => Err(MxError::Temporary {
+                    domain: name.to_string(),
+                    record: "TXT",
+                    reason,
+                }),
+            },
+        }
+    }
+
     /// RFC 5321 5.1: without MX records the domain itself is the host, if it has an
     /// address. A and AAAA are asked separately so that one failing temporarily is
     /// not taken for "no address".

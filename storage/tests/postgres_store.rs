@@ -122,7 +122,8 @@ async fn reconnecting_keeps_data_and_applies_migrations_once() {
             (3, "campaign_lifecycle".to_string()),
             (4, "chain_submissions".to_string()),
             (5, "suppression_case".to_string()),
-            (6, "tenant_domains".to_string())
+            (6, "tenant_domains".to_string()),
+            (7, "domain_keys".to_string())
         ]
     );
     let product_tables: i64 = sqlx::query_scalar(
@@ -160,7 +161,7 @@ async fn processes_starting_together_migrate_once() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(applied, 6);
+    assert_eq!(applied, 7);
 }
 
 #[tokio::test]

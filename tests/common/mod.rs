@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod chaos;
+pub mod dns;
 pub mod postfix;
 pub mod procs;
 
@@ -231,4 +232,31 @@ pub fn on_kafka(f: Figment) -> Figment {
         .merge(("log.kafka.topic_prefix", prefix.clone()))
         .merge(("log.kafka.group_prefix", prefix))
         .merge(("log.kafka.linger", "2ms"))
+}
+
+/// Verifies `message` with dkimpy, answering the key lookup with `record`.
+pub fn dkimpy_verifies(message: &[u8], name: &str, record: &str) -> bool {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/smtp/tests/data/dkim/verify.py"
+    );
+    let mut child = Command::new("python3")
+        .arg(script)
+        .env("DKIM_NAME", name)
+        .env("DKIM_TXT", record)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs: run scripts/python-tools.sh");
+    child.stdin.take().unwrap().write_all(message).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(3),
+        "dkimpy is missing: run scripts/python-tools.sh"
+    );
+    out.status.success()
 }

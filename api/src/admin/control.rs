@@ -198,3 +198,32 @@ pub async fn queue_depths(
     }
     Ok(queues)
 }
+
+/// Why a sending-domain service failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainServiceError {
+    /// Making a DKIM key failed.
+    #[error("making a DKIM key failed: {0}")]
+    Key(String),
+    /// DNS did not answer usefully now; the check can be retried.
+    #[error("DNS lookup failed: {0}")]
+    Dns(String),
+}
+
+/// What sending domains need from outside the API: DKIM keys made for them and the
+/// TXT records their owners publish. Implemented by the binary with the SMTP crate's
+/// DKIM and DNS resolver.
+#[async_trait::async_trait]
+pub trait DomainAuthority: Send + Sync + 'static {
+    /// A new DKIM key for `domain`, published under `selector`; `ed25519` picks
+    /// Ed25519, else RSA-2048. Blocking (RSA key generation takes a moment).
+    fn new_key(
+        &self,
+        domain: &maily_engine::Domain,
+        selector: &str,
+        ed25519: bool,
+    ) -> Result<maily_engine::ports::DomainKey, DomainServiceError>;
+
+    /// The TXT records at `name` (each record's strings joined); empty when none.
+    async fn txt(&self, name: &str) -> Result<Vec<String>, DomainServiceError>;
+}

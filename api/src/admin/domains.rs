@@ -1,18 +1,21 @@
 //! Tenants' sending domains: a tenant sends From addresses of the domains it
 //! registered and that were verified. A domain belongs to one tenant.
 //!
-//! Registering (`admin`) answers the DNS record that proves the tenant holds the
-//! domain (`TXT` at `_maily.<domain>`); an operator verifies it, after checking that
-//! record, with `POST …/verify`. Until then the domain is `pending`.
+//! Registering (`admin`) makes the tenant's own DKIM key for the domain and answers
+//! the DNS records to publish: `TXT` at `_maily.<domain>`, which proves the tenant
+//! holds the domain, and the key's `TXT` at `<selector>._domainkey.<domain>`.
+//! `POST …/verify` looks both up in DNS and marks the domain verified when both are
+//! there; an operator may instead vouch for it with `?force=true`. Until then the
+//! domain is `pending` and nothing is sent From it.
 
 use super::access::{operator, tenant_for};
-use super::extract::{Caller, Json};
+use super::extract::{Caller, Json, Query};
 use super::problem::{self, Problem};
 use super::{State, json, no_content, ok, run};
 use crate::auth::Scope;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use maily_engine::ports::TenantDomain;
+use maily_engine::ports::{DomainKey, TenantDomain};
 use maily_engine::{Domain, Timestamp};
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -29,12 +32,28 @@ pub struct DomainPath {
     pub domain: String,
 }
 
+/// The most sending domains one tenant may register (each has a key of its own).
+pub const MAX_DOMAINS_PER_TENANT: usize = 100;
+
 /// A domain to register.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDomain {
     /// The domain the tenant's From addresses will use, e.g. `shop.example`.
     pub domain: String,
+    /// The DKIM key made for it: `rsa` (2048 bits, the default: every receiver
+    /// verifies it) or `ed25519`.
+    #[serde(default)]
+    pub dkim_algorithm: Option<String>,
+}
+
+/// `?force=true`: an operator marks the domain verified without the DNS check.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyQuery {
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// A DNS record to publish.
@@ -45,6 +64,13 @@ pub struct DnsRecord {
     pub kind: String,
     pub name: String,
     pub value: String,
+    /// `ownership` (proves the tenant holds the domain) or `dkim` (the public key
+    /// that receivers check the tenant's signatures with).
+    pub purpose: String,
+    /// What the last check found: `published`, `missing` or `different`; absent
+    /// when not checked in this answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 /// A sending domain of a tenant.
@@ -73,13 +99,74 @@ impl From<&TenantDomain> for SendingDomain {
             .into(),
             created_at: d.created_at.to_rfc3339(),
             verified_at: d.verified_at.map(|t| t.to_rfc3339()),
-            dns: vec![DnsRecord {
-                kind: "TXT".into(),
-                name: format!("_maily.{}", d.domain),
-                value: format!("maily-verification={}", d.token),
-            }],
+            dns: records(d),
         }
     }
+}
+
+/// The records `d`'s owner publishes.
+fn records(d: &TenantDomain) -> Vec<DnsRecord> {
+    let mut records = vec![DnsRecord {
+        kind: "TXT".into(),
+        name: ownership_name(&d.domain),
+        value: ownership_value(&d.token),
+        purpose: "ownership".into(),
+        status: None,
+    }];
+    if let Some(key) = &d.dkim {
+        records.push(DnsRecord {
+            kind: "TXT".into(),
+            name: key.dns_name(&d.domain),
+            value: key.dns_record.clone(),
+            purpose: "dkim".into(),
+            status: None,
+        });
+    }
+    records
+}
+
+fn ownership_name(domain: &Domain) -> String {
+    format!("_maily.{domain}")
+}
+
+fn ownership_value(token: &str) -> String {
+    format!("maily-verification={token}")
+}
+
+/// The `p=` of a DKIM record, whitespace removed (a long record is often split or
+/// folded by DNS providers).
+fn dkim_public_key(record: &str) -> Option<String> {
+    record.split(';').find_map(|tag| {
+        let (name, value) = tag.split_once('=')?;
+        (name.trim() == "p").then(|| value.split_whitespace().collect())
+    })
+}
+
+/// How `found` (the TXT records at a name) compares with the record to publish.
+fn status_of(purpose: &str, expected: &str, found: &[String]) -> &'static str {
+    let matches = |t: &String| match purpose {
+        "dkim" => dkim_public_key(t).is_some() && dkim_public_key(t) == dkim_public_key(expected),
+        _ => t.trim() == expected,
+    };
+    if found.iter().any(matches) {
+        "published"
+    } else if found.is_empty() {
+        "missing"
+    } else {
+        "different"
+    }
+}
+
+/// The DKIM selector of a key made now: `maily` and the date, so a later key gets a
+/// name of its own.
+fn new_selector(now: Timestamp) -> String {
+    let date: String = now
+        .to_rfc3339()
+        .chars()
+        .take(10)
+        .filter(char::is_ascii_digit)
+        .collect();
+    format!("maily{date}")
 }
 
 /// A tenant's sending domains.
@@ -129,7 +216,7 @@ pub async fn list(
         (status = 409, description = "The domain is registered already (by this or another tenant)")
     )
 )]
-/// Registers a sending domain for the tenant (`admin`).
+/// Registers a sending domain for the tenant (`admin`) and makes its DKIM key.
 pub async fn add(
     state: web::Data<State>,
     caller: Caller,
@@ -137,17 +224,53 @@ pub async fn add(
     body: Json<NewDomain>,
 ) -> Result<HttpResponse, Problem> {
     let tenant = path.into_inner();
-    let domain = parse_domain("domain", &body.into_inner().domain)?;
+    let body = body.into_inner();
+    let domain = parse_domain("domain", &body.domain)?;
+    let ed25519 = match body.dkim_algorithm.as_deref().map(str::trim) {
+        None | Some("rsa") => false,
+        Some("ed25519") => true,
+        Some(other) => {
+            return Err(Problem::invalid(
+                "dkim_algorithm",
+                format!("{other:?} is not a DKIM key algorithm: use \"rsa\" or \"ed25519\""),
+            ));
+        }
+    };
     let mut token = [0u8; 16];
     getrandom::fill(&mut token).map_err(Problem::internal)?;
     let created = run(&state, move |s| async move {
         let tenant = tenant_for(&s, &caller.0, Scope::Admin, &tenant).await?;
+        let held = s.store.domains(&tenant).await.map_err(problem::store)?;
+        if held.len() >= MAX_DOMAINS_PER_TENANT {
+            return Err(Problem::conflict(format!(
+                "tenant {tenant} has {MAX_DOMAINS_PER_TENANT} sending domains, the most it may have; remove one first"
+            )));
+        }
+        if s.store.domain(&domain).await.map_err(problem::store)?.is_some() {
+            return Err(Problem::conflict(format!(
+                "domain {domain} is registered already"
+            )));
+        }
+        let now = Timestamp::now();
+        let dkim = match s.domains.clone() {
+            Some(authority) => {
+                let (d, selector) = (domain.clone(), new_selector(now));
+                let key: DomainKey =
+                    tokio::task::spawn_blocking(move || authority.new_key(&d, &selector, ed25519))
+                        .await
+                        .map_err(Problem::internal)?
+                        .map_err(Problem::internal)?;
+                Some(key)
+            }
+            None => None,
+        };
         let record = TenantDomain {
             domain,
             tenant: tenant.clone(),
             token: hex::encode(token),
-            created_at: Timestamp::now(),
+            created_at: now,
             verified_at: None,
+            dkim,
         };
         s.store.add_domain(&record).await.map_err(|e| match e {
             maily_engine::ports::StoreError::Conflict(_) => Problem::conflict(format!(
@@ -168,20 +291,28 @@ pub async fn add(
     path = "/v1/tenants/{tenant}/domains/{domain}/verify",
     tag = "domains",
     operation_id = "verifyDomain",
-    params(DomainPath),
-    responses((status = 200, description = "Verified: the tenant may send from it", body = SendingDomain))
+    params(DomainPath, VerifyQuery),
+    responses(
+        (status = 200, description = "Verified: the tenant may send from it; `dns` tells what the check found", body = SendingDomain),
+        (status = 422, description = "The DNS records are not (all) published yet; the detail names them"),
+        (status = 503, description = "DNS did not answer, or this engine checks no DNS (an operator can force)")
+    )
 )]
-/// Marks a tenant's domain verified (`admin`, operators only: they check the
-/// domain's `_maily` TXT record first).
+/// Checks the domain's DNS records and marks it verified when they are published
+/// (`admin`). `?force=true` skips the check (operators only).
 pub async fn verify(
     state: web::Data<State>,
     caller: Caller,
     path: web::Path<(String, String)>,
+    query: Query<VerifyQuery>,
 ) -> Result<HttpResponse, Problem> {
     let (tenant, domain) = path.into_inner();
     let domain = parse_domain("domain", &domain)?;
-    operator(&caller.0, Scope::Admin)?;
-    let verified = run(&state, move |s| async move {
+    let force = query.0.force;
+    if force {
+        operator(&caller.0, Scope::Admin)?;
+    }
+    let answer = run(&state, move |s| async move {
         let tenant = tenant_for(&s, &caller.0, Scope::Admin, &tenant).await?;
         let not_found = || Problem::not_found(format!("tenant {tenant} has no domain {domain}"));
         let record = s
@@ -191,19 +322,60 @@ pub async fn verify(
             .map_err(problem::store)?
             .filter(|d| d.tenant == tenant)
             .ok_or_else(not_found)?;
+        let mut dns = records(&record);
+        if !force {
+            let authority = s.domains.clone().ok_or_else(|| {
+                Problem::unavailable(
+                    "this engine checks no DNS; an operator can verify the domain with ?force=true",
+                )
+            })?;
+            for r in &mut dns {
+                let found = authority
+                    .txt(&r.name)
+                    .await
+                    .map_err(|e| Problem::unavailable(format!("checking {}: {e}; retry later", r.name)))?;
+                r.status = Some(status_of(&r.purpose, &r.value, &found).into());
+            }
+            let lacking: Vec<String> = dns
+                .iter()
+                .filter(|r| r.status.as_deref() != Some("published"))
+                .map(|r| {
+                    format!(
+                        "{} {} is {} (publish {:?})",
+                        r.kind,
+                        r.name,
+                        r.status.as_deref().unwrap_or("missing"),
+                        r.value
+                    )
+                })
+                .collect();
+            if !lacking.is_empty() {
+                info!(tenant = %tenant, domain = %domain, lacking = lacking.len(), "sending domain not verified: records missing");
+                return Err(Problem::invalid(
+                    "dns",
+                    format!("domain {domain} is not verified: {}", lacking.join("; ")),
+                ));
+            }
+        }
         s.store
             .verify_domain(&record.domain, Timestamp::now())
             .await
             .map_err(problem::store)?;
-        info!(tenant = %tenant, domain = %domain, caller = %caller.0.subject, "sending domain verified");
-        s.store
+        info!(tenant = %tenant, domain = %domain, caller = %caller.0.subject, force, "sending domain verified");
+        let verified = s
+            .store
             .domain(&domain)
             .await
             .map_err(problem::store)?
-            .ok_or_else(not_found)
+            .ok_or_else(not_found)?;
+        let mut answer = SendingDomain::from(&verified);
+        if !force {
+            answer.dns = dns;
+        }
+        Ok(answer)
     })
     .await?;
-    Ok(ok(&SendingDomain::from(&verified)))
+    Ok(ok(&answer))
 }
 
 #[utoipa::path(

@@ -39,8 +39,9 @@ mod suppressions;
 mod tenants;
 
 pub use control::{
-    EngineStatus, EngineStatusReport, PartitionLag, QueueStatus, StatusError, ThrottleControl,
-    ThrottleEntry, ThrottleError, ThrottleKind, ThrottleLimit, ThrottleTable,
+    DomainAuthority, DomainServiceError, EngineStatus, EngineStatusReport, PartitionLag,
+    QueueStatus, StatusError, ThrottleControl, ThrottleEntry, ThrottleError, ThrottleKind,
+    ThrottleLimit, ThrottleTable,
 };
 
 use crate::auth::Authenticator;
@@ -80,6 +81,9 @@ pub struct AdminDeps {
     pub status: Arc<dyn EngineStatus>,
     /// The tenants' allowances, shared with the gRPC API: uploads wait within them.
     pub quotas: Arc<crate::quota::Quotas>,
+    /// Makes DKIM keys for registered domains and checks their DNS records; without
+    /// it domains get no key of their own and only operators can verify them.
+    pub domains: Option<Arc<dyn DomainAuthority>>,
 }
 
 /// Serves the admin API on `listener` until `shutdown` completes, then stops accepting
@@ -99,6 +103,7 @@ pub async fn serve(
         throttles: deps.throttles,
         status: deps.status,
         quotas: deps.quotas,
+        domains: deps.domains,
         runtime: tokio::runtime::Handle::current(),
     });
     // No OS signal handlers: `maily serve` orders the shutdown of every listener.
@@ -154,6 +159,7 @@ pub(crate) struct State {
     pub(crate) throttles: Arc<dyn ThrottleControl>,
     pub(crate) status: Arc<dyn EngineStatus>,
     pub(crate) quotas: Arc<crate::quota::Quotas>,
+    pub(crate) domains: Option<Arc<dyn DomainAuthority>>,
     /// The runtime of the caller of [`serve`], where the port calls run.
     runtime: tokio::runtime::Handle,
 }

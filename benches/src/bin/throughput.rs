@@ -350,6 +350,7 @@ impl Bench {
                 token: "operator".into(),
                 created_at: maily_engine::Timestamp::now(),
                 verified_at: Some(maily_engine::Timestamp::now()),
+                dkim: None,
             })
             .await?;
         let k = self.args.campaigns;

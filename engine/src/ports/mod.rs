@@ -16,8 +16,8 @@ pub use hot::{Claim, HotError, HotState};
 pub use log::{EventLog, KeyedPayload, LogError, Record};
 pub use resolver::{ResolveError, Resolver, Route};
 pub use store::{
-    AggregateBatch, ApiKeyRecord, ChainSubmission, Fence, IdempotentSend, Lease, LedgerEntry,
-    MessageState, NewApiKey, SenderDomain, Settlement, SettlementEntry, Store, StoreError,
-    StoredOffset, StoredProof, TenantDomain, TenantRecord, Transition,
+    AggregateBatch, ApiKeyRecord, ChainSubmission, DomainKey, Fence, IdempotentSend, Lease,
+    LedgerEntry, MessageState, NewApiKey, SenderDomain, Settlement, SettlementEntry, Store,
+    StoreError, StoredOffset, StoredProof, TenantDomain, TenantRecord, Transition,
 };
 pub use transport::{DeliveryOutcome, OutboundMessage, SendGuard, Transport};

@@ -206,13 +206,48 @@ pub struct TenantDomain {
     pub created_at: Timestamp,
     /// When it was verified (by its DNS record or an operator); `None` while pending.
     pub verified_at: Option<Timestamp>,
+    /// The tenant's own DKIM key for the domain, made when it was registered; mail
+    /// From it (or a subdomain) is signed with it, as `d=<domain>`.
+    pub dkim: Option<DomainKey>,
+}
+
+/// A DKIM key of a tenant's sending domain.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DomainKey {
+    /// The DNS label under `_domainkey.<domain>`.
+    pub selector: String,
+    /// `rsa-sha256` or `ed25519-sha256`.
+    pub algorithm: String,
+    /// The private key, PKCS#8 PEM. Never shown by the API nor logged.
+    pub private_key: String,
+    /// The value of the TXT record at `<selector>._domainkey.<domain>`.
+    pub dns_record: String,
+}
+
+impl DomainKey {
+    /// Where the public key is published for `domain`.
+    pub fn dns_name(&self, domain: &crate::Domain) -> String {
+        format!("{}._domainkey.{domain}", self.selector)
+    }
+}
+
+impl std::fmt::Debug for DomainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DomainKey")
+            .field("selector", &self.selector)
+            .field("algorithm", &self.algorithm)
+            .field("private_key", &"<redacted>")
+            .field("dns_record", &self.dns_record)
+            .finish()
+    }
 }
 
 /// Whether `tenant` may send From `domain`: the closest of `domain` and its parents
 /// that the tenant registered decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SenderDomain {
-    Verified,
+    /// The closest registered, verified domain of the tenant (`domain` or a parent).
+    Verified(Box<TenantDomain>),
     /// Registered by the tenant, not verified yet.
     Pending,
     /// Neither it nor a parent is the tenant's.
@@ -234,7 +269,7 @@ impl SenderDomain {
                 && found.tenant == *tenant
             {
                 if found.verified_at.is_some() {
-                    return Ok(SenderDomain::Verified);
+                    return Ok(SenderDomain::Verified(Box::new(found)));
                 }
                 pending = true;
             }
@@ -253,7 +288,7 @@ impl SenderDomain {
     /// Why a campaign may not send From `domain` of `tenant`, if it may not.
     pub fn refusal(&self, tenant: &TenantId, domain: &str) -> Option<String> {
         match self {
-            SenderDomain::Verified => None,
+            SenderDomain::Verified(_) => None,
             SenderDomain::Pending => Some(format!("the domain {domain} is not verified yet")),
             SenderDomain::NotOwned => Some(format!(
                 "the domain {domain} is not a sending domain of tenant {tenant}: register it \

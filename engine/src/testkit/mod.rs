@@ -27,6 +27,7 @@ pub async fn sending_domain<S: Store + ?Sized>(store: &S, tenant: &TenantId, dom
         token: "test".into(),
         created_at: Timestamp::now(),
         verified_at: Some(Timestamp::now()),
+        dkim: None,
     };
     match store.add_domain(&record).await {
         Ok(()) | Err(StoreError::Conflict(_)) => {}

@@ -476,7 +476,7 @@ pub async fn suppression_is_idempotent(store: &impl Store) {
 /// first time stays) and is removed only by its tenant.
 pub async fn a_sending_domain_belongs_to_one_tenant(store: &impl Store) {
     use crate::Domain;
-    use crate::ports::TenantDomain;
+    use crate::ports::{DomainKey, TenantDomain};
     let acme = TenantId::parse("acme").unwrap();
     let beta = TenantId::parse("beta").unwrap();
     store.upsert_tenant(&acme, "Acme").await.unwrap();
@@ -488,6 +488,12 @@ pub async fn a_sending_domain_belongs_to_one_tenant(store: &impl Store) {
         token: "maily-verify-0123".into(),
         created_at: Timestamp(1_000),
         verified_at: None,
+        dkim: Some(DomainKey {
+            selector: "maily20261207".into(),
+            algorithm: "ed25519-sha256".into(),
+            private_key: "-----BEGIN PRIVATE KEY-----\nMC4CAQ\n-----END PRIVATE KEY-----\n".into(),
+            dns_record: "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=".into(),
+        }),
     };
     store.add_domain(&pending).await.unwrap();
     let taken = store

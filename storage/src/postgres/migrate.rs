@@ -49,6 +49,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "tenant_domains",
         sql: include_str!("../../migrations/postgres/0006_tenant_domains.sql"),
     },
+    Migration {
+        version: 7,
+        name: "domain_keys",
+        sql: include_str!("../../migrations/postgres/0007_domain_keys.sql"),
+    },
 ];
 
 /// First half of the advisory lock key ("maily" in ASCII, truncated to 31 bits);

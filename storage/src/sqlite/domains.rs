@@ -2,14 +2,14 @@
 //! verified, listed, removed.
 
 use super::rows::{RowReader, db_err, is_kind, raw_text};
-use maily_engine::ports::{StoreError, TenantDomain};
+use maily_engine::ports::{DomainKey, StoreError, TenantDomain};
 use maily_engine::{Domain, TenantId, Timestamp};
 use sqlx::SqlitePool;
 use sqlx::error::ErrorKind;
 use sqlx::sqlite::SqliteRow;
 
-const SELECT_DOMAIN: &str =
-    "SELECT domain, tenant, token, created_at, verified_at FROM tenant_domains";
+const SELECT_DOMAIN: &str = "SELECT domain, tenant, token, created_at, verified_at, dkim_selector, dkim_algorithm, \
+     dkim_key, dkim_record FROM tenant_domains";
 
 fn domain_row(row: &SqliteRow) -> Result<TenantDomain, StoreError> {
     let r = RowReader::new(row, "tenant_domains", raw_text(row, "domain"));
@@ -19,19 +19,33 @@ fn domain_row(row: &SqliteRow) -> Result<TenantDomain, StoreError> {
         token: r.get("token")?,
         created_at: Timestamp(r.get("created_at")?),
         verified_at: r.get::<Option<i64>>("verified_at")?.map(Timestamp),
+        dkim: match r.get::<Option<String>>("dkim_selector")? {
+            Some(selector) => Some(DomainKey {
+                selector,
+                algorithm: r.get("dkim_algorithm")?,
+                private_key: r.get("dkim_key")?,
+                dns_record: r.get("dkim_record")?,
+            }),
+            None => None,
+        },
     })
 }
 
 pub(super) async fn add_domain(pool: &SqlitePool, d: &TenantDomain) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO tenant_domains (domain, tenant, token, created_at, verified_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO tenant_domains (domain, tenant, token, created_at, verified_at,
+             dkim_selector, dkim_algorithm, dkim_key, dkim_record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .bind(d.domain.as_str())
     .bind(d.tenant.as_str())
     .bind(&d.token)
     .bind(d.created_at.0)
     .bind(d.verified_at.map(|t| t.0))
+    .bind(d.dkim.as_ref().map(|k| k.selector.as_str()))
+    .bind(d.dkim.as_ref().map(|k| k.algorithm.as_str()))
+    .bind(d.dkim.as_ref().map(|k| k.private_key.as_str()))
+    .bind(d.dkim.as_ref().map(|k| k.dns_record.as_str()))
     .execute(pool)
     .await
     .map_err(|e| {

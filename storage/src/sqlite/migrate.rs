@@ -49,6 +49,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "tenant_domains",
         sql: include_str!("../../migrations/sqlite/0007_tenant_domains.sql"),
     },
+    Migration {
+        version: 8,
+        name: "domain_keys",
+        sql: include_str!("../../migrations/sqlite/0008_domain_keys.sql"),
+    },
 ];
 
 /// Applies every migration in `migrations` that `pool`'s database lacks.

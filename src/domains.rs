@@ -1,0 +1,110 @@
+//! Tenants' sending domains on the SMTP crate: the DKIM key made for each registered
+//! domain, the signer of each stored key, and the DNS lookups that verify what a
+//! tenant published.
+
+use maily_actors::compose::{DomainSigners, MessageSigner};
+use maily_api::admin::{DomainAuthority, DomainServiceError};
+use maily_config::Settings;
+use maily_engine::Domain;
+use maily_engine::ports::DomainKey;
+use maily_smtp::{DkimAlgorithm, DkimKey, MxOptions, MxResolver};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Makes keys with [`DkimKey::generate`] and reads TXT records with an [`MxResolver`].
+pub struct DnsDomains {
+    dns: MxResolver,
+}
+
+impl DnsDomains {
+    /// Asks `[intake] dns_servers`, or the system's name servers when none are set.
+    pub fn from_settings(s: &Settings) -> anyhow::Result<Self> {
+        let servers = s
+            .intake
+            .dns_server_addrs()
+            .map_err(|e| anyhow::anyhow!("intake.dns_servers: {e}"))?;
+        let options = MxOptions {
+            timeout: Some(Duration::from_secs(5)),
+            attempts: Some(2),
+            ..MxOptions::default()
+        };
+        let dns = if servers.is_empty() {
+            MxResolver::from_system_conf(&options)
+                .map_err(|e| anyhow::anyhow!("reading the system's DNS configuration: {e}"))?
+        } else {
+            MxResolver::with_nameservers_and_options(&servers, &options)
+        };
+        Ok(DnsDomains { dns })
+    }
+}
+
+#[async_trait::async_trait]
+impl DomainAuthority for DnsDomains {
+    fn new_key(
+        &self,
+        domain: &Domain,
+        selector: &str,
+        ed25519: bool,
+    ) -> Result<DomainKey, DomainServiceError> {
+        let algorithm = if ed25519 {
+            DkimAlgorithm::Ed25519
+        } else {
+            DkimAlgorithm::Rsa2048
+        };
+        let (key, pem) = DkimKey::generate(domain.as_str(), selector, algorithm)
+            .map_err(|e| DomainServiceError::Key(e.to_string()))?;
+        Ok(DomainKey {
+            selector: selector.to_string(),
+            algorithm: algorithm.signature_algorithm().to_string(),
+            private_key: pem,
+            dns_record: key.dns_record(),
+        })
+    }
+
+    async fn txt(&self, name: &str) -> Result<Vec<String>, DomainServiceError> {
+        self.dns
+            .txt(name)
+            .await
+            .map_err(|e| DomainServiceError::Dns(e.to_string()))
+    }
+}
+
+/// Signers of stored tenant keys, each parsed once: by domain, selector and public
+/// key, so a key made again under the same name is never confused with the old one.
+#[derive(Default)]
+pub struct TenantKeys {
+    loaded: Mutex<HashMap<KeyId, Arc<dyn MessageSigner>>>,
+}
+
+/// A stored key: its domain, selector and DNS record.
+type KeyId = (String, String, String);
+
+impl DomainSigners for TenantKeys {
+    fn signer(&self, domain: &Domain, key: &DomainKey) -> anyhow::Result<Arc<dyn MessageSigner>> {
+        let id = (
+            domain.to_string(),
+            key.selector.clone(),
+            key.dns_record.clone(),
+        );
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(signer) = loaded.get(&id) {
+            return Ok(signer.clone());
+        }
+        let parsed = DkimKey::from_pem(domain.as_str(), &key.selector, &key.private_key)?;
+        let signer: Arc<dyn MessageSigner> = Arc::new(OwnKey(parsed));
+        loaded.insert(id, signer.clone());
+        Ok(signer)
+    }
+}
+
+/// One tenant key: signs every message it is given, as `d=` its domain.
+struct OwnKey(DkimKey);
+
+impl MessageSigner for OwnKey {
+    fn sign(&self, _from_domain: &str, message: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
+        let mut signed = self.0.signature_header(message)?;
+        signed.extend_from_slice(message);
+        Ok(Some(signed))
+    }
+}

@@ -1,0 +1,6 @@
+-- Each sending domain gets the tenant's own DKIM key, made when it is registered.
+-- The four columns are set together or not at all (domains registered before keys).
+ALTER TABLE tenant_domains ADD COLUMN dkim_selector TEXT;
+ALTER TABLE tenant_domains ADD COLUMN dkim_algorithm TEXT;
+ALTER TABLE tenant_domains ADD COLUMN dkim_key TEXT;
+ALTER TABLE tenant_domains ADD COLUMN dkim_record TEXT;
