@@ -256,6 +256,7 @@ fn start_tracking(
         store: ports.store.clone(),
         hot: Some(ports.hot.clone()),
         events_per_ip_per_minute: settings.tracking.events_per_ip_per_minute,
+        events_max_age: settings.tracking.events_max_age,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, deps, async {

@@ -14,7 +14,10 @@
 //! (and link) within [`REPEAT_WINDOW`], and at most `events_per_ip_per_minute` from one
 //! client address a minute ([`TrackingDeps::events_per_ip_per_minute`]): a scanner or a
 //! script replaying a link cannot flood the event log. Analytics counts each message's
-//! open and click once anyway.
+//! open and click once anyway. Nor are those of tokens issued longer ago than
+//! `events_max_age` ([`TrackingDeps::events_max_age`]): a link of old mail still works,
+//! but cannot be replayed into a campaign's figures for ever. Unsubscribe links never
+//! expire.
 //!
 //! A token that does not verify gets 400 and nothing is recorded. When the event log
 //! or the store fails the answer is 503, so the recipient (or their mail provider) can
@@ -83,6 +86,9 @@ pub struct TrackingDeps {
     /// Opens and clicks recorded from one client address a minute (the peer of the
     /// TCP connection: behind a proxy, the proxy's); 0 for no limit.
     pub events_per_ip_per_minute: u32,
+    /// Opens and clicks of tokens issued longer ago are not recorded (version 1
+    /// tokens, which carry no issue time, still are).
+    pub events_max_age: Duration,
 }
 
 /// Which opens and clicks become events (see the module docs).
@@ -155,6 +161,7 @@ pub async fn serve(
         store: deps.store,
         hot: deps.hot,
         gate: Gate::new(deps.events_per_ip_per_minute),
+        max_age: deps.events_max_age,
         runtime: tokio::runtime::Handle::current(),
     });
     // No OS signal handlers and no `shutdown_signal`: the latter stops the whole actix
@@ -202,6 +209,7 @@ struct State {
     store: Arc<dyn Store>,
     hot: Option<Arc<dyn HotState>>,
     gate: Gate,
+    max_age: Duration,
     /// The runtime of the caller of [`serve`], where the port calls run.
     runtime: tokio::runtime::Handle,
 }
@@ -273,9 +281,24 @@ fn respond(kind: &'static str, result: Result<HttpResponse, Refusal>) -> HttpRes
     result.unwrap_or_else(|e| e.error_response())
 }
 
-/// Whether this hit is recorded; counts the ones that are not.
-fn recorded(state: &State, req: &HttpRequest, kind: &'static str, what: (MessageId, u32)) -> bool {
-    match state.gate.admit(req.peer_addr().map(|a| a.ip()), what) {
+/// Whether this hit of `token` (verified) is recorded; counts the ones that are not.
+fn recorded(
+    state: &State,
+    req: &HttpRequest,
+    kind: &'static str,
+    token: &str,
+    what: (MessageId, u32),
+) -> bool {
+    let expired = state.keys.issued_at(token).is_some_and(|issued| {
+        let age = Timestamp::now().0.saturating_sub(issued.0);
+        u128::try_from(age).unwrap_or(0) > state.max_age.as_millis()
+    });
+    let admitted = if expired {
+        Err("expired")
+    } else {
+        state.gate.admit(req.peer_addr().map(|a| a.ip()), what)
+    };
+    match admitted {
         Ok(()) => true,
         Err(reason) => {
             metrics::counter!("maily_tracking_events_dropped_total", "kind" => kind, "reason" => reason)
@@ -295,7 +318,7 @@ async fn open_inner(
     token: &str,
 ) -> Result<HttpResponse, Refusal> {
     let t = state.keys.verify_open(token)?;
-    if recorded(state, req, "open", (t.message, 0)) {
+    if recorded(state, req, "open", token, (t.message, 0)) {
         let event = event(
             t.message,
             t.tenant,
@@ -332,7 +355,13 @@ async fn click_inner(
     // is a valid header value; refuse rather than panic should that ever change.
     let location = HeaderValue::from_str(&t.url)
         .map_err(|_| TokenError::Malformed("URL is not a valid header value"))?;
-    if recorded(state, req, "click", (t.message, 1 + u32::from(t.link))) {
+    if recorded(
+        state,
+        req,
+        "click",
+        token,
+        (t.message, 1 + u32::from(t.link)),
+    ) {
         let kind = EventKind::Clicked { url: t.url };
         let event = event(t.message, t.tenant, t.campaign, t.recipient, kind);
         let log = state.log.clone();

@@ -6,7 +6,7 @@ use maily_api::tracking::{self, TrackingDeps};
 use maily_engine::ports::{EventLog, HotState, Store};
 use maily_engine::records::{self, EventRecord, topics};
 use maily_engine::tracking::{ClickToken, OpenToken, TokenKey, TokenKeys, UnsubscribeToken};
-use maily_engine::{CampaignId, EmailAddress, EventKind, MessageId, TenantId};
+use maily_engine::{CampaignId, EmailAddress, EventKind, MessageId, TenantId, Timestamp};
 use maily_storage::{MemoryHotState, SqliteStore};
 use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
@@ -48,6 +48,7 @@ async fn start() -> Listener {
         store: store.clone(),
         hot: Some(hot.clone()),
         events_per_ip_per_minute: 50,
+        events_max_age: Duration::from_secs(30 * 86_400),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(tracking::serve(listener, deps, async {
@@ -407,5 +408,37 @@ async fn repeats_and_floods_are_answered_but_not_recorded() {
         50,
         "the address's allowance of 50 a minute"
     );
+    l.shut_down().await;
+}
+
+/// Links of mail older than `events_max_age` still work (the pixel, the redirect) but their opens and clicks are not recorded: an old token cannot be
+/// replayed into a campaign's figures.
+#[tokio::test]
+async fn old_links_work_but_their_opens_and_clicks_are_not_recorded() {
+    let l = start().await;
+    let long_ago = Timestamp(Timestamp::now().0 - 31 * 86_400_000);
+    let open = l.keys.sign_open_at(&open_token(), long_ago);
+    let r = l.get(&format!("/o/{open}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let click = l
+        .keys
+        .sign_click_at(&click_token(TARGET), long_ago)
+        .unwrap();
+    let r = l.get(&format!("/c/{click}")).await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert_eq!(r.headers()[LOCATION], TARGET);
+    assert_eq!(l.events().await, [], "expired tokens record nothing");
+    // A token made a day ago is within the age and recorded.
+    let recent = Timestamp(Timestamp::now().0 - 86_400_000);
+    let r = l
+        .get(&format!(
+            "/o/{}",
+            l.keys.sign_open_at(&open_token(), recent)
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let events = l.events().await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, EventKind::Opened);
     l.shut_down().await;
 }

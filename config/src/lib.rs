@@ -334,10 +334,17 @@ pub struct TrackingSection {
     /// Opens and clicks recorded from one client address a minute; 0 for no limit.
     #[serde(default = "tracking_events_per_ip")]
     pub events_per_ip_per_minute: u32,
+    /// Opens and clicks of tokens older than this are answered but not recorded.
+    #[serde(default = "tracking_events_max_age", with = "humantime_serde")]
+    pub events_max_age: Duration,
 }
 
 fn tracking_events_per_ip() -> u32 {
     600
+}
+
+fn tracking_events_max_age() -> Duration {
+    Duration::from_secs(365 * 86_400)
 }
 
 /// A retired tracking key.

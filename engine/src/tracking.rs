@@ -5,8 +5,13 @@
 //! A token is the base64url (no padding) encoding of
 //!
 //! ```text
-//! version (1) | purpose (1) | key id (1) | payload | tag (16)
+//! version (1) | purpose (1) | key id (1) | issued (4) | payload | tag (16)
 //! ```
+//!
+//! `issued` is when the token was made, in seconds since the UNIX epoch (big-endian),
+//! so the tracking listener can stop recording events of old mail
+//! ([`TokenKeys::issued_at`]). Version 1 tokens, made before it existed, have no
+//! `issued` bytes; they still verify, so links in mail already sent keep working.
 //!
 //! where `tag` is HMAC-SHA256, truncated to [`TAG_LEN`] bytes, over a fixed context
 //! string followed by everything before the tag. The version and purpose bytes are
@@ -50,6 +55,7 @@ use crate::domain::{
     address::EmailAddress,
     ids::{CampaignId, MessageId, TenantId},
 };
+use crate::time::Timestamp;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -58,8 +64,8 @@ use std::fmt;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The token format version this code writes and reads.
-pub const TOKEN_VERSION: u8 = 1;
+/// The token format version this code writes; it also reads version 1.
+pub const TOKEN_VERSION: u8 = 2;
 /// Bytes of the truncated HMAC-SHA256 tag.
 pub const TAG_LEN: usize = 16;
 /// The shortest secret accepted for a token key.
@@ -72,7 +78,9 @@ pub const MAX_TOKEN_LEN: usize = 4096;
 /// Signed before every token, so a key shared by mistake with another HMAC use can
 /// never make a valid token out of someone else's MAC.
 const MAC_CONTEXT: &[u8] = b"maily.tracking.token\0";
-const HEADER_LEN: usize = 3;
+/// Version, purpose, key id and (from version 2) the issue time.
+const HEADER_LEN: usize = 7;
+const HEADER_LEN_V1: usize = 3;
 
 /// What a token may be used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -171,7 +179,7 @@ impl Token {
 pub enum TokenError {
     #[error("token is malformed: {0}")]
     Malformed(&'static str),
-    #[error("token has version {0}, but only version {TOKEN_VERSION} is understood")]
+    #[error("token has version {0}, but only versions 1 to {TOKEN_VERSION} are understood")]
     UnsupportedVersion(u8),
     #[error("token was signed with key id {0}, which is not configured")]
     UnknownKey(u8),
@@ -323,8 +331,14 @@ impl TokenKeys {
     }
 
     fn seal(&self, purpose: Purpose, payload: &[u8]) -> String {
+        self.seal_at(purpose, payload, Timestamp::now())
+    }
+
+    fn seal_at(&self, purpose: Purpose, payload: &[u8], issued: Timestamp) -> String {
         let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len() + TAG_LEN);
         bytes.extend_from_slice(&[TOKEN_VERSION, purpose.byte(), self.current.id]);
+        let seconds = u32::try_from(issued.0.max(0) / 1000).unwrap_or(u32::MAX);
+        bytes.extend_from_slice(&seconds.to_be_bytes());
         bytes.extend_from_slice(payload);
         let mut mac = self.current.mac();
         mac.update(&bytes);
@@ -333,15 +347,25 @@ impl TokenKeys {
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    /// Signs an open-pixel token.
+    /// Signs an open-pixel token, issued now.
     pub fn sign_open(&self, t: &OpenToken) -> String {
-        let mut p = Vec::with_capacity(34 + t.tenant.as_str().len() + t.recipient.as_str().len());
-        put_ids(&mut p, &t.message, &t.campaign, &t.tenant, &t.recipient);
-        self.seal(Purpose::Open, &p)
+        self.sign_open_at(t, Timestamp::now())
     }
 
-    /// Signs a click token; the URL must pass [`check_click_url`].
+    /// Signs an open-pixel token issued at `issued`.
+    pub fn sign_open_at(&self, t: &OpenToken, issued: Timestamp) -> String {
+        let mut p = Vec::with_capacity(34 + t.tenant.as_str().len() + t.recipient.as_str().len());
+        put_ids(&mut p, &t.message, &t.campaign, &t.tenant, &t.recipient);
+        self.seal_at(Purpose::Open, &p, issued)
+    }
+
+    /// Signs a click token, issued now; the URL must pass [`check_click_url`].
     pub fn sign_click(&self, t: &ClickToken) -> Result<String, TokenError> {
+        self.sign_click_at(t, Timestamp::now())
+    }
+
+    /// Signs a click token issued at `issued`.
+    pub fn sign_click_at(&self, t: &ClickToken, issued: Timestamp) -> Result<String, TokenError> {
         check_click_url(&t.url)?;
         let mut p = Vec::with_capacity(
             38 + t.tenant.as_str().len() + t.recipient.as_str().len() + t.url.len(),
@@ -351,7 +375,7 @@ impl TokenKeys {
         // The URL is at most MAX_URL_LEN bytes, so its length fits in a u16.
         p.extend_from_slice(&(t.url.len() as u16).to_be_bytes());
         p.extend_from_slice(t.url.as_bytes());
-        Ok(self.seal(Purpose::Click, &p))
+        Ok(self.seal_at(Purpose::Click, &p, issued))
     }
 
     /// Signs an unsubscribe token.
@@ -377,9 +401,12 @@ impl TokenKeys {
             return Err(TokenError::Malformed("too short"));
         }
         let (signed, tag) = bytes.split_at(bytes.len() - TAG_LEN);
-        if signed[0] != TOKEN_VERSION {
-            return Err(TokenError::UnsupportedVersion(signed[0]));
-        }
+        let header = match signed[0] {
+            1 => HEADER_LEN_V1,
+            TOKEN_VERSION if signed.len() >= HEADER_LEN => HEADER_LEN,
+            TOKEN_VERSION => return Err(TokenError::Malformed("too short")),
+            other => return Err(TokenError::UnsupportedVersion(other)),
+        };
         let key = self
             .key(signed[2])
             .ok_or(TokenError::UnknownKey(signed[2]))?;
@@ -392,7 +419,7 @@ impl TokenKeys {
         if found != expected {
             return Err(TokenError::WrongPurpose { expected, found });
         }
-        let mut r = Reader(&signed[HEADER_LEN..]);
+        let mut r = Reader(&signed[header..]);
         let token = match found {
             Purpose::Open => {
                 let (message, campaign, tenant, recipient) = r.ids()?;
@@ -437,6 +464,18 @@ impl TokenKeys {
             return Err(TokenError::Malformed("trailing bytes"));
         }
         Ok(token)
+    }
+
+    /// When a token was made: its signed issue time, or `None` for a version 1 token
+    /// (or one that is not a token). Only meaningful for a token that verified.
+    pub fn issued_at(&self, token: &str) -> Option<Timestamp> {
+        let head = token.get(..12)?;
+        let bytes = URL_SAFE_NO_PAD.decode(head).ok()?;
+        if bytes.first() != Some(&TOKEN_VERSION) {
+            return None;
+        }
+        let seconds = u32::from_be_bytes(bytes.get(3..7)?.try_into().ok()?);
+        Some(Timestamp(i64::from(seconds) * 1000))
     }
 
     /// Verifies an open-pixel token.
@@ -1005,6 +1044,35 @@ mod tests {
             recipient: EmailAddress::parse("Ann.Lee+news@Example.COM").unwrap(),
             message: MessageId::new(),
         }
+    }
+
+    #[test]
+    fn tokens_carry_their_signed_issue_time_and_version_1_still_verifies() {
+        let k = keys();
+        let at = Timestamp(1_700_000_000_000);
+        let o = open();
+        let token = k.sign_open_at(&o, at);
+        assert_eq!(k.verify_open(&token).unwrap(), o);
+        assert_eq!(k.issued_at(&token), Some(at));
+        let now = k.sign_click(&click("https://shop.example/")).unwrap();
+        let issued = k.issued_at(&now).unwrap();
+        assert!((Timestamp::now().0 - issued.0).abs() < 5_000, "{issued:?}");
+
+        // Made as version 1 wrote them: no issue time, same MAC.
+        let mut v1 = vec![1, Purpose::Open.byte(), k.current_id()];
+        put_ids(&mut v1, &o.message, &o.campaign, &o.tenant, &o.recipient);
+        let mut mac = k.current.mac();
+        mac.update(&v1);
+        v1.extend_from_slice(&mac.finalize().into_bytes()[..TAG_LEN]);
+        let v1 = URL_SAFE_NO_PAD.encode(v1);
+        assert_eq!(k.verify_open(&v1).unwrap(), o);
+        assert_eq!(k.issued_at(&v1), None);
+
+        // The issue time is signed: changing it breaks the token.
+        let mut bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        bytes[6] ^= 1;
+        let moved = URL_SAFE_NO_PAD.encode(bytes);
+        assert_eq!(k.verify_open(&moved), Err(TokenError::BadSignature));
     }
 
     #[test]
