@@ -623,6 +623,73 @@ async fn api_keys_show_their_secret_once_and_fail_once_revoked() {
     s.shut_down().await;
 }
 
+/// A key issued by a tenant's admin key is revoked with it: revoking the admin key
+/// (say, of someone who left) leaves no key it made behind. Keys an operator issued
+/// are untouched.
+#[tokio::test]
+async fn revoking_a_key_revokes_the_keys_it_issued() {
+    let s = Server::start().await;
+    s.tenant("acme").await;
+    let admin_key = s.key("acme", &[Scope::Admin, Scope::Read]).await;
+    let other_admin = s.key("acme", &[Scope::Admin, Scope::Read]).await;
+    let issue = |by: String, name: &'static str| {
+        let s = &s;
+        async move {
+            let created = s
+                .post(
+                    "/v1/tenants/acme/api-keys",
+                    &by,
+                    json!({"name": name, "scopes": ["read", "send"]}),
+                )
+                .await;
+            assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+            (
+                created.body["key"].as_str().unwrap().to_string(),
+                created.body["id"].as_str().unwrap().to_string(),
+            )
+        }
+    };
+    let (made, made_id) = issue(admin_key.clone(), "ci").await;
+    let (kept, _) = issue(other_admin.clone(), "billing").await;
+    let admin_id = admin_key
+        .strip_prefix("mly_")
+        .and_then(|k| k.split('_').next())
+        .unwrap()
+        .to_string();
+    let listed = s.get("/v1/tenants/acme/api-keys", &other_admin).await;
+    let entry = listed.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == made_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(entry["issued_by"], admin_id.as_str(), "{entry}");
+
+    let revoked = s
+        .delete(
+            &format!("/v1/tenants/acme/api-keys/{admin_id}"),
+            &other_admin,
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.text);
+    for (key, works) in [
+        (&admin_key, false),
+        (&made, false),
+        (&kept, true),
+        (&other_admin, true),
+    ] {
+        let answer = s.get("/v1/tenants/acme", key).await;
+        let expected = if works {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(answer.status, expected, "{}", answer.text);
+    }
+    s.shut_down().await;
+}
+
 #[tokio::test]
 async fn a_tenant_cannot_reach_another_tenants_campaigns() {
     let s = Server::start().await;

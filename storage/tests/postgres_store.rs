@@ -123,7 +123,8 @@ async fn reconnecting_keeps_data_and_applies_migrations_once() {
             (4, "chain_submissions".to_string()),
             (5, "suppression_case".to_string()),
             (6, "tenant_domains".to_string()),
-            (7, "domain_keys".to_string())
+            (7, "domain_keys".to_string()),
+            (8, "key_issuer".to_string())
         ]
     );
     let product_tables: i64 = sqlx::query_scalar(
@@ -161,7 +162,7 @@ async fn processes_starting_together_migrate_once() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(applied, 7);
+    assert_eq!(applied, 8);
 }
 
 #[tokio::test]

@@ -114,6 +114,9 @@ pub struct ApiKey {
     pub last_used_at: Option<String>,
     /// When the key was revoked; a revoked key never authenticates again.
     pub revoked_at: Option<String>,
+    /// The tenant key that issued it (absent when an operator did): revoking that
+    /// key revoked or will revoke this one too.
+    pub issued_by: Option<String>,
 }
 
 impl From<&ApiKeyRecord> for ApiKey {
@@ -126,6 +129,7 @@ impl From<&ApiKeyRecord> for ApiKey {
             created_at: k.created_at.to_rfc3339(),
             last_used_at: k.last_used_at.map(|t| t.to_rfc3339()),
             revoked_at: k.revoked_at.map(|t| t.to_rfc3339()),
+            issued_by: k.issued_by.clone(),
         }
     }
 }
@@ -279,11 +283,15 @@ pub async fn create_key(
                 "only an operator issues keys with the admin scope",
             ));
         }
-        let (record, plain) = keys::generate(&tenant, &name, &scopes).map_err(|e| match e {
+        let (mut record, plain) = keys::generate(&tenant, &name, &scopes).map_err(|e| match e {
             keys::KeyError::InvalidName => Problem::invalid("name", e.to_string()),
             keys::KeyError::NoScopes => Problem::invalid("scopes", e.to_string()),
             keys::KeyError::Random(_) => Problem::internal(e),
         })?;
+        // A key issued by a tenant key dies with it: revoking the issuer revokes it.
+        if let crate::auth::Subject::ApiKey { id } = &caller.0.subject {
+            record.issued_by = Some(id.clone());
+        }
         s.store
             .create_api_key(&record)
             .await
@@ -334,11 +342,12 @@ pub async fn list_keys(
     operation_id = "revokeApiKey",
     params(KeyPath),
     responses(
-        (status = 204, description = "Revoked (revoking again keeps the first time)"),
+        (status = 204, description = "Revoked, with the keys it issued (revoking again keeps the first time)"),
         (status = 404, description = "The tenant has no such key", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
-/// Revokes an API key of the tenant (`admin`); it fails from the next request on.
+/// Revokes an API key of the tenant (`admin`) and every key it issued; they fail from
+/// the next request on.
 pub async fn revoke_key(
     state: web::Data<State>,
     caller: Caller,

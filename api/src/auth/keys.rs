@@ -152,6 +152,7 @@ pub fn generate(
         name: name.to_string(),
         scopes: scopes.iter().map(|s| s.as_str().to_string()).collect(),
         created_at: Timestamp::now(),
+        issued_by: None,
     };
     Ok((record, plain))
 }

@@ -193,6 +193,9 @@ pub struct NewApiKey {
     /// The hash of the key's secret.
     pub secret_hash: [u8; 32],
     pub created_at: Timestamp,
+    /// The tenant key that issued it, if one did (not an operator): revoking that
+    /// key revokes this one too.
+    pub issued_by: Option<String>,
 }
 
 /// A sending domain of a tenant: it may send From addresses there once verified. A
@@ -312,6 +315,8 @@ pub struct ApiKeyRecord {
     pub last_used_at: Option<Timestamp>,
     /// When the key was revoked; a revoked key never authenticates again.
     pub revoked_at: Option<Timestamp>,
+    /// The tenant key that issued it, if one did.
+    pub issued_by: Option<String>,
 }
 
 impl std::fmt::Debug for NewApiKey {
@@ -323,6 +328,7 @@ impl std::fmt::Debug for NewApiKey {
             .field("scopes", &self.scopes)
             .field("secret_hash", &"<redacted>")
             .field("created_at", &self.created_at)
+            .field("issued_by", &self.issued_by)
             .finish()
     }
 }
@@ -338,6 +344,7 @@ impl std::fmt::Debug for ApiKeyRecord {
             .field("created_at", &self.created_at)
             .field("last_used_at", &self.last_used_at)
             .field("revoked_at", &self.revoked_at)
+            .field("issued_by", &self.issued_by)
             .finish()
     }
 }
@@ -396,9 +403,10 @@ pub trait Store: Send + Sync + 'static {
     /// A tenant's API keys, revoked ones included, oldest first (then by id).
     async fn api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError>;
 
-    /// Revokes `tenant`'s key `id` at `at`. Returns `false` when the tenant has no such
-    /// key (unknown, or another tenant's, which stays untouched). Revoking again
-    /// returns `true` and keeps the first revocation time.
+    /// Revokes `tenant`'s key `id` at `at`, with every key it issued (and theirs, and
+    /// so on). Returns `false` when the tenant has no such key (unknown, or another
+    /// tenant's, which stays untouched). Revoking again returns `true` and keeps the
+    /// first revocation time.
     async fn revoke_api_key(
         &self,
         tenant: &TenantId,

@@ -90,6 +90,10 @@ macro_rules! store_contract {
                 suite::api_keys_are_revoked_by_their_tenant_only(&super::$make().await).await
             }
             #[tokio::test]
+            async fn revoking_a_key_revokes_what_it_issued() {
+                suite::revoking_a_key_revokes_what_it_issued(&super::$make().await).await
+            }
+            #[tokio::test]
             async fn api_key_use_is_recorded() {
                 suite::api_key_use_is_recorded(&super::$make().await).await
             }
@@ -1025,6 +1029,7 @@ fn new_key(id: &str, tenant: &TenantId, created_at: i64) -> NewApiKey {
         scopes: vec!["send".into(), "read".into()],
         secret_hash: [id.len() as u8; 32],
         created_at: Timestamp(created_at),
+        issued_by: None,
     }
 }
 
@@ -1038,6 +1043,7 @@ fn stored(key: &NewApiKey) -> ApiKeyRecord {
         created_at: key.created_at,
         last_used_at: None,
         revoked_at: None,
+        issued_by: key.issued_by.clone(),
     }
 }
 
@@ -1132,6 +1138,45 @@ pub async fn api_keys_are_revoked_by_their_tenant_only(store: &impl Store) {
     );
     assert_eq!(store.api_key("k1").await.unwrap(), Some(revoked.clone()));
     assert_eq!(store.api_keys(&acme).await.unwrap(), vec![revoked]);
+}
+
+/// Revoking a key revokes the keys it issued, and theirs; nothing else.
+pub async fn revoking_a_key_revokes_what_it_issued(store: &impl Store) {
+    let acme = TenantId::parse("acme").unwrap();
+    store.upsert_tenant(&acme, "Acme").await.unwrap();
+    let issued = |id: &str, by: &str| NewApiKey {
+        issued_by: Some(by.into()),
+        ..new_key(id, &acme, 2_000)
+    };
+    for key in [
+        new_key("root", &acme, 1_000),
+        issued("child", "root"),
+        issued("grandchild", "child"),
+        new_key("other", &acme, 1_000),
+        issued("sibling", "other"),
+    ] {
+        store.create_api_key(&key).await.unwrap();
+    }
+    assert_eq!(
+        store.api_key("child").await.unwrap().unwrap().issued_by,
+        Some("root".to_string())
+    );
+    assert!(
+        store
+            .revoke_api_key(&acme, "root", Timestamp(5_000))
+            .await
+            .unwrap()
+    );
+    for (id, revoked) in [
+        ("root", true),
+        ("child", true),
+        ("grandchild", true),
+        ("other", false),
+        ("sibling", false),
+    ] {
+        let key = store.api_key(id).await.unwrap().unwrap();
+        assert_eq!(key.revoked_at.is_some(), revoked, "{id}: {key:?}");
+    }
 }
 
 /// Touching records the latest use and never moves it back; unknown ids are ignored.

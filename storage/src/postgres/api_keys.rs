@@ -8,7 +8,7 @@ use sqlx::error::ErrorKind;
 use sqlx::postgres::PgRow;
 
 const SELECT_KEY: &str = "SELECT id, tenant, name, scopes, secret_hash, created_at, \
-     last_used_at, revoked_at FROM api_keys";
+     last_used_at, revoked_at, issued_by FROM api_keys";
 
 fn key_row(row: &PgRow) -> Result<ApiKeyRecord, StoreError> {
     let r = RowReader::new(row, "api_keys", raw_text(row, "id"));
@@ -21,14 +21,15 @@ fn key_row(row: &PgRow) -> Result<ApiKeyRecord, StoreError> {
         created_at: Timestamp(r.get("created_at")?),
         last_used_at: r.get::<Option<i64>>("last_used_at")?.map(Timestamp),
         revoked_at: r.get::<Option<i64>>("revoked_at")?.map(Timestamp),
+        issued_by: r.get("issued_by")?,
     })
 }
 
 pub(super) async fn create_api_key(pool: &PgPool, key: &NewApiKey) -> Result<(), StoreError> {
     let row = || format!("api key {}", key.id);
     sqlx::query(
-        "INSERT INTO api_keys (id, tenant, name, scopes, secret_hash, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO api_keys (id, tenant, name, scopes, secret_hash, created_at, issued_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&key.id)
     .bind(key.tenant.as_str())
@@ -36,6 +37,7 @@ pub(super) async fn create_api_key(pool: &PgPool, key: &NewApiKey) -> Result<(),
     .bind(&key.scopes)
     .bind(key.secret_hash.as_slice())
     .bind(key.created_at.0)
+    .bind(key.issued_by.as_deref())
     .execute(pool)
     .await
     .map_err(|e| {
@@ -84,9 +86,17 @@ pub(super) async fn revoke_api_key(
     id: &str,
     at: Timestamp,
 ) -> Result<bool, StoreError> {
-    // The tenant is part of the key: another tenant's key matches no row.
+    // The tenant is part of the key: another tenant's key matches no row. The keys it
+    // issued, and theirs, go with it.
     let done = sqlx::query(
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $1) WHERE id = $2 AND tenant = $3",
+        "WITH RECURSIVE lineage(id) AS (
+             SELECT id FROM api_keys WHERE id = $2 AND tenant = $3
+             UNION
+             SELECT k.id FROM api_keys k JOIN lineage l ON k.issued_by = l.id
+              WHERE k.tenant = $3
+         )
+         UPDATE api_keys SET revoked_at = coalesce(revoked_at, $1)
+          WHERE tenant = $3 AND id IN (SELECT id FROM lineage)",
     )
     .bind(at.0)
     .bind(id)

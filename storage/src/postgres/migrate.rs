@@ -54,6 +54,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "domain_keys",
         sql: include_str!("../../migrations/postgres/0007_domain_keys.sql"),
     },
+    Migration {
+        version: 8,
+        name: "key_issuer",
+        sql: include_str!("../../migrations/postgres/0008_key_issuer.sql"),
+    },
 ];
 
 /// First half of the advisory lock key ("maily" in ASCII, truncated to 31 bits);

@@ -10,7 +10,7 @@ use sqlx::error::ErrorKind;
 use sqlx::sqlite::SqliteRow;
 
 const SELECT_KEY: &str = "SELECT id, tenant, name, scopes, secret_hash, created_at, \
-     last_used_at, revoked_at FROM api_keys";
+     last_used_at, revoked_at, issued_by FROM api_keys";
 
 fn key_row(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
     let r = RowReader::new(row, "api_keys", raw_text(row, "id"));
@@ -26,6 +26,7 @@ fn key_row(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
         created_at: Timestamp(r.get("created_at")?),
         last_used_at: r.get::<Option<i64>>("last_used_at")?.map(Timestamp),
         revoked_at: r.get::<Option<i64>>("revoked_at")?.map(Timestamp),
+        issued_by: r.get("issued_by")?,
     })
 }
 
@@ -36,8 +37,8 @@ pub(super) async fn create_api_key(pool: &SqlitePool, key: &NewApiKey) -> Result
         reason: format!("scopes do not serialise: {e}"),
     })?;
     sqlx::query(
-        "INSERT INTO api_keys (id, tenant, name, scopes, secret_hash, created_at)
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO api_keys (id, tenant, name, scopes, secret_hash, created_at, issued_by)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&key.id)
     .bind(key.tenant.as_str())
@@ -45,6 +46,7 @@ pub(super) async fn create_api_key(pool: &SqlitePool, key: &NewApiKey) -> Result
     .bind(scopes)
     .bind(key.secret_hash.as_slice())
     .bind(key.created_at.0)
+    .bind(key.issued_by.as_deref())
     .execute(pool)
     .await
     .map_err(|e| {
@@ -94,9 +96,17 @@ pub(super) async fn revoke_api_key(
     id: &str,
     at: Timestamp,
 ) -> Result<bool, StoreError> {
-    // The tenant is part of the key: another tenant's key matches no row.
+    // The tenant is part of the key: another tenant's key matches no row. The keys it
+    // issued, and theirs, go with it.
     let done = sqlx::query(
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE id = ? AND tenant = ?",
+        "WITH RECURSIVE lineage(id) AS (
+             SELECT id FROM api_keys WHERE id = ?2 AND tenant = ?3
+             UNION
+             SELECT k.id FROM api_keys k JOIN lineage l ON k.issued_by = l.id
+              WHERE k.tenant = ?3
+         )
+         UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?1)
+          WHERE tenant = ?3 AND id IN (SELECT id FROM lineage)",
     )
     .bind(at.0)
     .bind(id)

@@ -54,6 +54,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "domain_keys",
         sql: include_str!("../../migrations/sqlite/0008_domain_keys.sql"),
     },
+    Migration {
+        version: 9,
+        name: "key_issuer",
+        sql: include_str!("../../migrations/sqlite/0009_key_issuer.sql"),
+    },
 ];
 
 /// Applies every migration in `migrations` that `pool`'s database lacks.
