@@ -11,8 +11,8 @@
 use anyhow::Context as _;
 use maily_actors::{EngineHandle, EngineSettings, Ports};
 use maily_api::admin::{
-    self, AdminDeps, EngineStatus, EngineStatusReport, StatusError, ThrottleControl, ThrottleEntry,
-    ThrottleError, ThrottleKind, ThrottleLimit, ThrottleTable,
+    self, AdminDeps, EngineStatus, EngineStatusReport, ReturnPaths, StatusError, ThrottleControl,
+    ThrottleEntry, ThrottleError, ThrottleKind, ThrottleLimit, ThrottleTable,
 };
 use maily_api::auth::Authenticator;
 use maily_api::intake::Intake;
@@ -256,6 +256,14 @@ pub fn start(
                 None
             }
         },
+        return_paths: (!settings.verp.tenant_label.is_empty()).then(|| ReturnPaths {
+            label: settings.verp.tenant_label.to_ascii_lowercase(),
+            mx_host: settings
+                .verp
+                .mx_host
+                .trim_end_matches('.')
+                .to_ascii_lowercase(),
+        }),
     };
     info!(addr = %bind, "admin API listening");
     let (stop, stopped) = oneshot::channel::<()>();

@@ -170,6 +170,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
             created_at: maily_engine::Timestamp::now(),
             verified_at: Some(maily_engine::Timestamp::now()),
             dkim: None,
+            return_path: None,
         })
         .await?;
     // Addresses that unsubscribed before: the sender skips them.

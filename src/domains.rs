@@ -68,6 +68,13 @@ impl DomainAuthority for DnsDomains {
             .await
             .map_err(|e| DomainServiceError::Dns(e.to_string()))
     }
+
+    async fn mx(&self, name: &str) -> Result<Vec<String>, DomainServiceError> {
+        self.dns
+            .mx_hosts(name)
+            .await
+            .map_err(|e| DomainServiceError::Dns(e.to_string()))
+    }
 }
 
 /// Signers of stored tenant keys, each parsed once: by domain, selector and public

@@ -407,8 +407,13 @@ pub fn composer(s: &Settings) -> anyhow::Result<Composer> {
         None
     } else {
         let domain = Domain::parse(&s.verp.domain).context("verp.domain")?;
-        let codec =
+        let mut codec =
             VerpCodec::new(&s.verp.prefix, domain, s.verp.secret.0.as_bytes()).context("verp")?;
+        if !s.verp.tenant_label.is_empty() {
+            codec = codec
+                .with_tenant_label(&s.verp.tenant_label)
+                .context("verp.tenant_label")?;
+        }
         Some(Arc::new(codec))
     };
     let tracking = if s.tracking.base_url.is_empty() {

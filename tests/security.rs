@@ -646,14 +646,17 @@ async fn admin_post(
 /// domain is verified only once DNS shows the ownership and key records (an outside
 /// tenant cannot skip that), and its mail then leaves signed with that key, as
 /// `d=<its domain>`, which an independent verifier (dkimpy) accepts with the published
-/// record. Another tenant's mail is never signed with it.
+/// record, with its return path on the tenant's own `bounces.` domain once that MX is
+/// seen (a bounce sent there is taken). Another tenant's mail is never signed with it.
 #[test]
 fn a_domain_is_verified_in_dns_and_its_mail_signed_with_the_tenants_own_key() {
     run(async {
         let zone = common::dns::Zone::start("beta-shop.example").await;
         let admin_port = free_port();
-        let (chaos, _) = engine(&format!(
-            "[admin]\nenabled = true\nbind = \"127.0.0.1:{admin_port}\"\n\
+        // The first two lines land in [verp]: tenants' return paths on.
+        let (chaos, inbound) = engine(&format!(
+            "tenant_label = \"bounces\"\nmx_host = \"mx.maily.test\"\n\
+             [admin]\nenabled = true\nbind = \"127.0.0.1:{admin_port}\"\n\
              [intake]\ndns_servers = [\"{}\"]\n",
             zone.addr
         ))
@@ -682,6 +685,20 @@ fn a_domain_is_verified_in_dns_and_its_mail_signed_with_the_tenants_own_key() {
                 .clone()
         };
         let (ownership, dkim) = (record("ownership"), record("dkim"));
+        let return_path = record("return-path");
+        assert_eq!(
+            (
+                &return_path["type"],
+                &return_path["name"],
+                &return_path["value"]
+            ),
+            (
+                &serde_json::json!("MX"),
+                &serde_json::json!("bounces.beta-shop.example"),
+                &serde_json::json!("10 mx.maily.test")
+            ),
+            "{return_path}"
+        );
         let dkim_name = dkim["name"].as_str().unwrap().to_string();
         let dkim_value = dkim["value"].as_str().unwrap().to_string();
         assert!(
@@ -745,11 +762,25 @@ fn a_domain_is_verified_in_dns_and_its_mail_signed_with_the_tenants_own_key() {
                 && !detail.contains("_maily.beta-shop.example"),
             "{refused}"
         );
-        // The key published too (as the several strings a long record takes).
+        // The key published too (as the several strings a long record takes): verified,
+        // though without its return-path MX mail returns to the engine's own domain.
         zone.publish(&dkim_name, &dkim_value).await;
         let (status, verified) = admin_post(admin_port, &beta, verify, serde_json::json!({})).await;
         assert_eq!(status, 200, "{verified}");
         assert_eq!(verified["status"], "verified", "{verified}");
+        assert_eq!(
+            verified["return_path"],
+            serde_json::Value::Null,
+            "{verified}"
+        );
+        zone.publish_mx("bounces.beta-shop.example", "mx.maily.test")
+            .await;
+        let (status, verified) = admin_post(admin_port, &beta, verify, serde_json::json!({})).await;
+        assert_eq!(status, 200, "{verified}");
+        assert_eq!(
+            verified["return_path"], "bounces.beta-shop.example",
+            "{verified}"
+        );
         assert!(
             verified["dns"]
                 .as_array()
@@ -801,6 +832,29 @@ fn a_domain_is_verified_in_dns_and_its_mail_signed_with_the_tenants_own_key() {
                 common::dkimpy_verifies(&m.data, &dkim_name, &dkim_value),
                 "dkimpy accepts {to}'s message with the published record"
             );
+            assert!(
+                m.mail_from.ends_with("@bounces.beta-shop.example"),
+                "{to}: return path {}",
+                m.mail_from
+            );
+        }
+        // A bounce that comes back to the tenant's return path is taken.
+        let bounced = received_by(&sent, &to_beta[0]);
+        let (code, text) = submit(
+            inbound,
+            &bounced.mail_from,
+            &dsn(&bounced.mail_from, &[&to_beta[0]], bounced),
+        )
+        .await;
+        assert_eq!(code, 250, "{text}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = finished(&mut client, &beta, &id, 3).await;
+            if s.bounced_hard == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the bounce never counted: {s:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let acme_mail =
             String::from_utf8_lossy(&received_by(&sent, "a0@example.com").data).to_string();

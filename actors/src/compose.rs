@@ -54,6 +54,14 @@ impl fmt::Debug for Composer {
     }
 }
 
+/// What a tenant has of its own for a campaign's From domain (a verified sending
+/// domain of its): the key that signs, the return-path domain bounces go to.
+#[derive(Clone, Default)]
+pub struct Own {
+    pub signer: Option<Arc<dyn MessageSigner>>,
+    pub return_path: Option<Domain>,
+}
+
 /// A message ready for the transport.
 pub struct Composed {
     pub mail_from: EmailAddress,
@@ -70,19 +78,19 @@ impl Composer {
         to: &EmailAddress,
         rendered: &Rendered,
     ) -> anyhow::Result<Composed> {
-        self.compose_signed(tenant, campaign, message_id, to, rendered, None)
+        self.compose_as(tenant, campaign, message_id, to, rendered, &Own::default())
     }
 
-    /// Builds, links and signs one message: with `own` (the tenant's key of its From
-    /// domain) when given, else with the operator's keys.
-    pub fn compose_signed(
+    /// Builds, links and signs one message with what the tenant has of its own for the
+    /// From domain, the operator's keys and bounce domain otherwise.
+    pub fn compose_as(
         &self,
         tenant: &TenantId,
         campaign: &Campaign,
         message_id: MessageId,
         to: &EmailAddress,
         rendered: &Rendered,
-        own: Option<&dyn MessageSigner>,
+        own: &Own,
     ) -> anyhow::Result<Composed> {
         let envelope = Envelope {
             message_id,
@@ -99,7 +107,7 @@ impl Composer {
         };
         let linked = self.tracking.is_some() || self.unsubscribe_mailto.is_some();
         let mut data = build_with(&envelope, rendered, linked.then_some(&links));
-        let signer = own.or(self.signer.as_deref());
+        let signer = own.signer.as_deref().or(self.signer.as_deref());
         if let Some(signer) = signer
             && let Some(signed) = signer.sign(campaign.from.domain(), &data)?
         {
@@ -113,7 +121,11 @@ impl Composer {
                     message_id,
                     recipient: to.clone(),
                 };
-                verp.encode(&tag)?.to_email_address()?
+                match &own.return_path {
+                    Some(domain) => verp.encode_on(&tag, domain)?,
+                    None => verp.encode(&tag)?,
+                }
+                .to_email_address()?
             }
             None => campaign.from.clone(),
         };

@@ -165,9 +165,13 @@ impl InboundReports {
         // Sender fields only a structured report carries (a complaint's
         // Original-Mail-From, X-Postfix-Sender) are further VERP candidates.
         let structured = parse_report(raw).ok();
-        let envelope_tag = rcpt_to
-            .iter()
-            .find_map(|a| self.verp.as_ref()?.decode(a).ok());
+        let mut envelope_tag = None;
+        for a in rcpt_to {
+            if let Some(tag) = self.tag_of(a).await.map_err(InboundError::Unavailable)? {
+                envelope_tag = Some(tag);
+                break;
+            }
+        }
         let mut outbox = Outbox::default();
         let mut outcome = Outcome {
             published: 0,
@@ -250,6 +254,27 @@ impl InboundReports {
         Ok(outcome)
     }
 
+    /// The tag of a return path of ours. One on a tenant's return-path domain counts
+    /// only when that sending domain is the tag's tenant's (the signature already
+    /// binds the tag; this keeps a tenant's domain to its own mail).
+    async fn tag_of(&self, address: &str) -> anyhow::Result<Option<VerpTag>> {
+        let Some(verp) = &self.verp else {
+            return Ok(None);
+        };
+        let Ok((tag, parent)) = verp.decode_on(address) else {
+            return Ok(None);
+        };
+        let Some(parent) = parent else {
+            return Ok(Some(tag));
+        };
+        let owner = self
+            .store
+            .domain(&parent)
+            .await
+            .map_err(|e| anyhow::anyhow!("looking up the sending domain {parent}: {e}"))?;
+        Ok(owner.filter(|d| d.tenant == tag.tenant).map(|_| tag))
+    }
+
     /// Ties one report line (about `named`, when the report says) to a message.
     async fn attribute(
         &self,
@@ -274,11 +299,11 @@ impl InboundReports {
         if let Some(tag) = envelope_tag.filter(|t| fits(t)) {
             return Ok(from_tag(tag, "verp"));
         }
-        if let Some(verp) = &self.verp {
+        if self.verp.is_some() {
             let mut candidates = report.verp_candidates();
             candidates.extend(structured.map(Report::verp_candidates).unwrap_or_default());
             for candidate in candidates {
-                if let Ok(tag) = verp.decode(candidate)
+                if let Some(tag) = self.tag_of(candidate).await?
                     && fits(&tag)
                 {
                     return Ok(from_tag(&tag, "return-path"));

@@ -12,7 +12,7 @@
 use crate::common::{
     Cursor, Outbox, Ports, decode_or_dead_letter, hot_down, hot_ok, save_positions,
 };
-use crate::compose::{Composer, MessageSigner};
+use crate::compose::{Composer, Own};
 use crate::faults::{FaultPoint, Faults};
 use crate::ownership::LeaseGuard;
 use crate::worker::{Step, Worker};
@@ -113,8 +113,8 @@ struct Plan {
     template: CompiledTemplate,
     /// Why its messages may not go out (its From domain is no longer the tenant's).
     refused: Option<String>,
-    /// The tenant's own key of the From domain, which signs its messages.
-    signer: Option<Arc<dyn MessageSigner>>,
+    /// The tenant's own key and return path of the From domain.
+    own: Own,
 }
 
 /// How long a loaded campaign is used before it is read again, so a changed template
@@ -203,18 +203,29 @@ impl SenderWorker {
                     } else {
                         None
                     };
-                    let mut signer = None;
-                    if let (SenderDomain::Verified(own), Some(signers)) =
-                        (&sender, &self.settings.composer.domain_signers)
-                        && let Some(key) = &own.dkim
+                    let mut own = Own::default();
+                    if let SenderDomain::Verified(domain) = &sender
+                        && let Some(verp) = &self.settings.composer.verp
                     {
-                        match signers.signer(&own.domain, key) {
-                            Ok(s) => signer = Some(s),
+                        // Only while the tenant return paths are on.
+                        own.return_path = domain
+                            .return_path
+                            .clone()
+                            .filter(|r| verp.tenant_domain(&domain.domain).as_ref() == Some(r));
+                    }
+                    if let (SenderDomain::Verified(own_domain), Some(signers)) =
+                        (&sender, &self.settings.composer.domain_signers)
+                        && let Some(key) = &own_domain.dkim
+                    {
+                        match signers.signer(&own_domain.domain, key) {
+                            Ok(s) => own.signer = Some(s),
                             // Never another key instead: its messages are refused,
                             // with the reason, until the key is fixed.
                             Err(e) => {
-                                let reason =
-                                    format!("the DKIM key of {} does not load: {e:#}", own.domain);
+                                let reason = format!(
+                                    "the DKIM key of {} does not load: {e:#}",
+                                    own_domain.domain
+                                );
                                 tracing::error!(campaign = %id, %reason, "campaign cannot be signed");
                                 refused.get_or_insert(reason);
                             }
@@ -224,7 +235,7 @@ impl SenderWorker {
                         campaign,
                         template,
                         refused,
-                        signer,
+                        own,
                     }))
                 }
                 Err(e) => {
@@ -524,13 +535,13 @@ async fn process(
         }
     };
     let campaign = &plan.campaign;
-    let composed = match settings.composer.compose_signed(
+    let composed = match settings.composer.compose_as(
         &rec.tenant,
         campaign,
         rec.message_id,
         &rec.recipient,
         &rendered,
-        plan.signer.as_deref(),
+        &plan.own,
     ) {
         Ok(c) => c,
         Err(e) => {

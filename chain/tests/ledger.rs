@@ -474,6 +474,14 @@ impl Store for HookedStore {
         self.inner.verify_domain(domain, at).await
     }
 
+    async fn set_return_path(
+        &self,
+        domain: &maily_engine::Domain,
+        return_path: Option<&maily_engine::Domain>,
+    ) -> Result<bool, StoreError> {
+        self.inner.set_return_path(domain, return_path).await
+    }
+
     async fn remove_domain(
         &self,
         tenant: &TenantId,

@@ -309,6 +309,14 @@ pub struct VerpSection {
     pub prefix: String,
     /// HMAC key (at least 16 bytes) that signs return paths.
     pub secret: Secret,
+    /// Tenants' own return-path domains: `<tenant_label>.<sending domain>`, used once
+    /// their MX (pointing at `mx_host`) is seen; empty keeps every return path on
+    /// `domain`.
+    #[serde(default)]
+    pub tenant_label: String,
+    /// The host tenants' return-path domains point their MX at (the inbound listener).
+    #[serde(default)]
+    pub mx_host: String,
 }
 
 /// `[tracking]`
@@ -880,6 +888,14 @@ impl Settings {
             return Err(ConfigError::BadValue {
                 key: "verp.secret",
                 reason: "return paths are signed: set a secret of at least 16 characters (MAILY__VERP__SECRET)".into(),
+            });
+        }
+        if !self.verp.tenant_label.is_empty()
+            && (self.verp.domain.is_empty() || self.verp.mx_host.is_empty())
+        {
+            return Err(ConfigError::BadValue {
+                key: "verp.tenant_label",
+                reason: "tenants' return-path domains need verp.domain (the engine's own) and verp.mx_host (where their MX points)".into(),
             });
         }
         if !self.tracking.base_url.is_empty() && self.tracking.secret.0.len() < 32 {

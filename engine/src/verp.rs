@@ -75,6 +75,8 @@ pub struct VerpTag {
 pub enum VerpError {
     #[error("prefix {0:?} must be 1-32 characters of a-z, 0-9, '-' and '_'")]
     InvalidPrefix(String),
+    #[error("return-path label {0:?} must be one DNS label: 1-63 characters of a-z, 0-9 and '-'")]
+    InvalidLabel(String),
     #[error("HMAC key has {0} bytes; at least {MIN_KEY_LEN} are required")]
     KeyTooShort(usize),
     #[error("return path would be {len} characters, more than the {MAX_ADDRESS_LEN} allowed")]
@@ -142,6 +144,8 @@ pub struct VerpCodec {
     prefix: String,
     domain: Domain,
     key: Vec<u8>,
+    /// The label of tenants' return-path domains (`<label>.<sending domain>`).
+    tenant_label: Option<String>,
 }
 
 impl fmt::Debug for VerpCodec {
@@ -149,6 +153,7 @@ impl fmt::Debug for VerpCodec {
         f.debug_struct("VerpCodec")
             .field("prefix", &self.prefix)
             .field("domain", &self.domain)
+            .field("tenant_label", &self.tenant_label)
             .field("key", &"<redacted>")
             .finish()
     }
@@ -174,6 +179,7 @@ impl VerpCodec {
             prefix,
             domain,
             key,
+            tenant_label: None,
         })
     }
 
@@ -182,8 +188,14 @@ impl VerpCodec {
         &self.domain
     }
 
-    /// The return path for one message.
+    /// The return path for one message, on the bounce domain.
     pub fn encode(&self, tag: &VerpTag) -> Result<VerpAddress, VerpError> {
+        self.encode_on(tag, &self.domain)
+    }
+
+    /// The return path for one message on `domain` instead: a tenant's own return-path
+    /// domain (see [`VerpCodec::tenant_domain`]), whose MX is the engine's too.
+    pub fn encode_on(&self, tag: &VerpTag, domain: &Domain) -> Result<VerpAddress, VerpError> {
         let mac = self.mac(tag);
         let recipient = &tag.recipient;
         let local = format!(
@@ -195,7 +207,7 @@ impl VerpCodec {
             user = recipient.local_part(),
             rdomain = recipient.domain(),
         );
-        let full = format!("{local}@{}", self.domain);
+        let full = format!("{local}@{domain}");
         if full.len() > MAX_ADDRESS_LEN {
             return Err(VerpError::TooLong { len: full.len() });
         }
@@ -205,25 +217,65 @@ impl VerpCodec {
         })
     }
 
-    /// Reads and verifies a return path. Accepts the address with or without angle
+    /// A tenant's own return-path domain under its sending domain `parent`:
+    /// `<label>.<parent>`, when tenant return paths are on ([`VerpCodec::with_tenant_label`]).
+    pub fn tenant_domain(&self, parent: &Domain) -> Option<Domain> {
+        let label = self.tenant_label.as_deref()?;
+        Domain::parse(&format!("{label}.{parent}")).ok()
+    }
+
+    /// Also reads return paths on `<label>.<a tenant's sending domain>`, and makes
+    /// [`VerpCodec::tenant_domain`] answer. The label is lower-cased.
+    pub fn with_tenant_label(mut self, label: &str) -> Result<Self, VerpError> {
+        let label = label.to_ascii_lowercase();
+        let ok = (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(VerpError::InvalidLabel(label));
+        }
+        self.tenant_label = Some(label);
+        Ok(self)
+    }
+
+    /// Reads and verifies a return path on the bounce domain, or on a tenant's
+    /// return-path domain when those are on. Accepts the address with or without angle
     /// brackets; ids, tag, prefix, tenant and domain are compared without regard to case.
     pub fn decode(&self, address: &str) -> Result<VerpTag, VerpError> {
+        self.decode_on(address).map(|(tag, _)| tag)
+    }
+
+    /// Like [`VerpCodec::decode`], also telling the tenant sending domain whose
+    /// return-path domain the address is on (`None`: the bounce domain). The caller
+    /// checks that it is the tag's tenant's.
+    pub fn decode_on(&self, address: &str) -> Result<(VerpTag, Option<Domain>), VerpError> {
         let address = address.trim();
         let address = address
             .strip_prefix('<')
             .and_then(|a| a.strip_suffix('>'))
             .unwrap_or(address);
         let (local, domain) = address.rsplit_once('@').ok_or(VerpError::MissingAt)?;
-        let domain_matches = domain
-            .strip_suffix('.')
-            .unwrap_or(domain)
-            .eq_ignore_ascii_case(self.domain.as_str());
-        if !domain_matches {
-            return Err(VerpError::NotOurDomain {
-                found: domain.chars().take(255).collect(),
-                expected: self.domain.to_string(),
+        let domain = domain.strip_suffix('.').unwrap_or(domain);
+        let parent = if domain.eq_ignore_ascii_case(self.domain.as_str()) {
+            None
+        } else {
+            let under_label = self.tenant_label.as_deref().and_then(|label| {
+                let (first, parent) = domain.split_once('.')?;
+                first.eq_ignore_ascii_case(label).then_some(parent)
             });
-        }
+            match under_label.map(|p| Domain::parse(&p.to_ascii_lowercase())) {
+                Some(Ok(parent)) => Some(parent),
+                _ => {
+                    return Err(VerpError::NotOurDomain {
+                        found: domain.chars().take(255).collect(),
+                        expected: self.domain.to_string(),
+                    });
+                }
+            }
+        };
         let rest = local
             .split_once(PREFIX_SEP)
             .filter(|(prefix, _)| prefix.eq_ignore_ascii_case(&self.prefix))
@@ -274,7 +326,7 @@ impl VerpCodec {
         if !ct_eq(expected.as_bytes(), mac.to_ascii_lowercase().as_bytes()) {
             return Err(VerpError::BadSignature);
         }
-        Ok(tag)
+        Ok((tag, parent))
     }
 
     /// The truncated, base32-encoded MAC over the tag's canonical form.
@@ -401,6 +453,40 @@ mod tests {
         assert_eq!(base32_decode("mz"), None, "non-zero leftover bits");
         assert_eq!(base32_decode("m"), None, "impossible length");
         assert_eq!(base32_decode("m1"), None, "outside the alphabet");
+    }
+
+    #[test]
+    fn tenant_return_path_domains_decode_only_when_on() {
+        let shop = Domain::parse("shop.example").unwrap();
+        let t = tag("ann@example.com");
+        let off = codec();
+        assert_eq!(off.tenant_domain(&shop), None);
+        let on = codec().with_tenant_label("Bounces").unwrap();
+        let theirs = on.tenant_domain(&shop).unwrap();
+        assert_eq!(theirs.as_str(), "bounces.shop.example");
+        let a = on.encode_on(&t, &theirs).unwrap();
+        assert_eq!(a.domain(), "bounces.shop.example");
+        assert_eq!(on.decode_on(a.as_str()).unwrap(), (t.clone(), Some(shop)));
+        let home = on.encode(&t).unwrap();
+        assert_eq!(on.decode_on(home.as_str()).unwrap(), (t.clone(), None));
+        assert!(
+            matches!(off.decode(a.as_str()), Err(VerpError::NotOurDomain { .. })),
+            "not read when tenant return paths are off"
+        );
+        let elsewhere = a.as_str().replace("@bounces.", "@mail.");
+        assert!(matches!(
+            on.decode(&elsewhere),
+            Err(VerpError::NotOurDomain { .. })
+        ));
+        for bad in ["", "a.b", "-x", "x_y", &"x".repeat(64)] {
+            assert!(
+                matches!(
+                    codec().with_tenant_label(bad),
+                    Err(VerpError::InvalidLabel(_))
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

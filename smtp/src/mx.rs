@@ -279,6 +279,23 @@ impl MxResolver {
         Ok(routes)
     }
 
+    /// The exchanges of the MX records at `name` (lower case, no trailing dot), in no
+    /// order; empty when it has none (no implicit MX here).
+    pub async fn mx_hosts(&self, name: &str) -> Result<Vec<String>, MxError> {
+        let fq = fqdn(name)?;
+        match self.dns.mx_lookup(fq).await {
+            Ok(lookup) => Ok(lookup.iter().map(|mx| host_name(mx.exchange())).collect()),
+            Err(e) => match classify(&e) {
+                Failure::NoRecords | Failure::NoSuchDomain => Ok(Vec::new()),
+                Failure::Temporary(reason) => Err(MxError::Temporary {
+                    domain: name.to_string(),
+                    record: "MX",
+                    reason,
+                }),
+            },
+        }
+    }
+
     /// The TXT records at `name`, each one's strings joined (a long DKIM record is
     /// published as several strings of one record); empty when the name has none or
     /// does not exist. What a tenant published for a sending domain is read with it.

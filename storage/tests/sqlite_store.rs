@@ -57,7 +57,9 @@ async fn reopening_keeps_data_and_applies_migrations_once() {
             (4, "campaign_lifecycle".to_string()),
             (5, "chain_submissions".to_string()),
             (6, "suppression_case".to_string()),
-            (7, "tenant_domains".to_string())
+            (7, "tenant_domains".to_string()),
+            (8, "domain_keys".to_string()),
+            (9, "key_issuer".to_string())
         ]
     );
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")

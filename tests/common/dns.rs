@@ -5,7 +5,7 @@
 
 use hickory_server::ServerFuture;
 use hickory_server::authority::{AuthorityObject, Catalog, ZoneType};
-use hickory_server::proto::rr::rdata::{SOA, TXT};
+use hickory_server::proto::rr::rdata::{MX, SOA, TXT};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record};
 use hickory_server::store::in_memory::InMemoryAuthority;
 use std::net::SocketAddr;
@@ -65,6 +65,13 @@ impl Zone {
     /// is published as several strings of at most 255 bytes, as DNS requires).
     pub async fn publish_txt(&self, owner: &str, strings: Vec<String>) {
         let record = Record::from_rdata(name(owner), 0, RData::TXT(TXT::new(strings)));
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        assert!(self.authority.upsert(record, serial).await, "published");
+    }
+
+    /// Publishes `MX 10 exchange` at `owner`.
+    pub async fn publish_mx(&self, owner: &str, exchange: &str) {
+        let record = Record::from_rdata(name(owner), 0, RData::MX(MX::new(10, name(exchange))));
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         assert!(self.authority.upsert(record, serial).await, "published");
     }

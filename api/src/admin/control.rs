@@ -226,4 +226,16 @@ pub trait DomainAuthority: Send + Sync + 'static {
 
     /// The TXT records at `name` (each record's strings joined); empty when none.
     async fn txt(&self, name: &str) -> Result<Vec<String>, DomainServiceError>;
+
+    /// The hosts of the MX records at `name` (lower case, no trailing dot); empty when
+    /// none.
+    async fn mx(&self, name: &str) -> Result<Vec<String>, DomainServiceError>;
+}
+
+/// Tenants' own return-path domains: each verified sending domain `d` also publishes
+/// `MX <label>.<d> -> <mx_host>` (`[verp] tenant_label` and `mx_host`).
+#[derive(Debug, Clone)]
+pub struct ReturnPaths {
+    pub label: String,
+    pub mx_host: String,
 }

@@ -11,7 +11,7 @@
 use super::access::{operator, tenant_for};
 use super::extract::{Caller, Json, Query};
 use super::problem::{self, Problem};
-use super::{State, json, no_content, ok, run};
+use super::{ReturnPaths, State, json, no_content, ok, run};
 use crate::auth::Scope;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -83,12 +83,16 @@ pub struct SendingDomain {
     pub created_at: String,
     /// RFC 3339, once verified.
     pub verified_at: Option<String>,
-    /// What to publish to prove the tenant holds the domain.
+    /// What to publish: `ownership` and `dkim` records are needed to verify it; the
+    /// optional `return-path` MX, once seen, makes its mail's bounces come back on
+    /// the tenant's own domain (SPF alignment).
     pub dns: Vec<DnsRecord>,
+    /// The tenant's own return-path domain in use, once its MX was seen.
+    pub return_path: Option<String>,
 }
 
-impl From<&TenantDomain> for SendingDomain {
-    fn from(d: &TenantDomain) -> Self {
+impl SendingDomain {
+    fn of(d: &TenantDomain, return_paths: Option<&ReturnPaths>) -> Self {
         SendingDomain {
             domain: d.domain.to_string(),
             status: if d.verified_at.is_some() {
@@ -99,13 +103,14 @@ impl From<&TenantDomain> for SendingDomain {
             .into(),
             created_at: d.created_at.to_rfc3339(),
             verified_at: d.verified_at.map(|t| t.to_rfc3339()),
-            dns: records(d),
+            dns: records(d, return_paths),
+            return_path: d.return_path.as_ref().map(ToString::to_string),
         }
     }
 }
 
 /// The records `d`'s owner publishes.
-fn records(d: &TenantDomain) -> Vec<DnsRecord> {
+fn records(d: &TenantDomain, return_paths: Option<&ReturnPaths>) -> Vec<DnsRecord> {
     let mut records = vec![DnsRecord {
         kind: "TXT".into(),
         name: ownership_name(&d.domain),
@@ -119,6 +124,15 @@ fn records(d: &TenantDomain) -> Vec<DnsRecord> {
             name: key.dns_name(&d.domain),
             value: key.dns_record.clone(),
             purpose: "dkim".into(),
+            status: None,
+        });
+    }
+    if let Some(r) = return_paths {
+        records.push(DnsRecord {
+            kind: "MX".into(),
+            name: format!("{}.{}", r.label, d.domain),
+            value: format!("10 {}", r.mx_host),
+            purpose: "return-path".into(),
             status: None,
         });
     }
@@ -142,10 +156,15 @@ fn dkim_public_key(record: &str) -> Option<String> {
     })
 }
 
-/// How `found` (the TXT records at a name) compares with the record to publish.
+/// How `found` (the TXT records, or MX hosts, at a name) compares with the record to
+/// publish.
 fn status_of(purpose: &str, expected: &str, found: &[String]) -> &'static str {
     let matches = |t: &String| match purpose {
         "dkim" => dkim_public_key(t).is_some() && dkim_public_key(t) == dkim_public_key(expected),
+        "return-path" => expected
+            .split_whitespace()
+            .last()
+            .is_some_and(|host| t.eq_ignore_ascii_case(host)),
         _ => t.trim() == expected,
     };
     if found.iter().any(matches) {
@@ -199,8 +218,12 @@ pub async fn list(
         s.store.domains(&tenant).await.map_err(problem::store)
     })
     .await?;
+    let return_paths = state.return_paths.clone();
     Ok(ok(&SendingDomains {
-        domains: domains.iter().map(SendingDomain::from).collect(),
+        domains: domains
+            .iter()
+            .map(|d| SendingDomain::of(d, return_paths.as_ref()))
+            .collect(),
     }))
 }
 
@@ -271,6 +294,7 @@ pub async fn add(
             created_at: now,
             verified_at: None,
             dkim,
+            return_path: None,
         };
         s.store.add_domain(&record).await.map_err(|e| match e {
             maily_engine::ports::StoreError::Conflict(_) => Problem::conflict(format!(
@@ -283,7 +307,10 @@ pub async fn add(
         Ok(record)
     })
     .await?;
-    Ok(json(StatusCode::CREATED, &SendingDomain::from(&created)))
+    Ok(json(
+        StatusCode::CREATED,
+        &SendingDomain::of(&created, state.return_paths.as_ref()),
+    ))
 }
 
 #[utoipa::path(
@@ -322,7 +349,8 @@ pub async fn verify(
             .map_err(problem::store)?
             .filter(|d| d.tenant == tenant)
             .ok_or_else(not_found)?;
-        let mut dns = records(&record);
+        let mut dns = records(&record, s.return_paths.as_ref());
+        let mut return_path = None;
         if !force {
             let authority = s.domains.clone().ok_or_else(|| {
                 Problem::unavailable(
@@ -330,14 +358,16 @@ pub async fn verify(
                 )
             })?;
             for r in &mut dns {
-                let found = authority
-                    .txt(&r.name)
-                    .await
-                    .map_err(|e| Problem::unavailable(format!("checking {}: {e}; retry later", r.name)))?;
+                let found = match r.kind.as_str() {
+                    "MX" => authority.mx(&r.name).await,
+                    _ => authority.txt(&r.name).await,
+                }
+                .map_err(|e| Problem::unavailable(format!("checking {}: {e}; retry later", r.name)))?;
                 r.status = Some(status_of(&r.purpose, &r.value, &found).into());
             }
             let lacking: Vec<String> = dns
                 .iter()
+                .filter(|r| r.purpose != "return-path")
                 .filter(|r| r.status.as_deref() != Some("published"))
                 .map(|r| {
                     format!(
@@ -356,19 +386,30 @@ pub async fn verify(
                     format!("domain {domain} is not verified: {}", lacking.join("; ")),
                 ));
             }
+            // The return path is optional: used once its MX is seen, dropped when not.
+            return_path = dns
+                .iter()
+                .find(|r| r.purpose == "return-path" && r.status.as_deref() == Some("published"))
+                .and_then(|r| Domain::parse(&r.name).ok());
         }
         s.store
             .verify_domain(&record.domain, Timestamp::now())
             .await
             .map_err(problem::store)?;
-        info!(tenant = %tenant, domain = %domain, caller = %caller.0.subject, force, "sending domain verified");
+        if !force {
+            s.store
+                .set_return_path(&record.domain, return_path.as_ref())
+                .await
+                .map_err(problem::store)?;
+        }
+        info!(tenant = %tenant, domain = %domain, caller = %caller.0.subject, force, return_path = ?return_path.as_ref().map(Domain::as_str), "sending domain verified");
         let verified = s
             .store
             .domain(&domain)
             .await
             .map_err(problem::store)?
             .ok_or_else(not_found)?;
-        let mut answer = SendingDomain::from(&verified);
+        let mut answer = SendingDomain::of(&verified, s.return_paths.as_ref());
         if !force {
             answer.dns = dns;
         }

@@ -40,8 +40,8 @@ mod tenants;
 
 pub use control::{
     DomainAuthority, DomainServiceError, EngineStatus, EngineStatusReport, PartitionLag,
-    QueueStatus, StatusError, ThrottleControl, ThrottleEntry, ThrottleError, ThrottleKind,
-    ThrottleLimit, ThrottleTable,
+    QueueStatus, ReturnPaths, StatusError, ThrottleControl, ThrottleEntry, ThrottleError,
+    ThrottleKind, ThrottleLimit, ThrottleTable,
 };
 
 use crate::auth::Authenticator;
@@ -84,6 +84,8 @@ pub struct AdminDeps {
     /// Makes DKIM keys for registered domains and checks their DNS records; without
     /// it domains get no key of their own and only operators can verify them.
     pub domains: Option<Arc<dyn DomainAuthority>>,
+    /// Tenants' own return-path domains, when on.
+    pub return_paths: Option<ReturnPaths>,
 }
 
 /// Serves the admin API on `listener` until `shutdown` completes, then stops accepting
@@ -104,6 +106,7 @@ pub async fn serve(
         status: deps.status,
         quotas: deps.quotas,
         domains: deps.domains,
+        return_paths: deps.return_paths,
         runtime: tokio::runtime::Handle::current(),
     });
     // No OS signal handlers: `maily serve` orders the shutdown of every listener.
@@ -160,6 +163,7 @@ pub(crate) struct State {
     pub(crate) status: Arc<dyn EngineStatus>,
     pub(crate) quotas: Arc<crate::quota::Quotas>,
     pub(crate) domains: Option<Arc<dyn DomainAuthority>>,
+    pub(crate) return_paths: Option<ReturnPaths>,
     /// The runtime of the caller of [`serve`], where the port calls run.
     runtime: tokio::runtime::Handle,
 }

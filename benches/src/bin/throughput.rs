@@ -351,6 +351,7 @@ impl Bench {
                 created_at: maily_engine::Timestamp::now(),
                 verified_at: Some(maily_engine::Timestamp::now()),
                 dkim: None,
+                return_path: None,
             })
             .await?;
         let k = self.args.campaigns;

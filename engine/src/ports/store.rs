@@ -212,6 +212,9 @@ pub struct TenantDomain {
     /// The tenant's own DKIM key for the domain, made when it was registered; mail
     /// From it (or a subdomain) is signed with it, as `d=<domain>`.
     pub dkim: Option<DomainKey>,
+    /// The tenant's own return-path domain under it (`<label>.<domain>`), set once
+    /// its MX was seen pointing at the engine; mail From the domain then bounces there.
+    pub return_path: Option<crate::Domain>,
 }
 
 /// A DKIM key of a tenant's sending domain.
@@ -517,6 +520,14 @@ pub trait Store: Send + Sync + 'static {
         &self,
         domain: &crate::Domain,
         at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Sets (or clears) the return-path domain of `domain`; false when no tenant has
+    /// it.
+    async fn set_return_path(
+        &self,
+        domain: &crate::Domain,
+        return_path: Option<&crate::Domain>,
     ) -> Result<bool, StoreError>;
 
     /// Removes `tenant`'s `domain`; false when the tenant does not have it.

@@ -28,6 +28,7 @@ pub async fn sending_domain<S: Store + ?Sized>(store: &S, tenant: &TenantId, dom
         created_at: Timestamp::now(),
         verified_at: Some(Timestamp::now()),
         dkim: None,
+        return_path: None,
     };
     match store.add_domain(&record).await {
         Ok(()) | Err(StoreError::Conflict(_)) => {}

@@ -498,6 +498,7 @@ pub async fn a_sending_domain_belongs_to_one_tenant(store: &impl Store) {
             private_key: "-----BEGIN PRIVATE KEY-----\nMC4CAQ\n-----END PRIVATE KEY-----\n".into(),
             dns_record: "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=".into(),
         }),
+        return_path: None,
     };
     store.add_domain(&pending).await.unwrap();
     let taken = store
@@ -525,6 +526,21 @@ pub async fn a_sending_domain_belongs_to_one_tenant(store: &impl Store) {
     assert!(store.verify_domain(&shop, Timestamp(3_000)).await.unwrap());
     let verified = store.domain(&shop).await.unwrap().unwrap();
     assert_eq!(verified.verified_at, Some(Timestamp(2_000)));
+    let bounces = Domain::parse("bounces.shop.example").unwrap();
+    assert!(store.set_return_path(&shop, Some(&bounces)).await.unwrap());
+    let with_path = store.domain(&shop).await.unwrap().unwrap();
+    assert_eq!(with_path.return_path, Some(bounces));
+    assert!(store.set_return_path(&shop, None).await.unwrap());
+    assert_eq!(
+        store.domain(&shop).await.unwrap().unwrap().return_path,
+        None
+    );
+    assert!(
+        !store
+            .set_return_path(&Domain::parse("nobody.example").unwrap(), None)
+            .await
+            .unwrap()
+    );
     let news = Domain::parse("news.shop.example").unwrap();
     store
         .add_domain(&TenantDomain {

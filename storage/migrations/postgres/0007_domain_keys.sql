@@ -1,7 +1,10 @@
--- Each sending domain gets the tenant's own DKIM key, made when it is registered.
+-- Each sending domain gets the tenant's own DKIM key, made when it is registered,
+-- and may get a return-path domain of its own.
 -- The four columns are set together or not at all (domains registered before keys).
 ALTER TABLE tenant_domains
     ADD COLUMN dkim_selector  TEXT,
     ADD COLUMN dkim_algorithm TEXT,
     ADD COLUMN dkim_key       TEXT,
-    ADD COLUMN dkim_record    TEXT;
+    ADD COLUMN dkim_record    TEXT,
+    -- The tenant's own return-path domain (<label>.<domain>), once its MX was seen.
+    ADD COLUMN return_path    TEXT;

@@ -415,6 +415,14 @@ impl Store for PostgresStore {
         domains::verify_domain(&self.pool, domain, at).await
     }
 
+    async fn set_return_path(
+        &self,
+        domain: &maily_engine::Domain,
+        return_path: Option<&maily_engine::Domain>,
+    ) -> Result<bool, StoreError> {
+        domains::set_return_path(&self.pool, domain, return_path).await
+    }
+
     async fn remove_domain(
         &self,
         tenant: &TenantId,

@@ -9,7 +9,7 @@ use sqlx::error::ErrorKind;
 use sqlx::sqlite::SqliteRow;
 
 const SELECT_DOMAIN: &str = "SELECT domain, tenant, token, created_at, verified_at, dkim_selector, dkim_algorithm, \
-     dkim_key, dkim_record FROM tenant_domains";
+     dkim_key, dkim_record, return_path FROM tenant_domains";
 
 fn domain_row(row: &SqliteRow) -> Result<TenantDomain, StoreError> {
     let r = RowReader::new(row, "tenant_domains", raw_text(row, "domain"));
@@ -28,14 +28,18 @@ fn domain_row(row: &SqliteRow) -> Result<TenantDomain, StoreError> {
             }),
             None => None,
         },
+        return_path: match r.get::<Option<String>>("return_path")? {
+            Some(_) => Some(r.parse("return_path")?),
+            None => None,
+        },
     })
 }
 
 pub(super) async fn add_domain(pool: &SqlitePool, d: &TenantDomain) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO tenant_domains (domain, tenant, token, created_at, verified_at,
-             dkim_selector, dkim_algorithm, dkim_key, dkim_record)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             dkim_selector, dkim_algorithm, dkim_key, dkim_record, return_path)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .bind(d.domain.as_str())
     .bind(d.tenant.as_str())
@@ -46,6 +50,7 @@ pub(super) async fn add_domain(pool: &SqlitePool, d: &TenantDomain) -> Result<()
     .bind(d.dkim.as_ref().map(|k| k.algorithm.as_str()))
     .bind(d.dkim.as_ref().map(|k| k.private_key.as_str()))
     .bind(d.dkim.as_ref().map(|k| k.dns_record.as_str()))
+    .bind(d.return_path.as_ref().map(|r| r.as_str()))
     .execute(pool)
     .await
     .map_err(|e| {
@@ -113,6 +118,20 @@ pub(super) async fn remove_domain(
     let done = sqlx::query("DELETE FROM tenant_domains WHERE tenant = ?1 AND domain = ?2")
         .bind(tenant.as_str())
         .bind(domain.as_str())
+        .execute(pool)
+        .await
+        .map_err(db_err)?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub(super) async fn set_return_path(
+    pool: &SqlitePool,
+    domain: &Domain,
+    return_path: Option<&Domain>,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query("UPDATE tenant_domains SET return_path = ?2 WHERE domain = ?1")
+        .bind(domain.as_str())
+        .bind(return_path.map(Domain::as_str))
         .execute(pool)
         .await
         .map_err(db_err)?;
