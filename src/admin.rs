@@ -11,8 +11,8 @@
 use anyhow::Context as _;
 use maily_actors::{EngineHandle, EngineSettings, Ports};
 use maily_api::admin::{
-    self, AdminDeps, EngineStatus, EngineStatusReport, ReturnPaths, StatusError, ThrottleControl,
-    ThrottleEntry, ThrottleError, ThrottleKind, ThrottleLimit, ThrottleTable,
+    self, AdminDeps, DomainHosts, EngineStatus, EngineStatusReport, HostRule, StatusError,
+    ThrottleControl, ThrottleEntry, ThrottleError, ThrottleKind, ThrottleLimit, ThrottleTable,
 };
 use maily_api::auth::Authenticator;
 use maily_api::intake::Intake;
@@ -227,6 +227,21 @@ pub struct AdminListener {
     pub requests: StatusRequests,
 }
 
+/// The tenants' own hosts that `[verp]` and `[tracking]` turn on.
+fn domain_hosts(settings: &Settings) -> DomainHosts {
+    let rule = |label: &str, target: &str| {
+        (!label.is_empty()).then(|| HostRule {
+            label: label.to_ascii_lowercase(),
+            target: target.trim_end_matches('.').to_ascii_lowercase(),
+        })
+    };
+    let tracking_host = maily_engine::tracking::tracking_host(&settings.tracking.base_url);
+    DomainHosts {
+        return_path: rule(&settings.verp.tenant_label, &settings.verp.mx_host),
+        tracking: rule(&settings.tracking.tenant_label, tracking_host),
+    }
+}
+
 /// Starts the admin API on `[admin] bind`.
 pub fn start(
     settings: &Settings,
@@ -256,14 +271,7 @@ pub fn start(
                 None
             }
         },
-        return_paths: (!settings.verp.tenant_label.is_empty()).then(|| ReturnPaths {
-            label: settings.verp.tenant_label.to_ascii_lowercase(),
-            mx_host: settings
-                .verp
-                .mx_host
-                .trim_end_matches('.')
-                .to_ascii_lowercase(),
-        }),
+        hosts: domain_hosts(settings),
     };
     info!(addr = %bind, "admin API listening");
     let (stop, stopped) = oneshot::channel::<()>();

@@ -171,6 +171,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
             verified_at: Some(maily_engine::Timestamp::now()),
             dkim: None,
             return_path: None,
+            tracking_host: None,
         })
         .await?;
     // Addresses that unsubscribed before: the sender skips them.

@@ -69,6 +69,13 @@ impl DomainAuthority for DnsDomains {
             .map_err(|e| DomainServiceError::Dns(e.to_string()))
     }
 
+    async fn cname(&self, name: &str) -> Result<Vec<String>, DomainServiceError> {
+        self.dns
+            .cname_targets(name)
+            .await
+            .map_err(|e| DomainServiceError::Dns(e.to_string()))
+    }
+
     async fn mx(&self, name: &str) -> Result<Vec<String>, DomainServiceError> {
         self.dns
             .mx_hosts(name)

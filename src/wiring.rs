@@ -420,10 +420,15 @@ pub fn composer(s: &Settings) -> anyhow::Result<Composer> {
         None
     } else {
         let t = &s.tracking;
-        let tracking = Tracking::new(&t.base_url, token_keys(s)?)
+        let mut tracking = Tracking::new(&t.base_url, token_keys(s)?)
             .context("tracking.base_url")?
             .with_opens(t.opens)
             .with_clicks(t.clicks);
+        if !t.tenant_label.is_empty() {
+            tracking = tracking
+                .with_tenant_label(&t.tenant_label)
+                .context("tracking.tenant_label")?;
+        }
         Some(Arc::new(tracking))
     };
     let unsubscribe_mailto = if s.tracking.unsubscribe_mailto.is_empty() {

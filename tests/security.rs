@@ -653,11 +653,16 @@ fn a_domain_is_verified_in_dns_and_its_mail_signed_with_the_tenants_own_key() {
     run(async {
         let zone = common::dns::Zone::start("beta-shop.example").await;
         let admin_port = free_port();
-        // The first two lines land in [verp]: tenants' return paths on.
+        let tracking_port = free_port();
+        // The first two lines land in [verp]: tenants' return paths on; and their
+        // tracking hosts.
         let (chaos, inbound) = engine(&format!(
             "tenant_label = \"bounces\"\nmx_host = \"mx.maily.test\"\n\
              [admin]\nenabled = true\nbind = \"127.0.0.1:{admin_port}\"\n\
-             [intake]\ndns_servers = [\"{}\"]\n",
+             [intake]\ndns_servers = [\"{}\"]\n\
+             [tracking]\nbase_url = \"https://t.maily.test\"\ntenant_label = \"track\"\n\
+             secret = \"00112233445566778899aabbccddeeff\"\nlisten = true\n\
+             bind = \"127.0.0.1:{tracking_port}\"\n",
             zone.addr
         ))
         .await;
@@ -775,10 +780,16 @@ fn a_domain_is_verified_in_dns_and_its_mail_signed_with_the_tenants_own_key() {
         );
         zone.publish_mx("bounces.beta-shop.example", "mx.maily.test")
             .await;
+        zone.publish_cname("track.beta-shop.example", "t.maily.test")
+            .await;
         let (status, verified) = admin_post(admin_port, &beta, verify, serde_json::json!({})).await;
         assert_eq!(status, 200, "{verified}");
         assert_eq!(
             verified["return_path"], "bounces.beta-shop.example",
+            "{verified}"
+        );
+        assert_eq!(
+            verified["tracking_host"], "track.beta-shop.example",
             "{verified}"
         );
         assert!(
@@ -837,6 +848,21 @@ fn a_domain_is_verified_in_dns_and_its_mail_signed_with_the_tenants_own_key() {
                 "{to}: return path {}",
                 m.mail_from
             );
+            // Its unsubscribe link is on the tenant's tracking host, and the
+            // listener (behind that CNAME) takes it.
+            let link = header(m, "List-Unsubscribe").unwrap_or_default();
+            let path = link
+                .split("<https://track.beta-shop.example/")
+                .nth(1)
+                .and_then(|rest| rest.split('>').next())
+                .unwrap_or_else(|| panic!("{to}: List-Unsubscribe {link:?}"));
+            let page = reqwest::Client::new()
+                .get(format!("http://127.0.0.1:{tracking_port}/{path}"))
+                .header("host", "track.beta-shop.example")
+                .send()
+                .await
+                .expect("tracking listener answers");
+            assert_eq!(page.status(), 200, "{to}: /{path}");
         }
         // A bounce that comes back to the tenant's return path is taken.
         let bounced = received_by(&sent, &to_beta[0]);
@@ -859,8 +885,12 @@ fn a_domain_is_verified_in_dns_and_its_mail_signed_with_the_tenants_own_key() {
         let acme_mail =
             String::from_utf8_lossy(&received_by(&sent, "a0@example.com").data).to_string();
         assert!(
-            !acme_mail.contains("d=beta-shop.example"),
-            "another tenant's mail is never signed with beta's key: {acme_mail}"
+            !acme_mail.contains("d=beta-shop.example") && !acme_mail.contains("beta-shop"),
+            "another tenant's mail never uses beta's key nor hosts: {acme_mail}"
+        );
+        assert!(
+            acme_mail.contains("<https://t.maily.test/u/"),
+            "{acme_mail}"
         );
     });
 }

@@ -55,11 +55,13 @@ impl fmt::Debug for Composer {
 }
 
 /// What a tenant has of its own for a campaign's From domain (a verified sending
-/// domain of its): the key that signs, the return-path domain bounces go to.
+/// domain of its): the key that signs, the return-path domain bounces go to, the
+/// tracking host its links use.
 #[derive(Clone, Default)]
 pub struct Own {
     pub signer: Option<Arc<dyn MessageSigner>>,
     pub return_path: Option<Domain>,
+    pub tracking: Option<Arc<Tracking>>,
 }
 
 /// A message ready for the transport.
@@ -100,12 +102,13 @@ impl Composer {
             to,
             date: Timestamp::now(),
         };
+        let tracking = own.tracking.as_deref().or(self.tracking.as_deref());
         let links = MessageLinks {
             tenant,
-            tracking: self.tracking.as_deref(),
+            tracking,
             unsubscribe_mailto: self.unsubscribe_mailto.as_ref(),
         };
-        let linked = self.tracking.is_some() || self.unsubscribe_mailto.is_some();
+        let linked = tracking.is_some() || self.unsubscribe_mailto.is_some();
         let mut data = build_with(&envelope, rendered, linked.then_some(&links));
         let signer = own.signer.as_deref().or(self.signer.as_deref());
         if let Some(signer) = signer

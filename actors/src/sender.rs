@@ -213,6 +213,14 @@ impl SenderWorker {
                             .clone()
                             .filter(|r| verp.tenant_domain(&domain.domain).as_ref() == Some(r));
                     }
+                    if let SenderDomain::Verified(domain) = &sender
+                        && let Some(tracking) = &self.settings.composer.tracking
+                        && let Some(host) = &domain.tracking_host
+                        && tracking.tenant_host(&domain.domain).as_ref() == Some(host)
+                    {
+                        // Only while the tenant tracking hosts are on.
+                        own.tracking = Some(Arc::new(tracking.on_host(host)));
+                    }
                     if let (SenderDomain::Verified(own_domain), Some(signers)) =
                         (&sender, &self.settings.composer.domain_signers)
                         && let Some(key) = &own_domain.dkim

@@ -319,7 +319,7 @@ impl Server {
             // No DNS here: the DNS check and keys are tested on `maily serve`
             // (tests/security.rs); operators verify with `?force=true`.
             domains: None,
-            return_paths: None,
+            hosts: Default::default(),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(admin::serve(listener, deps, async {

@@ -474,12 +474,15 @@ impl Store for HookedStore {
         self.inner.verify_domain(domain, at).await
     }
 
-    async fn set_return_path(
+    async fn set_domain_hosts(
         &self,
         domain: &maily_engine::Domain,
         return_path: Option<&maily_engine::Domain>,
+        tracking: Option<&maily_engine::Domain>,
     ) -> Result<bool, StoreError> {
-        self.inner.set_return_path(domain, return_path).await
+        self.inner
+            .set_domain_hosts(domain, return_path, tracking)
+            .await
     }
 
     async fn remove_domain(

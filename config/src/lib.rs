@@ -342,6 +342,11 @@ pub struct TrackingSection {
     /// Opens and clicks recorded from one client address a minute; 0 for no limit.
     #[serde(default = "tracking_events_per_ip")]
     pub events_per_ip_per_minute: u32,
+    /// Tenants' own tracking hosts: `<tenant_label>.<sending domain>`, a CNAME of the
+    /// base URL's host, used once that CNAME is seen; empty keeps every link on
+    /// `base_url`.
+    #[serde(default)]
+    pub tenant_label: String,
     /// Opens and clicks of tokens older than this are answered but not recorded.
     #[serde(default = "tracking_events_max_age", with = "humantime_serde")]
     pub events_max_age: Duration,
@@ -896,6 +901,13 @@ impl Settings {
             return Err(ConfigError::BadValue {
                 key: "verp.tenant_label",
                 reason: "tenants' return-path domains need verp.domain (the engine's own) and verp.mx_host (where their MX points)".into(),
+            });
+        }
+        if !self.tracking.tenant_label.is_empty() && self.tracking.base_url.is_empty() {
+            return Err(ConfigError::BadValue {
+                key: "tracking.tenant_label",
+                reason: "tenants' tracking hosts are CNAMEs of tracking.base_url's host: set it"
+                    .into(),
             });
         }
         if !self.tracking.base_url.is_empty() && self.tracking.secret.0.len() < 32 {

@@ -228,6 +228,17 @@ pub fn check_click_url(url: &str) -> Result<(), UrlError> {
 }
 
 /// The part after `http://` or `https://` (scheme case-insensitive), if either.
+/// The host of a tracking base URL such as `https://t.example.com:8443/track`.
+pub fn tracking_host(base_url: &str) -> &str {
+    let base = base_url.trim();
+    let rest = strip_http_scheme(base).unwrap_or(base);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
 fn strip_http_scheme(url: &str) -> Option<&str> {
     ["https://", "http://"].iter().find_map(|scheme| {
         url.get(..scheme.len())
@@ -575,6 +586,8 @@ impl<'a> Reader<'a> {
 pub enum TrackingError {
     #[error("tracking base URL {url:?} {problem}")]
     BaseUrl { url: String, problem: &'static str },
+    #[error("tracking host label {0:?} must be one DNS label: 1-63 characters of a-z, 0-9 and '-'")]
+    Label(String),
 }
 
 /// Where tracking links point and how they are signed.
@@ -584,6 +597,8 @@ pub struct Tracking {
     keys: TokenKeys,
     opens: bool,
     clicks: bool,
+    /// The label of tenants' own tracking hosts (`<label>.<sending domain>`).
+    tenant_label: Option<String>,
 }
 
 impl Tracking {
@@ -619,7 +634,49 @@ impl Tracking {
             keys,
             opens: true,
             clicks: true,
+            tenant_label: None,
         })
+    }
+
+    /// Tenants' own tracking hosts are `<label>.<sending domain>` (the label is
+    /// lower-cased); without it [`Tracking::tenant_host`] answers `None`.
+    pub fn with_tenant_label(mut self, label: &str) -> Result<Self, TrackingError> {
+        let label = label.to_ascii_lowercase();
+        let ok = (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(TrackingError::Label(label));
+        }
+        self.tenant_label = Some(label);
+        Ok(self)
+    }
+
+    /// A tenant's own tracking host under its sending domain `parent`.
+    pub fn tenant_host(&self, parent: &crate::Domain) -> Option<crate::Domain> {
+        let label = self.tenant_label.as_deref()?;
+        crate::Domain::parse(&format!("{label}.{parent}")).ok()
+    }
+
+    /// The host of the base URL (the name tenants' tracking hosts are a CNAME of).
+    pub fn host(&self) -> &str {
+        tracking_host(&self.base)
+    }
+
+    /// The same tracking on `host` (a tenant's own tracking host): the base URL with
+    /// its host swapped, scheme, port and path kept.
+    pub fn on_host(&self, host: &crate::Domain) -> Tracking {
+        let scheme_len =
+            self.base.len() - strip_http_scheme(&self.base).unwrap_or(&self.base).len();
+        let (scheme, rest) = self.base.split_at(scheme_len);
+        let after_host = &rest[self.host().len()..];
+        Tracking {
+            base: format!("{scheme}{host}{after_host}"),
+            ..self.clone()
+        }
     }
 
     /// Turns open tracking (the pixel) on or off.
@@ -1232,6 +1289,36 @@ mod tests {
             TokenKeys::new(k.clone(), vec![k]).unwrap_err(),
             KeyError::DuplicateId(4)
         );
+    }
+
+    #[test]
+    fn tenant_tracking_hosts_keep_scheme_port_and_path() {
+        let shop = crate::Domain::parse("shop.example").unwrap();
+        let t = Tracking::new("https://t.maily.example:8443/track/", keys()).unwrap();
+        assert_eq!(t.host(), "t.maily.example");
+        assert_eq!(t.tenant_host(&shop), None, "off without a label");
+        let t = t.with_tenant_label("Track").unwrap();
+        let host = t.tenant_host(&shop).unwrap();
+        assert_eq!(host.as_str(), "track.shop.example");
+        let own = t.on_host(&host);
+        assert_eq!(own.base_url(), "https://track.shop.example:8443/track");
+        let o = open();
+        let token = own
+            .open_pixel_url(&o)
+            .strip_prefix("https://track.shop.example:8443/track/o/")
+            .unwrap()
+            .to_string();
+        assert_eq!(t.keys().verify_open(&token).unwrap(), o, "same keys");
+        assert_eq!(
+            Tracking::new("http://t.example.com", keys())
+                .unwrap()
+                .host(),
+            "t.example.com"
+        );
+        assert!(matches!(
+            t.clone().with_tenant_label("a.b"),
+            Err(TrackingError::Label(_))
+        ));
     }
 
     #[test]

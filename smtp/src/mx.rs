@@ -296,6 +296,30 @@ impl MxResolver {
         }
     }
 
+    /// The target of the CNAME record at `name` (lower case, no trailing dot); empty
+    /// when it has none.
+    pub async fn cname_targets(&self, name: &str) -> Result<Vec<String>, MxError> {
+        use hickory_resolver::proto::rr::{RData, RecordType};
+        let fq = fqdn(name)?;
+        match self.dns.lookup(fq, RecordType::CNAME).await {
+            Ok(lookup) => Ok(lookup
+                .record_iter()
+                .filter_map(|r| match r.data() {
+                    RData::CNAME(target) => Some(host_name(&target.0)),
+                    _ => None,
+                })
+                .collect()),
+            Err(e) => match classify(&e) {
+                Failure::NoRecords | Failure::NoSuchDomain => Ok(Vec::new()),
+                Failure::Temporary(reason) => Err(MxError::Temporary {
+                    domain: name.to_string(),
+                    record: "CNAME",
+                    reason,
+                }),
+            },
+        }
+    }
+
     /// The TXT records at `name`, each one's strings joined (a long DKIM record is
     /// published as several strings of one record); empty when the name has none or
     /// does not exist. What a tenant published for a sending domain is read with it.

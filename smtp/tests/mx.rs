@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use hickory_server::ServerFuture;
 use hickory_server::authority::{AuthorityObject, Catalog, MessageResponseBuilder, ZoneType};
 use hickory_server::proto::op::ResponseCode;
-use hickory_server::proto::rr::rdata::{A, AAAA, MX, SOA, TXT};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TXT};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryAuthority;
@@ -81,6 +81,17 @@ fn zone() -> InMemoryAuthority {
             name("noaddr.test."),
             TTL,
             RData::TXT(TXT::new(vec!["v=spf1 -all".into()])),
+        ),
+        // A tracking host's alias, and a long TXT record in two strings.
+        Record::from_rdata(
+            name("track.shop.test."),
+            TTL,
+            RData::CNAME(CNAME(name("t.maily.example."))),
+        ),
+        Record::from_rdata(
+            name("_maily.shop.test."),
+            TTL,
+            RData::TXT(TXT::new(vec!["maily-verification=".into(), "0123".into()])),
         ),
         // RFC 7505 null MX.
         mx("nullmx.test.", 0, "."),
@@ -545,4 +556,27 @@ fn public_addresses_are_told_from_the_rest() {
     for public in ["8.8.8.8", "2a00:1450::1", "::ffff:8.8.8.8"] {
         assert!(is_public(public.parse().unwrap()), "{public}");
     }
+}
+
+#[tokio::test]
+async fn txt_mx_and_cname_records_are_read_as_published() {
+    let dns = DnsServer::start().await;
+    let r = resolver(&dns);
+    assert_eq!(
+        r.cname_targets("track.shop.test").await.unwrap(),
+        ["t.maily.example"]
+    );
+    assert_eq!(
+        r.txt("_maily.shop.test").await.unwrap(),
+        ["maily-verification=0123"]
+    );
+    let mut hosts = r.mx_hosts("example.test").await.unwrap();
+    hosts.sort();
+    assert_eq!(hosts, ["mx1.example.test", "mx2.example.test"]);
+    for none in ["nomx.test", "missing.test"] {
+        assert!(r.mx_hosts(none).await.unwrap().is_empty(), "{none}");
+        assert!(r.cname_targets(none).await.unwrap().is_empty(), "{none}");
+        assert!(r.txt(none).await.unwrap().is_empty(), "{none}");
+    }
+    dns.stop().await;
 }

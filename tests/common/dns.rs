@@ -5,7 +5,7 @@
 
 use hickory_server::ServerFuture;
 use hickory_server::authority::{AuthorityObject, Catalog, ZoneType};
-use hickory_server::proto::rr::rdata::{MX, SOA, TXT};
+use hickory_server::proto::rr::rdata::{CNAME, MX, SOA, TXT};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record};
 use hickory_server::store::in_memory::InMemoryAuthority;
 use std::net::SocketAddr;
@@ -72,6 +72,13 @@ impl Zone {
     /// Publishes `MX 10 exchange` at `owner`.
     pub async fn publish_mx(&self, owner: &str, exchange: &str) {
         let record = Record::from_rdata(name(owner), 0, RData::MX(MX::new(10, name(exchange))));
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        assert!(self.authority.upsert(record, serial).await, "published");
+    }
+
+    /// Publishes `CNAME target` at `owner`.
+    pub async fn publish_cname(&self, owner: &str, target: &str) {
+        let record = Record::from_rdata(name(owner), 0, RData::CNAME(CNAME(name(target))));
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         assert!(self.authority.upsert(record, serial).await, "published");
     }

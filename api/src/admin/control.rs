@@ -230,12 +230,25 @@ pub trait DomainAuthority: Send + Sync + 'static {
     /// The hosts of the MX records at `name` (lower case, no trailing dot); empty when
     /// none.
     async fn mx(&self, name: &str) -> Result<Vec<String>, DomainServiceError>;
+
+    /// The target of the CNAME record at `name` (lower case, no trailing dot); empty
+    /// when none.
+    async fn cname(&self, name: &str) -> Result<Vec<String>, DomainServiceError>;
 }
 
-/// Tenants' own return-path domains: each verified sending domain `d` also publishes
-/// `MX <label>.<d> -> <mx_host>` (`[verp] tenant_label` and `mx_host`).
+/// A host each verified sending domain `d` may have under it: `<label>.<d>`,
+/// pointing at `target` (an MX exchange or a CNAME target).
 #[derive(Debug, Clone)]
-pub struct ReturnPaths {
+pub struct HostRule {
     pub label: String,
-    pub mx_host: String,
+    pub target: String,
+}
+
+/// The tenants' own hosts that are on: return paths (`[verp] tenant_label`, an MX to
+/// `mx_host`) and tracking hosts (`[tracking] tenant_label`, a CNAME of the tracking
+/// base URL's host).
+#[derive(Debug, Clone, Default)]
+pub struct DomainHosts {
+    pub return_path: Option<HostRule>,
+    pub tracking: Option<HostRule>,
 }

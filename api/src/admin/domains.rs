@@ -11,7 +11,7 @@
 use super::access::{operator, tenant_for};
 use super::extract::{Caller, Json, Query};
 use super::problem::{self, Problem};
-use super::{ReturnPaths, State, json, no_content, ok, run};
+use super::{DomainHosts, State, json, no_content, ok, run};
 use crate::auth::Scope;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -85,14 +85,17 @@ pub struct SendingDomain {
     pub verified_at: Option<String>,
     /// What to publish: `ownership` and `dkim` records are needed to verify it; the
     /// optional `return-path` MX, once seen, makes its mail's bounces come back on
-    /// the tenant's own domain (SPF alignment).
+    /// the tenant's own domain (SPF alignment), the optional `tracking` CNAME its
+    /// links use the tenant's own host.
     pub dns: Vec<DnsRecord>,
     /// The tenant's own return-path domain in use, once its MX was seen.
     pub return_path: Option<String>,
+    /// The tenant's own tracking host its links use, once its CNAME was seen.
+    pub tracking_host: Option<String>,
 }
 
 impl SendingDomain {
-    fn of(d: &TenantDomain, return_paths: Option<&ReturnPaths>) -> Self {
+    fn of(d: &TenantDomain, hosts: &DomainHosts) -> Self {
         SendingDomain {
             domain: d.domain.to_string(),
             status: if d.verified_at.is_some() {
@@ -103,14 +106,15 @@ impl SendingDomain {
             .into(),
             created_at: d.created_at.to_rfc3339(),
             verified_at: d.verified_at.map(|t| t.to_rfc3339()),
-            dns: records(d, return_paths),
+            dns: records(d, hosts),
             return_path: d.return_path.as_ref().map(ToString::to_string),
+            tracking_host: d.tracking_host.as_ref().map(ToString::to_string),
         }
     }
 }
 
 /// The records `d`'s owner publishes.
-fn records(d: &TenantDomain, return_paths: Option<&ReturnPaths>) -> Vec<DnsRecord> {
+fn records(d: &TenantDomain, hosts: &DomainHosts) -> Vec<DnsRecord> {
     let mut records = vec![DnsRecord {
         kind: "TXT".into(),
         name: ownership_name(&d.domain),
@@ -127,12 +131,21 @@ fn records(d: &TenantDomain, return_paths: Option<&ReturnPaths>) -> Vec<DnsRecor
             status: None,
         });
     }
-    if let Some(r) = return_paths {
+    if let Some(r) = &hosts.return_path {
         records.push(DnsRecord {
             kind: "MX".into(),
             name: format!("{}.{}", r.label, d.domain),
-            value: format!("10 {}", r.mx_host),
+            value: format!("10 {}", r.target),
             purpose: "return-path".into(),
+            status: None,
+        });
+    }
+    if let Some(r) = &hosts.tracking {
+        records.push(DnsRecord {
+            kind: "CNAME".into(),
+            name: format!("{}.{}", r.label, d.domain),
+            value: r.target.clone(),
+            purpose: "tracking".into(),
             status: None,
         });
     }
@@ -161,7 +174,7 @@ fn dkim_public_key(record: &str) -> Option<String> {
 fn status_of(purpose: &str, expected: &str, found: &[String]) -> &'static str {
     let matches = |t: &String| match purpose {
         "dkim" => dkim_public_key(t).is_some() && dkim_public_key(t) == dkim_public_key(expected),
-        "return-path" => expected
+        "return-path" | "tracking" => expected
             .split_whitespace()
             .last()
             .is_some_and(|host| t.eq_ignore_ascii_case(host)),
@@ -218,11 +231,11 @@ pub async fn list(
         s.store.domains(&tenant).await.map_err(problem::store)
     })
     .await?;
-    let return_paths = state.return_paths.clone();
+    let hosts = state.hosts.clone();
     Ok(ok(&SendingDomains {
         domains: domains
             .iter()
-            .map(|d| SendingDomain::of(d, return_paths.as_ref()))
+            .map(|d| SendingDomain::of(d, &hosts))
             .collect(),
     }))
 }
@@ -295,6 +308,7 @@ pub async fn add(
             verified_at: None,
             dkim,
             return_path: None,
+            tracking_host: None,
         };
         s.store.add_domain(&record).await.map_err(|e| match e {
             maily_engine::ports::StoreError::Conflict(_) => Problem::conflict(format!(
@@ -309,7 +323,7 @@ pub async fn add(
     .await?;
     Ok(json(
         StatusCode::CREATED,
-        &SendingDomain::of(&created, state.return_paths.as_ref()),
+        &SendingDomain::of(&created, &state.hosts),
     ))
 }
 
@@ -349,8 +363,8 @@ pub async fn verify(
             .map_err(problem::store)?
             .filter(|d| d.tenant == tenant)
             .ok_or_else(not_found)?;
-        let mut dns = records(&record, s.return_paths.as_ref());
-        let mut return_path = None;
+        let mut dns = records(&record, &s.hosts);
+        let (mut return_path, mut tracking_host) = (None, None);
         if !force {
             let authority = s.domains.clone().ok_or_else(|| {
                 Problem::unavailable(
@@ -360,6 +374,7 @@ pub async fn verify(
             for r in &mut dns {
                 let found = match r.kind.as_str() {
                     "MX" => authority.mx(&r.name).await,
+                    "CNAME" => authority.cname(&r.name).await,
                     _ => authority.txt(&r.name).await,
                 }
                 .map_err(|e| Problem::unavailable(format!("checking {}: {e}; retry later", r.name)))?;
@@ -367,7 +382,7 @@ pub async fn verify(
             }
             let lacking: Vec<String> = dns
                 .iter()
-                .filter(|r| r.purpose != "return-path")
+                .filter(|r| r.purpose == "ownership" || r.purpose == "dkim")
                 .filter(|r| r.status.as_deref() != Some("published"))
                 .map(|r| {
                     format!(
@@ -386,11 +401,15 @@ pub async fn verify(
                     format!("domain {domain} is not verified: {}", lacking.join("; ")),
                 ));
             }
-            // The return path is optional: used once its MX is seen, dropped when not.
-            return_path = dns
-                .iter()
-                .find(|r| r.purpose == "return-path" && r.status.as_deref() == Some("published"))
-                .and_then(|r| Domain::parse(&r.name).ok());
+            // The return path and tracking host are optional: used once their record
+            // is seen, dropped when not.
+            let seen = |purpose: &str| {
+                dns.iter()
+                    .find(|r| r.purpose == purpose && r.status.as_deref() == Some("published"))
+                    .and_then(|r| Domain::parse(&r.name).ok())
+            };
+            return_path = seen("return-path");
+            tracking_host = seen("tracking");
         }
         s.store
             .verify_domain(&record.domain, Timestamp::now())
@@ -398,18 +417,18 @@ pub async fn verify(
             .map_err(problem::store)?;
         if !force {
             s.store
-                .set_return_path(&record.domain, return_path.as_ref())
+                .set_domain_hosts(&record.domain, return_path.as_ref(), tracking_host.as_ref())
                 .await
                 .map_err(problem::store)?;
         }
-        info!(tenant = %tenant, domain = %domain, caller = %caller.0.subject, force, return_path = ?return_path.as_ref().map(Domain::as_str), "sending domain verified");
+        info!(tenant = %tenant, domain = %domain, caller = %caller.0.subject, force, return_path = ?return_path.as_ref().map(Domain::as_str), tracking_host = ?tracking_host.as_ref().map(Domain::as_str), "sending domain verified");
         let verified = s
             .store
             .domain(&domain)
             .await
             .map_err(problem::store)?
             .ok_or_else(not_found)?;
-        let mut answer = SendingDomain::of(&verified, s.return_paths.as_ref());
+        let mut answer = SendingDomain::of(&verified, &s.hosts);
         if !force {
             answer.dns = dns;
         }

@@ -39,8 +39,8 @@ mod suppressions;
 mod tenants;
 
 pub use control::{
-    DomainAuthority, DomainServiceError, EngineStatus, EngineStatusReport, PartitionLag,
-    QueueStatus, ReturnPaths, StatusError, ThrottleControl, ThrottleEntry, ThrottleError,
+    DomainAuthority, DomainHosts, DomainServiceError, EngineStatus, EngineStatusReport, HostRule,
+    PartitionLag, QueueStatus, StatusError, ThrottleControl, ThrottleEntry, ThrottleError,
     ThrottleKind, ThrottleLimit, ThrottleTable,
 };
 
@@ -84,8 +84,8 @@ pub struct AdminDeps {
     /// Makes DKIM keys for registered domains and checks their DNS records; without
     /// it domains get no key of their own and only operators can verify them.
     pub domains: Option<Arc<dyn DomainAuthority>>,
-    /// Tenants' own return-path domains, when on.
-    pub return_paths: Option<ReturnPaths>,
+    /// The tenants' own return-path and tracking hosts that are on.
+    pub hosts: DomainHosts,
 }
 
 /// Serves the admin API on `listener` until `shutdown` completes, then stops accepting
@@ -106,7 +106,7 @@ pub async fn serve(
         status: deps.status,
         quotas: deps.quotas,
         domains: deps.domains,
-        return_paths: deps.return_paths,
+        hosts: deps.hosts,
         runtime: tokio::runtime::Handle::current(),
     });
     // No OS signal handlers: `maily serve` orders the shutdown of every listener.
@@ -163,7 +163,7 @@ pub(crate) struct State {
     pub(crate) status: Arc<dyn EngineStatus>,
     pub(crate) quotas: Arc<crate::quota::Quotas>,
     pub(crate) domains: Option<Arc<dyn DomainAuthority>>,
-    pub(crate) return_paths: Option<ReturnPaths>,
+    pub(crate) hosts: DomainHosts,
     /// The runtime of the caller of [`serve`], where the port calls run.
     runtime: tokio::runtime::Handle,
 }

@@ -352,6 +352,7 @@ impl Bench {
                 verified_at: Some(maily_engine::Timestamp::now()),
                 dkim: None,
                 return_path: None,
+                tracking_host: None,
             })
             .await?;
         let k = self.args.campaigns;

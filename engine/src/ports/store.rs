@@ -215,6 +215,9 @@ pub struct TenantDomain {
     /// The tenant's own return-path domain under it (`<label>.<domain>`), set once
     /// its MX was seen pointing at the engine; mail From the domain then bounces there.
     pub return_path: Option<crate::Domain>,
+    /// The tenant's own tracking host under it (`<label>.<domain>`), set once its
+    /// CNAME was seen pointing at the tracking listener; its mail's links then use it.
+    pub tracking_host: Option<crate::Domain>,
 }
 
 /// A DKIM key of a tenant's sending domain.
@@ -522,12 +525,13 @@ pub trait Store: Send + Sync + 'static {
         at: Timestamp,
     ) -> Result<bool, StoreError>;
 
-    /// Sets (or clears) the return-path domain of `domain`; false when no tenant has
-    /// it.
-    async fn set_return_path(
+    /// Sets (or clears) the return-path and tracking hosts of `domain`; false when no
+    /// tenant has it.
+    async fn set_domain_hosts(
         &self,
         domain: &crate::Domain,
         return_path: Option<&crate::Domain>,
+        tracking: Option<&crate::Domain>,
     ) -> Result<bool, StoreError>;
 
     /// Removes `tenant`'s `domain`; false when the tenant does not have it.

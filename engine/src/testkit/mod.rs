@@ -29,6 +29,7 @@ pub async fn sending_domain<S: Store + ?Sized>(store: &S, tenant: &TenantId, dom
         verified_at: Some(Timestamp::now()),
         dkim: None,
         return_path: None,
+        tracking_host: None,
     };
     match store.add_domain(&record).await {
         Ok(()) | Err(StoreError::Conflict(_)) => {}

@@ -499,6 +499,7 @@ pub async fn a_sending_domain_belongs_to_one_tenant(store: &impl Store) {
             dns_record: "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=".into(),
         }),
         return_path: None,
+        tracking_host: None,
     };
     store.add_domain(&pending).await.unwrap();
     let taken = store
@@ -527,17 +528,24 @@ pub async fn a_sending_domain_belongs_to_one_tenant(store: &impl Store) {
     let verified = store.domain(&shop).await.unwrap().unwrap();
     assert_eq!(verified.verified_at, Some(Timestamp(2_000)));
     let bounces = Domain::parse("bounces.shop.example").unwrap();
-    assert!(store.set_return_path(&shop, Some(&bounces)).await.unwrap());
-    let with_path = store.domain(&shop).await.unwrap().unwrap();
-    assert_eq!(with_path.return_path, Some(bounces));
-    assert!(store.set_return_path(&shop, None).await.unwrap());
-    assert_eq!(
-        store.domain(&shop).await.unwrap().unwrap().return_path,
-        None
+    let track = Domain::parse("track.shop.example").unwrap();
+    assert!(
+        store
+            .set_domain_hosts(&shop, Some(&bounces), Some(&track))
+            .await
+            .unwrap()
     );
+    let with_hosts = store.domain(&shop).await.unwrap().unwrap();
+    assert_eq!(
+        (with_hosts.return_path, with_hosts.tracking_host),
+        (Some(bounces), Some(track))
+    );
+    assert!(store.set_domain_hosts(&shop, None, None).await.unwrap());
+    let without = store.domain(&shop).await.unwrap().unwrap();
+    assert_eq!((without.return_path, without.tracking_host), (None, None));
     assert!(
         !store
-            .set_return_path(&Domain::parse("nobody.example").unwrap(), None)
+            .set_domain_hosts(&Domain::parse("nobody.example").unwrap(), None, None)
             .await
             .unwrap()
     );

@@ -1,5 +1,5 @@
 -- Each sending domain gets the tenant's own DKIM key, made when it is registered,
--- and may get a return-path domain of its own.
+-- and may get a return-path domain and a tracking host of its own.
 -- The four columns are set together or not at all (domains registered before keys).
 ALTER TABLE tenant_domains
     ADD COLUMN dkim_selector  TEXT,
@@ -7,4 +7,6 @@ ALTER TABLE tenant_domains
     ADD COLUMN dkim_key       TEXT,
     ADD COLUMN dkim_record    TEXT,
     -- The tenant's own return-path domain (<label>.<domain>), once its MX was seen.
-    ADD COLUMN return_path    TEXT;
+    ADD COLUMN return_path    TEXT,
+    -- The tenant's own tracking host (<label>.<domain>), once its CNAME was seen.
+    ADD COLUMN tracking_host  TEXT;

@@ -415,12 +415,13 @@ impl Store for PostgresStore {
         domains::verify_domain(&self.pool, domain, at).await
     }
 
-    async fn set_return_path(
+    async fn set_domain_hosts(
         &self,
         domain: &maily_engine::Domain,
         return_path: Option<&maily_engine::Domain>,
+        tracking: Option<&maily_engine::Domain>,
     ) -> Result<bool, StoreError> {
-        domains::set_return_path(&self.pool, domain, return_path).await
+        domains::set_domain_hosts(&self.pool, domain, return_path, tracking).await
     }
 
     async fn remove_domain(

@@ -9,7 +9,8 @@ use sqlx::error::ErrorKind;
 use sqlx::sqlite::SqliteRow;
 
 const SELECT_DOMAIN: &str = "SELECT domain, tenant, token, created_at, verified_at, dkim_selector, dkim_algorithm, \
-     dkim_key, dkim_record, return_path FROM tenant_domains";
+     dkim_key, dkim_record, return_path, tracking_host \
+     FROM tenant_domains";
 
 fn domain_row(row: &SqliteRow) -> Result<TenantDomain, StoreError> {
     let r = RowReader::new(row, "tenant_domains", raw_text(row, "domain"));
@@ -32,14 +33,18 @@ fn domain_row(row: &SqliteRow) -> Result<TenantDomain, StoreError> {
             Some(_) => Some(r.parse("return_path")?),
             None => None,
         },
+        tracking_host: match r.get::<Option<String>>("tracking_host")? {
+            Some(_) => Some(r.parse("tracking_host")?),
+            None => None,
+        },
     })
 }
 
 pub(super) async fn add_domain(pool: &SqlitePool, d: &TenantDomain) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO tenant_domains (domain, tenant, token, created_at, verified_at,
-             dkim_selector, dkim_algorithm, dkim_key, dkim_record, return_path)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             dkim_selector, dkim_algorithm, dkim_key, dkim_record, return_path, tracking_host)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )
     .bind(d.domain.as_str())
     .bind(d.tenant.as_str())
@@ -51,6 +56,7 @@ pub(super) async fn add_domain(pool: &SqlitePool, d: &TenantDomain) -> Result<()
     .bind(d.dkim.as_ref().map(|k| k.private_key.as_str()))
     .bind(d.dkim.as_ref().map(|k| k.dns_record.as_str()))
     .bind(d.return_path.as_ref().map(|r| r.as_str()))
+    .bind(d.tracking_host.as_ref().map(|r| r.as_str()))
     .execute(pool)
     .await
     .map_err(|e| {
@@ -124,16 +130,20 @@ pub(super) async fn remove_domain(
     Ok(done.rows_affected() > 0)
 }
 
-pub(super) async fn set_return_path(
+pub(super) async fn set_domain_hosts(
     pool: &SqlitePool,
     domain: &Domain,
     return_path: Option<&Domain>,
+    tracking: Option<&Domain>,
 ) -> Result<bool, StoreError> {
-    let done = sqlx::query("UPDATE tenant_domains SET return_path = ?2 WHERE domain = ?1")
-        .bind(domain.as_str())
-        .bind(return_path.map(Domain::as_str))
-        .execute(pool)
-        .await
-        .map_err(db_err)?;
+    let done = sqlx::query(
+        "UPDATE tenant_domains SET return_path = ?2, tracking_host = ?3 WHERE domain = ?1",
+    )
+    .bind(domain.as_str())
+    .bind(return_path.map(Domain::as_str))
+    .bind(tracking.map(Domain::as_str))
+    .execute(pool)
+    .await
+    .map_err(db_err)?;
     Ok(done.rows_affected() > 0)
 }
