@@ -264,13 +264,9 @@ pub fn start(
         throttles: Arc::new(TransportThrottles(throttles)),
         status: Arc::new(status),
         quotas,
-        domains: match crate::domains::DnsDomains::from_settings(settings) {
-            Ok(d) => Some(Arc::new(d)),
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "sending domains cannot be checked in DNS nor get keys of their own; operators verify them with ?force=true");
-                None
-            }
-        },
+        domains: Some(Arc::new(crate::domains::DnsDomains::from_settings(
+            settings,
+        ))),
         hosts: domain_hosts(settings),
     };
     info!(addr = %bind, "admin API listening");

@@ -12,14 +12,24 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Makes keys with [`DkimKey::generate`] and reads TXT records with an [`MxResolver`].
+/// Makes keys with [`DkimKey::generate`] and reads TXT, MX and CNAME records with an
+/// [`MxResolver`]. Without a DNS configuration keys are still made; checks then fail
+/// with the reason (an operator can still verify with `?force=true`).
 pub struct DnsDomains {
-    dns: MxResolver,
+    dns: Result<MxResolver, String>,
 }
 
 impl DnsDomains {
     /// Asks `[intake] dns_servers`, or the system's name servers when none are set.
-    pub fn from_settings(s: &Settings) -> anyhow::Result<Self> {
+    pub fn from_settings(s: &Settings) -> Self {
+        let dns = Self::resolver(s).map_err(|e| {
+            tracing::warn!(error = %format!("{e:#}"), "sending domains cannot be checked in DNS; operators verify them with ?force=true");
+            format!("{e:#}")
+        });
+        DnsDomains { dns }
+    }
+
+    fn resolver(s: &Settings) -> anyhow::Result<MxResolver> {
         let servers = s
             .intake
             .dns_server_addrs()
@@ -29,13 +39,18 @@ impl DnsDomains {
             attempts: Some(2),
             ..MxOptions::default()
         };
-        let dns = if servers.is_empty() {
+        if servers.is_empty() {
             MxResolver::from_system_conf(&options)
-                .map_err(|e| anyhow::anyhow!("reading the system's DNS configuration: {e}"))?
+                .map_err(|e| anyhow::anyhow!("reading the system's DNS configuration: {e}"))
         } else {
-            MxResolver::with_nameservers_and_options(&servers, &options)
-        };
-        Ok(DnsDomains { dns })
+            Ok(MxResolver::with_nameservers_and_options(&servers, &options))
+        }
+    }
+
+    fn dns(&self) -> Result<&MxResolver, DomainServiceError> {
+        self.dns
+            .as_ref()
+            .map_err(|e| DomainServiceError::Dns(format!("no DNS to ask: {e}")))
     }
 }
 
@@ -63,21 +78,21 @@ impl DomainAuthority for DnsDomains {
     }
 
     async fn txt(&self, name: &str) -> Result<Vec<String>, DomainServiceError> {
-        self.dns
+        self.dns()?
             .txt(name)
             .await
             .map_err(|e| DomainServiceError::Dns(e.to_string()))
     }
 
     async fn cname(&self, name: &str) -> Result<Vec<String>, DomainServiceError> {
-        self.dns
+        self.dns()?
             .cname_targets(name)
             .await
             .map_err(|e| DomainServiceError::Dns(e.to_string()))
     }
 
     async fn mx(&self, name: &str) -> Result<Vec<String>, DomainServiceError> {
-        self.dns
+        self.dns()?
             .mx_hosts(name)
             .await
             .map_err(|e| DomainServiceError::Dns(e.to_string()))
