@@ -93,6 +93,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Template renders given up after the render timeout; their messages are rejected.",
     ),
+    (
+        "maily_sender_render_skipped_total",
+        Kind::Counter,
+        "Messages rejected unrendered because their campaign's renders kept running over budget.",
+    ),
     // Throttles.
     (
         "maily_throttle_wait_seconds",

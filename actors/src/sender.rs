@@ -23,7 +23,7 @@ use maily_engine::ports::{
     Claim, DeliveryOutcome, Fence, OutboundMessage, SenderDomain, StoreError,
 };
 use maily_engine::records::{EventRecord, InboundRecord, SendRecord, topics};
-use maily_engine::template::{CompiledTemplate, Rendered};
+use maily_engine::template::{CompiledTemplate, RenderError, Rendered};
 use maily_engine::{
     Campaign, CampaignId, CampaignStatus, EventKind, Recipient, StagedRecipient, Timestamp,
 };
@@ -87,23 +87,77 @@ impl RenderPool {
         Self::new(cores, Duration::from_secs(30))
     }
 
-    /// Renders `plan`'s template for `recipient`.
+    /// Renders `plan`'s template for `recipient`, unless its campaign's renders keep
+    /// running over their budget (see [`Budget`]).
     async fn render(&self, plan: Arc<Plan>, recipient: Recipient) -> Result<Rendered, String> {
+        if let Some(reason) = plan.budget.tripped() {
+            metrics::counter!("maily_sender_render_skipped_total").increment(1);
+            return Err(reason);
+        }
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return Err("the render pool is closed".into());
         };
+        let budget = plan.budget.clone();
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             plan.template.render(&recipient)
         });
-        match tokio::time::timeout(self.timeout, task).await {
-            Ok(Ok(rendered)) => rendered.map_err(|e| e.to_string()),
-            Ok(Err(e)) => Err(format!("rendering failed: {e}")),
+        let (result, over) = match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(Ok(rendered))) => (Ok(rendered), false),
+            Ok(Ok(Err(e))) => {
+                let over = matches!(
+                    e,
+                    RenderError::OutOfFuel { .. } | RenderError::TooLong { .. }
+                );
+                (Err(e.to_string()), over)
+            }
+            Ok(Err(e)) => (Err(format!("rendering failed: {e}")), false),
             Err(_) => {
                 metrics::counter!("maily_sender_render_timeouts_total").increment(1);
-                Err(format!("rendering took longer than {:?}", self.timeout))
+                (
+                    Err(format!("rendering took longer than {:?}", self.timeout)),
+                    true,
+                )
             }
+        };
+        budget.record(over);
+        result
+    }
+}
+
+/// Renders of one campaign that ran over their fuel, output cap or time: once at
+/// least [`Budget::TRIP_AFTER`] did, and they are at least half of its renders, the
+/// campaign's other messages are rejected without rendering, so a template that is
+/// costly for every recipient costs the shared render pool a few renders per
+/// partition, not one per message. Kept across reloads of the campaign while its
+/// template stays the same.
+#[derive(Debug, Default)]
+struct Budget {
+    renders: std::sync::atomic::AtomicU32,
+    over: std::sync::atomic::AtomicU32,
+}
+
+impl Budget {
+    const TRIP_AFTER: u32 = 10;
+
+    fn record(&self, over: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.renders.fetch_add(1, Relaxed);
+        if over {
+            self.over.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Why the campaign's messages are no longer rendered, once tripped.
+    fn tripped(&self) -> Option<String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (renders, over) = (self.renders.load(Relaxed), self.over.load(Relaxed));
+        (over >= Self::TRIP_AFTER && over.saturating_mul(2) >= renders).then(|| {
+            format!(
+                "the campaign's template ran over its budget (fuel, output size or time) in \
+                 {over} of {renders} renders; its other messages are rejected unrendered"
+            )
+        })
     }
 }
 
@@ -115,6 +169,8 @@ struct Plan {
     refused: Option<String>,
     /// The tenant's own key and return path of the From domain.
     own: Own,
+    /// How its renders went over their budget.
+    budget: Arc<Budget>,
 }
 
 /// How long a loaded campaign is used before it is read again, so a changed template
@@ -239,11 +295,19 @@ impl SenderWorker {
                             }
                         }
                     }
+                    // The budget's record survives a reload of an unchanged template.
+                    let budget = match self.plans.get(&id) {
+                        Some((_, Some(old))) if old.campaign.template == campaign.template => {
+                            old.budget.clone()
+                        }
+                        _ => Arc::default(),
+                    };
                     Some(Arc::new(Plan {
                         campaign,
                         template,
                         refused,
                         own,
+                        budget,
                     }))
                 }
                 Err(e) => {
@@ -729,6 +793,24 @@ fn defer(
 mod tests {
     use super::*;
     use maily_engine::{EmailAddress, MessageId, TenantId};
+
+    #[test]
+    fn a_budget_trips_only_when_most_renders_run_over() {
+        let b = Budget::default();
+        for _ in 0..Budget::TRIP_AFTER - 1 {
+            b.record(true);
+        }
+        assert_eq!(b.tripped(), None, "fewer than TRIP_AFTER");
+        b.record(true);
+        assert!(b.tripped().unwrap().contains("10 of 10 renders"));
+
+        // Mostly good renders with a few costly recipients: never trips.
+        let mixed = Budget::default();
+        for i in 0..100 {
+            mixed.record(i % 4 == 0);
+        }
+        assert_eq!(mixed.tripped(), None);
+    }
 
     fn settings() -> SenderSettings {
         SenderSettings {
