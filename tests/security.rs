@@ -900,6 +900,28 @@ fn a_domain_is_verified_in_dns_and_its_mail_signed_with_the_tenants_own_key() {
             acme_mail.contains("<https://t.maily.test/u/"),
             "{acme_mail}"
         );
+
+        // Acme's (signed) return path moved onto beta's return-path domain is not
+        // taken: that domain returns beta's mail only. On its own domain it is.
+        let acme_path = received_by(&sent, "a0@example.com").mail_from.clone();
+        let (local, home) = acme_path.rsplit_once('@').unwrap();
+        assert_eq!(home, "bounces.shop.example");
+        let moved = format!("{local}@bounces.beta-shop.example");
+        let bare_dsn = |to: &str| {
+            format!(
+                "From: MAILER-DAEMON@mx.example.net\nTo: {to}\nSubject: Undelivered Mail\n\
+                 MIME-Version: 1.0\n\
+                 Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\n\n\
+                 --B\nContent-Type: text/plain\n\nNot delivered.\n\n\
+                 --B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.net\n\n\
+                 Final-Recipient: rfc822; a0@example.com\nAction: failed\nStatus: 5.1.1\n\
+                 Diagnostic-Code: smtp; 550 5.1.1 user unknown\n\n--B--\n"
+            )
+        };
+        let (code, text) = submit(inbound, &moved, &bare_dsn(&moved)).await;
+        assert_eq!(code, 550, "{text}");
+        let (code, text) = submit(inbound, &acme_path, &bare_dsn(&acme_path)).await;
+        assert_eq!(code, 250, "{text}");
     });
 }
 
