@@ -498,6 +498,11 @@ fn idle_and_trickling_connections_cannot_exhaust_the_listener() {
         // The stated bound: max_concurrent_messages × max_message_size (32 × 10 MiB) +
         // max_connections × 64 KiB.
         let bound = 32 * 10 * 1024 + 500 * 64;
+        println!(
+            "inbound listener: {} held, {refused} refused, RSS grew {} KiB (bound {bound} KiB)",
+            held.len(),
+            after.saturating_sub(before)
+        );
         assert!(
             after.saturating_sub(before) < bound,
             "memory grew by {} KiB, over the bound of {bound} KiB",
