@@ -31,7 +31,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
-use maily_engine::ports::{EventLog, HotState, Store};
+use maily_engine::ports::{EventLog, HotState, SuppressionStore};
 use maily_engine::records::{self, EventRecord, topics};
 use maily_engine::tracking::{TokenError, TokenKeys};
 use maily_engine::{CampaignId, EmailAddress, EventKind, MessageId, TenantId, Timestamp};
@@ -80,7 +80,7 @@ pub struct TrackingDeps {
     /// Where opened, clicked and unsubscribed events go (`events` topic).
     pub log: Arc<dyn EventLog>,
     /// Where unsubscribed addresses are suppressed.
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn SuppressionStore>,
     /// Suppressed there too when given; a failure there is logged, the store has it.
     pub hot: Option<Arc<dyn HotState>>,
     /// Opens and clicks recorded from one client address a minute (the peer of the
@@ -206,7 +206,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
 struct State {
     keys: TokenKeys,
     log: Arc<dyn EventLog>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn SuppressionStore>,
     hot: Option<Arc<dyn HotState>>,
     gate: Gate,
     max_age: Duration,

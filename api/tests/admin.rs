@@ -20,6 +20,7 @@ use maily_api::grpc::proto::GetCampaignStatsRequest;
 use maily_api::grpc::proto::campaign_service_client::CampaignServiceClient;
 use maily_api::intake::Intake;
 use maily_engine::merkle::CampaignLeaf;
+use maily_engine::ports::prelude::*;
 use maily_engine::ports::{
     AggregateBatch, EventLog, HotState, LedgerEntry, Settlement, SettlementEntry, Store,
     StoredProof,

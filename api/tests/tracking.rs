@@ -3,7 +3,8 @@
 
 use maily_actors::log::MemoryLog;
 use maily_api::tracking::{self, TrackingDeps};
-use maily_engine::ports::{EventLog, HotState, Store};
+use maily_engine::ports::prelude::*;
+use maily_engine::ports::{EventLog, HotState};
 use maily_engine::records::{self, EventRecord, topics};
 use maily_engine::tracking::{ClickToken, OpenToken, TokenKey, TokenKeys, UnsubscribeToken};
 use maily_engine::{CampaignId, EmailAddress, EventKind, MessageId, TenantId, Timestamp};

@@ -37,7 +37,9 @@ use alloy::sol_types::{SolCall, SolEvent};
 use alloy::transports::{RpcError, TransportErrorKind};
 use async_trait::async_trait;
 use maily_engine::merkle::Hash32;
-use maily_engine::ports::{AnchorReceipt, Chain, ChainError, ChainSubmission, Store, StoreError};
+use maily_engine::ports::{
+    AnchorReceipt, Chain, ChainError, ChainSubmission, LedgerStore, StoreError,
+};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -363,7 +365,7 @@ pub struct EvmChain {
     /// transaction instead of sending another.
     inflight: Mutex<HashMap<(Kind, u64), Submission>>,
     /// The same, kept in the store, for the next process after a crash or restart.
-    journal: Option<Arc<dyn Store>>,
+    journal: Option<Arc<dyn LedgerStore>>,
     /// Until when transactions an earlier process left pending are waited for.
     leftovers_deadline: Mutex<Option<Instant>>,
 }
@@ -431,7 +433,7 @@ impl EvmChain {
     /// Keeps unconfirmed transactions in `store` too (written before each is
     /// broadcast), so an engine restarted before a confirmation waits for the
     /// transaction it finds there instead of sending another.
-    pub fn with_journal(mut self, store: Arc<dyn Store>) -> Self {
+    pub fn with_journal(mut self, store: Arc<dyn LedgerStore>) -> Self {
         self.journal = Some(store);
         self
     }

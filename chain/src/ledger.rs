@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use maily_engine::Timestamp;
 use maily_engine::merkle::{Hash32, keccak};
-use maily_engine::ports::{AnchorReceipt, Chain, ChainError, LedgerEntry, Store, StoreError};
+use maily_engine::ports::{AnchorReceipt, Chain, ChainError, LedgerEntry, LedgerStore, StoreError};
 use std::sync::Arc;
 
 const DOMAIN: &[u8] = b"maily.ledger.v1";
@@ -15,7 +15,7 @@ const DOMAIN: &[u8] = b"maily.ledger.v1";
 /// The ledger adapter of the chain port.
 pub struct LedgerChain {
     name: String,
-    store: Arc<dyn Store>,
+    store: Arc<dyn LedgerStore>,
 }
 
 /// Why the ledger does not verify.
@@ -44,7 +44,7 @@ pub fn entry_hash(prev: &Hash32, epoch: u64, root: &Hash32) -> Hash32 {
 
 impl LedgerChain {
     /// A ledger named `name` kept in `store`.
-    pub fn new(name: impl Into<String>, store: Arc<dyn Store>) -> Self {
+    pub fn new(name: impl Into<String>, store: Arc<dyn LedgerStore>) -> Self {
         LedgerChain {
             name: name.into(),
             store,

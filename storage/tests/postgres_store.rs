@@ -5,8 +5,9 @@
 //! `postgres://postgres@127.0.0.1:5432/test`). Every test works in its own throwaway
 //! schema.
 
+use maily_engine::ports::prelude::*;
 use maily_engine::ports::{
-    AggregateBatch, Fence, LedgerEntry, MessageState, Store, StoreError, StoredOffset,
+    AggregateBatch, Fence, LedgerEntry, MessageState, StoreError, StoredOffset,
 };
 use maily_engine::testkit::{addr, sample_campaign};
 use maily_engine::{Campaign, CampaignStats, MessageId, Timestamp};

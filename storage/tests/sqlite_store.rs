@@ -1,8 +1,9 @@
 //! Behaviour of the SQLite store beyond the port contract: migrations, atomicity,
 //! concurrency, error messages and large flushes.
 
+use maily_engine::ports::prelude::*;
 use maily_engine::ports::{
-    AggregateBatch, Fence, LedgerEntry, MessageState, Store, StoreError, StoredOffset,
+    AggregateBatch, Fence, LedgerEntry, MessageState, StoreError, StoredOffset,
 };
 use maily_engine::testkit::{addr, sample_campaign};
 use maily_engine::{CampaignStats, MessageId, TenantId, Timestamp};

@@ -16,7 +16,7 @@ use super::error::AuthError;
 use super::principal::{Principal, Subject};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use maily_engine::ports::{NewApiKey, Store};
+use maily_engine::ports::{NewApiKey, TenantAccess};
 use maily_engine::{TenantId, Timestamp};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
@@ -211,7 +211,7 @@ fn parse(token: &str) -> Result<Presented<'_>, AuthError> {
 }
 
 /// Checks an API key against the store without recording its use.
-pub async fn verify(store: &dyn Store, token: &str) -> Result<Principal, AuthError> {
+pub async fn verify(store: &dyn TenantAccess, token: &str) -> Result<Principal, AuthError> {
     let presented = parse(token)?;
     let key_id = presented.id.to_string();
     let Some(record) = store.api_key(presented.id).await? else {
@@ -244,7 +244,7 @@ pub async fn verify(store: &dyn Store, token: &str) -> Result<Principal, AuthErr
 /// Checks an API key against the store and records its use (best effort: a failed
 /// write is logged, never returned). [`super::Authenticator`] does the same with the
 /// writes throttled.
-pub async fn authenticate(store: &dyn Store, token: &str) -> Result<Principal, AuthError> {
+pub async fn authenticate(store: &dyn TenantAccess, token: &str) -> Result<Principal, AuthError> {
     let principal = verify(store, token).await?;
     if let Subject::ApiKey { id } = &principal.subject
         && let Err(e) = store.touch_api_key(id, Timestamp::now()).await

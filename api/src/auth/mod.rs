@@ -32,7 +32,7 @@ pub use keys::{KeyError, PlainApiKey, Scope, ScopeError};
 pub use principal::{Principal, Subject};
 
 use maily_engine::Timestamp;
-use maily_engine::ports::Store;
+use maily_engine::ports::TenantAccess;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -84,11 +84,11 @@ pub fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
 /// Authenticates bearer credentials: API keys against the store, JWTs against the
 /// identity provider's keys when one is configured.
 ///
-/// Successful API-key authentications are recorded with [`Store::touch_api_key`] at
+/// Successful API-key authentications are recorded with [`TenantAccess::touch_api_key`] at
 /// most once per key and `touch_interval` per process, so a busy sender does not turn
 /// every call into a write; a failed touch is logged and never fails the call.
 pub struct Authenticator {
-    store: Arc<dyn Store>,
+    store: Arc<dyn TenantAccess>,
     jwt: Option<JwksValidator>,
     touch_interval: Duration,
     touched: Mutex<HashMap<String, Instant>>,
@@ -99,7 +99,7 @@ impl Authenticator {
     pub const DEFAULT_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 
     /// An authenticator over `store`, accepting JWTs too when `jwt` is given.
-    pub fn new(store: Arc<dyn Store>, jwt: Option<JwksValidator>) -> Self {
+    pub fn new(store: Arc<dyn TenantAccess>, jwt: Option<JwksValidator>) -> Self {
         Authenticator {
             store,
             jwt,

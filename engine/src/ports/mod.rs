@@ -16,8 +16,18 @@ pub use hot::{Claim, HotError, HotState};
 pub use log::{EventLog, KeyedPayload, LogError, Record};
 pub use resolver::{ResolveError, Resolver, Route};
 pub use store::{
-    AggregateBatch, ApiKeyRecord, ChainSubmission, DomainKey, Fence, IdempotentSend, Lease,
-    LedgerEntry, MessageState, NewApiKey, SenderDomain, Settlement, SettlementEntry, Store,
-    StoreError, StoredOffset, StoredProof, TenantDomain, TenantRecord, Transition,
+    AggregateBatch, ApiKeyRecord, AudienceStore, CampaignStore, ChainSubmission, DomainKey, Fence,
+    IdempotentSend, Lease, LeaseStore, LedgerEntry, LedgerStore, MessageState, NewApiKey,
+    OutcomeStore, SenderDomain, Settlement, SettlementEntry, Store, StoreError, StoredOffset,
+    StoredProof, SuppressionStore, TenantAccess, TenantDomain, TenantRecord, Transition,
 };
 pub use transport::{DeliveryOutcome, OutboundMessage, SendGuard, Transport};
+
+/// The store's role traits, unnamed: `use maily_engine::ports::prelude::*;` makes
+/// their methods callable on an `Arc<dyn Store>`.
+pub mod prelude {
+    pub use super::store::{
+        AudienceStore as _, CampaignStore as _, LeaseStore as _, LedgerStore as _,
+        OutcomeStore as _, SuppressionStore as _, TenantAccess as _,
+    };
+}

@@ -387,9 +387,9 @@ pub struct IdempotentSend {
     pub enqueued: bool,
 }
 
-/// The durable record of the engine.
+/// Tenants, their API keys and their sending domains.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait TenantAccess: Send + Sync + 'static {
     /// Creates or renames a tenant.
     async fn upsert_tenant(&self, tenant: &TenantId, name: &str) -> Result<(), StoreError>;
 
@@ -424,90 +424,6 @@ pub trait Store: Send + Sync + 'static {
     /// and an earlier `at` than the one recorded never moves it back.
     async fn touch_api_key(&self, id: &str, at: Timestamp) -> Result<(), StoreError>;
 
-    /// Stores a new campaign; an existing id is a conflict.
-    async fn insert_campaign(&self, campaign: &Campaign) -> Result<(), StoreError>;
-
-    /// A campaign by id.
-    async fn campaign(&self, id: CampaignId) -> Result<Option<Campaign>, StoreError>;
-
-    /// Stored positions of `group` in `topic`, by partition.
-    async fn load_offsets(
-        &self,
-        group: &str,
-        topic: &str,
-    ) -> Result<BTreeMap<u32, u64>, StoreError>;
-
-    /// Stores positions of `group` for consumers whose state lives elsewhere, checking
-    /// `fence` in the same transaction when given.
-    async fn save_offsets(
-        &self,
-        group: &str,
-        offsets: &[StoredOffset],
-        fence: Option<&Fence>,
-    ) -> Result<(), StoreError>;
-
-    /// Commits one analytics flush in a single transaction.
-    async fn commit_aggregates(&self, batch: &AggregateBatch) -> Result<(), StoreError>;
-
-    /// A campaign's stats as last committed.
-    async fn campaign_stats(&self, id: CampaignId) -> Result<Option<CampaignStats>, StoreError>;
-
-    /// Every campaign's stats, ordered by campaign id.
-    async fn all_stats(&self) -> Result<Vec<(TenantId, CampaignId, CampaignStats)>, StoreError>;
-
-    /// Applied-kind masks of the given messages (absent ids have none).
-    async fn message_masks(&self, ids: &[MessageId])
-    -> Result<HashMap<MessageId, u32>, StoreError>;
-
-    /// The latest state of one message, if analytics has recorded it.
-    async fn message(&self, id: MessageId) -> Result<Option<MessageState>, StoreError>;
-
-    /// Messages of a campaign whose last status is `status`.
-    async fn messages_with_status(
-        &self,
-        campaign: CampaignId,
-        status: &str,
-    ) -> Result<Vec<MessageState>, StoreError>;
-
-    /// A campaign's bounced messages counted by reason and class, most frequent
-    /// first, as committed with its stats (so the counts add up to `bounced_hard` and
-    /// `bounced_soft`). Adapters answer it with one grouped query; this default reads
-    /// the bounced messages.
-    async fn bounce_reasons(&self, campaign: CampaignId) -> Result<Vec<ReasonCount>, StoreError> {
-        let hard = self.messages_with_status(campaign, "bounced_hard").await?;
-        let soft = self.messages_with_status(campaign, "bounced_soft").await?;
-        let reasons = hard
-            .iter()
-            .map(|m| (bounce_reason_of(m.detail.as_deref()), true))
-            .chain(
-                soft.iter()
-                    .map(|m| (bounce_reason_of(m.detail.as_deref()), false)),
-            );
-        Ok(count_reasons(reasons))
-    }
-
-    /// Adds an address to a tenant's suppression list (idempotent).
-    async fn suppress(
-        &self,
-        tenant: &TenantId,
-        email: &EmailAddress,
-        reason: &str,
-    ) -> Result<(), StoreError>;
-
-    /// Whether an address is on a tenant's suppression list (the fallback when hot
-    /// state is unavailable).
-    async fn is_suppressed(
-        &self,
-        tenant: &TenantId,
-        email: &EmailAddress,
-    ) -> Result<bool, StoreError>;
-
-    /// A tenant's suppression list with reasons.
-    async fn suppressions(
-        &self,
-        tenant: &TenantId,
-    ) -> Result<Vec<(EmailAddress, String)>, StoreError>;
-
     /// Registers a sending domain; a domain some tenant already has is a conflict.
     async fn add_domain(&self, domain: &TenantDomain) -> Result<(), StoreError>;
 
@@ -540,102 +456,16 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         domain: &crate::Domain,
     ) -> Result<bool, StoreError>;
+}
 
-    /// Up to `limit` of a tenant's suppressions, ordered by address, after `after`.
-    async fn suppression_page(
-        &self,
-        tenant: &TenantId,
-        after: Option<&EmailAddress>,
-        limit: usize,
-    ) -> Result<Vec<(EmailAddress, String)>, StoreError>;
+/// Campaigns and their lifecycle, staged recipients, keyed sends.
+#[async_trait]
+pub trait CampaignStore: Send + Sync + 'static {
+    /// Stores a new campaign; an existing id is a conflict.
+    async fn insert_campaign(&self, campaign: &Campaign) -> Result<(), StoreError>;
 
-    /// Records a settled epoch with its offsets; an epoch settles once (else conflict).
-    /// With a `fence` (the leader lease), nothing is written once the lease has changed
-    /// hands ([`StoreError::Fenced`]).
-    async fn commit_settlement(
-        &self,
-        settlement: &Settlement,
-        fence: Option<&Fence>,
-    ) -> Result<(), StoreError>;
-
-    /// The settlement of `epoch`.
-    async fn settlement(&self, epoch: u64) -> Result<Option<Settlement>, StoreError>;
-
-    /// The highest settled epoch.
-    async fn last_settled_epoch(&self) -> Result<Option<u64>, StoreError>;
-
-    /// The newest ledger entry.
-    async fn ledger_head(&self) -> Result<Option<LedgerEntry>, StoreError>;
-
-    /// Appends an entry; fails with a conflict unless `entry.prev` is the current head's
-    /// hash and the epoch is above the head's (epochs are anchored in order).
-    async fn append_ledger(&self, entry: &LedgerEntry) -> Result<(), StoreError>;
-
-    /// The ledger entry of `epoch`.
-    async fn ledger_entry(&self, epoch: u64) -> Result<Option<LedgerEntry>, StoreError>;
-
-    /// Every ledger entry, oldest first.
-    async fn ledger_entries(&self) -> Result<Vec<LedgerEntry>, StoreError>;
-
-    /// Records that `epoch` was anchored on `chain` (idempotent per epoch and chain).
-    async fn record_anchor(
-        &self,
-        chain: &str,
-        epoch: u64,
-        root: &Hash32,
-        reference: &str,
-    ) -> Result<(), StoreError>;
-
-    /// Settled epochs not yet anchored on `chain`, oldest first.
-    async fn epochs_to_anchor(&self, chain: &str) -> Result<Vec<u64>, StoreError>;
-
-    /// Stores the proofs of an epoch (idempotent).
-    async fn store_proofs(&self, proofs: &[StoredProof]) -> Result<(), StoreError>;
-
-    /// Saves (or replaces) the unconfirmed transaction of `chain` and `epoch`.
-    async fn save_submission(&self, submission: &ChainSubmission) -> Result<(), StoreError>;
-
-    /// The unconfirmed transaction of `chain` and `epoch`, if any.
-    async fn submission(
-        &self,
-        chain: &str,
-        epoch: u64,
-    ) -> Result<Option<ChainSubmission>, StoreError>;
-
-    /// Forgets the transaction of `chain` and `epoch` (confirmed, or given up).
-    async fn clear_submission(&self, chain: &str, epoch: u64) -> Result<(), StoreError>;
-
-    /// Takes, renews or takes over the lease on `resource` for `owner` until
-    /// `now + ttl`. Succeeds when the lease is free, expired (`expires_at <= now`) or
-    /// already held by `owner`; changing hands raises the epoch, a renewal keeps it.
-    /// Returns `None` while another owner holds an unexpired lease.
-    async fn acquire_lease(
-        &self,
-        resource: &str,
-        owner: &str,
-        now: Timestamp,
-        ttl: std::time::Duration,
-    ) -> Result<Option<Lease>, StoreError>;
-
-    /// Gives a lease up (it expires at once) if `fence` still holds it; otherwise a
-    /// no-op.
-    async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError>;
-
-    /// Every lease, ordered by resource.
-    async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
-
-    /// Records that engine process `member` is alive at `now`.
-    async fn heartbeat(&self, member: &str, now: Timestamp) -> Result<(), StoreError>;
-
-    /// Members whose last heartbeat is at or after `since`, sorted.
-    async fn live_members(&self, since: Timestamp) -> Result<Vec<String>, StoreError>;
-
-    /// A campaign's proof in an epoch.
-    async fn proof(
-        &self,
-        epoch: u64,
-        campaign: CampaignId,
-    ) -> Result<Option<StoredProof>, StoreError>;
+    /// A campaign by id.
+    async fn campaign(&self, id: CampaignId) -> Result<Option<Campaign>, StoreError>;
 
     /// Stores a new campaign with its state (`Draft`, or `Scheduled` with a time); an
     /// existing id is a conflict.
@@ -719,11 +549,205 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         keys: &[String],
     ) -> Result<(), StoreError>;
+}
+
+/// What happened to messages: per-message state, campaign aggregates, the consumers' offsets stored with them.
+#[async_trait]
+pub trait OutcomeStore: Send + Sync + 'static {
+    /// Stored positions of `group` in `topic`, by partition.
+    async fn load_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> Result<BTreeMap<u32, u64>, StoreError>;
+
+    /// Stores positions of `group` for consumers whose state lives elsewhere, checking
+    /// `fence` in the same transaction when given.
+    async fn save_offsets(
+        &self,
+        group: &str,
+        offsets: &[StoredOffset],
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError>;
+
+    /// Commits one analytics flush in a single transaction.
+    async fn commit_aggregates(&self, batch: &AggregateBatch) -> Result<(), StoreError>;
+
+    /// A campaign's stats as last committed.
+    async fn campaign_stats(&self, id: CampaignId) -> Result<Option<CampaignStats>, StoreError>;
+
+    /// Every campaign's stats, ordered by campaign id.
+    async fn all_stats(&self) -> Result<Vec<(TenantId, CampaignId, CampaignStats)>, StoreError>;
+
+    /// Applied-kind masks of the given messages (absent ids have none).
+    async fn message_masks(&self, ids: &[MessageId])
+    -> Result<HashMap<MessageId, u32>, StoreError>;
+
+    /// The latest state of one message, if analytics has recorded it.
+    async fn message(&self, id: MessageId) -> Result<Option<MessageState>, StoreError>;
+
+    /// Messages of a campaign whose last status is `status`.
+    async fn messages_with_status(
+        &self,
+        campaign: CampaignId,
+        status: &str,
+    ) -> Result<Vec<MessageState>, StoreError>;
+
+    /// A campaign's bounced messages counted by reason and class, most frequent
+    /// first, as committed with its stats (so the counts add up to `bounced_hard` and
+    /// `bounced_soft`). Adapters answer it with one grouped query; this default reads
+    /// the bounced messages.
+    async fn bounce_reasons(&self, campaign: CampaignId) -> Result<Vec<ReasonCount>, StoreError> {
+        let hard = self.messages_with_status(campaign, "bounced_hard").await?;
+        let soft = self.messages_with_status(campaign, "bounced_soft").await?;
+        let reasons = hard
+            .iter()
+            .map(|m| (bounce_reason_of(m.detail.as_deref()), true))
+            .chain(
+                soft.iter()
+                    .map(|m| (bounce_reason_of(m.detail.as_deref()), false)),
+            );
+        Ok(count_reasons(reasons))
+    }
+}
+
+/// Each tenant's suppression list.
+#[async_trait]
+pub trait SuppressionStore: Send + Sync + 'static {
+    /// Adds an address to a tenant's suppression list (idempotent).
+    async fn suppress(
+        &self,
+        tenant: &TenantId,
+        email: &EmailAddress,
+        reason: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Whether an address is on a tenant's suppression list (the fallback when hot
+    /// state is unavailable).
+    async fn is_suppressed(
+        &self,
+        tenant: &TenantId,
+        email: &EmailAddress,
+    ) -> Result<bool, StoreError>;
+
+    /// A tenant's suppression list with reasons.
+    async fn suppressions(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<(EmailAddress, String)>, StoreError>;
+
+    /// Up to `limit` of a tenant's suppressions, ordered by address, after `after`.
+    async fn suppression_page(
+        &self,
+        tenant: &TenantId,
+        after: Option<&EmailAddress>,
+        limit: usize,
+    ) -> Result<Vec<(EmailAddress, String)>, StoreError>;
 
     /// Removes an address from a tenant's suppression list; `false` if it was not on it.
     async fn unsuppress(&self, tenant: &TenantId, email: &EmailAddress)
     -> Result<bool, StoreError>;
+}
 
+/// Settlements, the hash-chained ledger, anchors, proofs and chain submissions.
+#[async_trait]
+pub trait LedgerStore: Send + Sync + 'static {
+    /// Records a settled epoch with its offsets; an epoch settles once (else conflict).
+    /// With a `fence` (the leader lease), nothing is written once the lease has changed
+    /// hands ([`StoreError::Fenced`]).
+    async fn commit_settlement(
+        &self,
+        settlement: &Settlement,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError>;
+
+    /// The settlement of `epoch`.
+    async fn settlement(&self, epoch: u64) -> Result<Option<Settlement>, StoreError>;
+
+    /// The highest settled epoch.
+    async fn last_settled_epoch(&self) -> Result<Option<u64>, StoreError>;
+
+    /// The newest ledger entry.
+    async fn ledger_head(&self) -> Result<Option<LedgerEntry>, StoreError>;
+
+    /// Appends an entry; fails with a conflict unless `entry.prev` is the current head's
+    /// hash and the epoch is above the head's (epochs are anchored in order).
+    async fn append_ledger(&self, entry: &LedgerEntry) -> Result<(), StoreError>;
+
+    /// The ledger entry of `epoch`.
+    async fn ledger_entry(&self, epoch: u64) -> Result<Option<LedgerEntry>, StoreError>;
+
+    /// Every ledger entry, oldest first.
+    async fn ledger_entries(&self) -> Result<Vec<LedgerEntry>, StoreError>;
+
+    /// Records that `epoch` was anchored on `chain` (idempotent per epoch and chain).
+    async fn record_anchor(
+        &self,
+        chain: &str,
+        epoch: u64,
+        root: &Hash32,
+        reference: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Settled epochs not yet anchored on `chain`, oldest first.
+    async fn epochs_to_anchor(&self, chain: &str) -> Result<Vec<u64>, StoreError>;
+
+    /// Stores the proofs of an epoch (idempotent).
+    async fn store_proofs(&self, proofs: &[StoredProof]) -> Result<(), StoreError>;
+
+    /// Saves (or replaces) the unconfirmed transaction of `chain` and `epoch`.
+    async fn save_submission(&self, submission: &ChainSubmission) -> Result<(), StoreError>;
+
+    /// The unconfirmed transaction of `chain` and `epoch`, if any.
+    async fn submission(
+        &self,
+        chain: &str,
+        epoch: u64,
+    ) -> Result<Option<ChainSubmission>, StoreError>;
+
+    /// Forgets the transaction of `chain` and `epoch` (confirmed, or given up).
+    async fn clear_submission(&self, chain: &str, epoch: u64) -> Result<(), StoreError>;
+
+    /// A campaign's proof in an epoch.
+    async fn proof(
+        &self,
+        epoch: u64,
+        campaign: CampaignId,
+    ) -> Result<Option<StoredProof>, StoreError>;
+}
+
+/// Partition leases and live members.
+#[async_trait]
+pub trait LeaseStore: Send + Sync + 'static {
+    /// Takes, renews or takes over the lease on `resource` for `owner` until
+    /// `now + ttl`. Succeeds when the lease is free, expired (`expires_at <= now`) or
+    /// already held by `owner`; changing hands raises the epoch, a renewal keeps it.
+    /// Returns `None` while another owner holds an unexpired lease.
+    async fn acquire_lease(
+        &self,
+        resource: &str,
+        owner: &str,
+        now: Timestamp,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Gives a lease up (it expires at once) if `fence` still holds it; otherwise a
+    /// no-op.
+    async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError>;
+
+    /// Every lease, ordered by resource.
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
+
+    /// Records that engine process `member` is alive at `now`.
+    async fn heartbeat(&self, member: &str, now: Timestamp) -> Result<(), StoreError>;
+
+    /// Members whose last heartbeat is at or after `since`, sorted.
+    async fn live_members(&self, since: Timestamp) -> Result<Vec<String>, StoreError>;
+}
+
+/// Contacts, lists and segments.
+#[async_trait]
+pub trait AudienceStore: Send + Sync + 'static {
     /// Creates or updates contacts by `(tenant, email)`, all or none: attributes are
     /// replaced, `created_at` of an existing contact is kept, `updated_at` is taken as
     /// given. A contact of a tenant that does not exist is an invalid row.
@@ -801,4 +825,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes a tenant's segment; `false` if none.
     async fn delete_segment(&self, tenant: &TenantId, id: SegmentId) -> Result<bool, StoreError>;
+}
+
+/// The durable record of the engine: every role above, as one adapter implements
+/// them. Code that needs one role takes that port (`Arc<dyn CampaignStore>`, ...);
+/// an `Arc<dyn Store>` converts to any of them.
+pub trait Store:
+    TenantAccess
+    + CampaignStore
+    + OutcomeStore
+    + SuppressionStore
+    + LedgerStore
+    + LeaseStore
+    + AudienceStore
+{
+}
+
+impl<T> Store for T where
+    T: TenantAccess
+        + CampaignStore
+        + OutcomeStore
+        + SuppressionStore
+        + LedgerStore
+        + LeaseStore
+        + AudienceStore
+{
 }

@@ -34,8 +34,12 @@ use async_trait::async_trait;
 use maily_engine::merkle::Hash32;
 use maily_engine::ports::{
     AggregateBatch, ApiKeyRecord, ChainSubmission, Fence, IdempotentSend, Lease, LedgerEntry,
-    MessageState, NewApiKey, Settlement, Store, StoreError, StoredOffset, StoredProof,
-    TenantRecord, Transition,
+    MessageState, NewApiKey, Settlement, StoreError, StoredOffset, StoredProof, TenantRecord,
+    Transition,
+};
+use maily_engine::ports::{
+    AudienceStore, CampaignStore, LeaseStore, LedgerStore, OutcomeStore, SuppressionStore,
+    TenantAccess,
 };
 use maily_engine::{
     Campaign, CampaignId, CampaignState, CampaignStats, CampaignStatus, Contact, ContactList,
@@ -241,7 +245,7 @@ impl PostgresStore {
 }
 
 #[async_trait]
-impl Store for PostgresStore {
+impl TenantAccess for PostgresStore {
     async fn upsert_tenant(&self, tenant: &TenantId, name: &str) -> Result<(), StoreError> {
         catalog::upsert_tenant(&self.pool, tenant, name).await
     }
@@ -277,113 +281,6 @@ impl Store for PostgresStore {
 
     async fn touch_api_key(&self, id: &str, at: Timestamp) -> Result<(), StoreError> {
         api_keys::touch_api_key(&self.pool, id, at).await
-    }
-
-    async fn insert_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
-        let state = CampaignState {
-            status: CampaignStatus::Running,
-            scheduled_at: None,
-            updated_at: Timestamp::now(),
-        };
-        catalog::insert_campaign(&self.pool, campaign, &state).await
-    }
-
-    async fn campaign(&self, id: CampaignId) -> Result<Option<Campaign>, StoreError> {
-        catalog::campaign(&self.pool, id).await
-    }
-
-    async fn load_offsets(
-        &self,
-        group: &str,
-        topic: &str,
-    ) -> Result<BTreeMap<u32, u64>, StoreError> {
-        analytics::load_offsets(&self.pool, group, topic).await
-    }
-
-    async fn save_offsets(
-        &self,
-        group: &str,
-        offsets: &[StoredOffset],
-        fence: Option<&Fence>,
-    ) -> Result<(), StoreError> {
-        analytics::save_offsets(&self.pool, group, offsets, fence).await
-    }
-
-    /// Commits one analytics flush in a single transaction, writing stats and
-    /// message states with one multi-row upsert per `batch_rows` rows.
-    ///
-    /// Outcomes:
-    /// - `Ok(())`: everything committed.
-    /// - [`StoreError::Fenced`]: nothing committed.
-    /// - [`StoreError::InvalidRow`] naming an offset or a `campaign_stats` row whose
-    ///   values cannot be represented (a u64 above `i64::MAX`): nothing committed;
-    ///   this is checked before anything is sent.
-    /// - [`StoreError::RowsRejected`] naming a `message <id>` or `campaign_stats <id>`
-    ///   row that Postgres rejected (a data exception or constraint violation, e.g.
-    ///   a NUL byte in `status` or `detail`): **the flush was committed without the
-    ///   rejected rows**. Every other stats and message row and every offset of the
-    ///   batch is stored; each rejected row keeps whatever was stored for it before
-    ///   (nothing, for a new message). The error names the first rejected row in
-    ///   batch order and counts the others; all of them are logged. Retrying the same
-    ///   batch is harmless (the upserts are idempotent) but fails the same way.
-    /// - [`StoreError::Unavailable`]: nothing committed; retry later.
-    ///
-    /// A message given twice in one batch is stored as if the two states had been
-    /// written one after the other.
-    async fn commit_aggregates(&self, batch: &AggregateBatch) -> Result<(), StoreError> {
-        self.commit_aggregates_with(batch, FlushMethod::PRODUCTION)
-            .await
-    }
-
-    async fn campaign_stats(&self, id: CampaignId) -> Result<Option<CampaignStats>, StoreError> {
-        analytics::campaign_stats(&self.pool, id).await
-    }
-
-    async fn all_stats(&self) -> Result<Vec<(TenantId, CampaignId, CampaignStats)>, StoreError> {
-        analytics::all_stats(&self.pool).await
-    }
-
-    async fn bounce_reasons(
-        &self,
-        campaign: CampaignId,
-    ) -> Result<Vec<maily_engine::ReasonCount>, StoreError> {
-        analytics::bounce_reasons(&self.pool, campaign).await
-    }
-
-    async fn message_masks(
-        &self,
-        ids: &[MessageId],
-    ) -> Result<HashMap<MessageId, u32>, StoreError> {
-        analytics::message_masks(&self.pool, ids).await
-    }
-
-    async fn message(&self, id: MessageId) -> Result<Option<MessageState>, StoreError> {
-        analytics::message(&self.pool, id).await
-    }
-
-    async fn messages_with_status(
-        &self,
-        campaign: CampaignId,
-        status: &str,
-    ) -> Result<Vec<MessageState>, StoreError> {
-        analytics::messages_with_status(&self.pool, campaign, status).await
-    }
-
-    async fn suppress(
-        &self,
-        tenant: &TenantId,
-        email: &EmailAddress,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        catalog::suppress(&self.pool, tenant, email, reason).await
-    }
-
-    async fn is_suppressed(
-        &self,
-        tenant: &TenantId,
-        email: &EmailAddress,
-    ) -> Result<bool, StoreError> {
-        catalog::is_suppressed(&self.pool, tenant, email).await
     }
 
     async fn add_domain(
@@ -431,121 +328,21 @@ impl Store for PostgresStore {
     ) -> Result<bool, StoreError> {
         domains::remove_domain(&self.pool, tenant, domain).await
     }
+}
 
-    async fn suppression_page(
-        &self,
-        tenant: &TenantId,
-        after: Option<&EmailAddress>,
-        limit: usize,
-    ) -> Result<Vec<(EmailAddress, String)>, StoreError> {
-        catalog::suppression_page(&self.pool, tenant, after, limit).await
+#[async_trait]
+impl CampaignStore for PostgresStore {
+    async fn insert_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
+        let state = CampaignState {
+            status: CampaignStatus::Running,
+            scheduled_at: None,
+            updated_at: Timestamp::now(),
+        };
+        catalog::insert_campaign(&self.pool, campaign, &state).await
     }
 
-    async fn suppressions(
-        &self,
-        tenant: &TenantId,
-    ) -> Result<Vec<(EmailAddress, String)>, StoreError> {
-        catalog::suppressions(&self.pool, tenant).await
-    }
-
-    async fn commit_settlement(
-        &self,
-        settlement: &Settlement,
-        fence: Option<&Fence>,
-    ) -> Result<(), StoreError> {
-        settlement::commit_settlement(&self.pool, settlement, fence).await
-    }
-
-    async fn settlement(&self, epoch: u64) -> Result<Option<Settlement>, StoreError> {
-        settlement::settlement(&self.pool, epoch).await
-    }
-
-    async fn last_settled_epoch(&self) -> Result<Option<u64>, StoreError> {
-        settlement::last_settled_epoch(&self.pool).await
-    }
-
-    async fn ledger_head(&self) -> Result<Option<LedgerEntry>, StoreError> {
-        ledger::ledger_head(&self.pool).await
-    }
-
-    async fn append_ledger(&self, entry: &LedgerEntry) -> Result<(), StoreError> {
-        ledger::append_ledger(&self.pool, entry).await
-    }
-
-    async fn ledger_entry(&self, epoch: u64) -> Result<Option<LedgerEntry>, StoreError> {
-        ledger::ledger_entry(&self.pool, epoch).await
-    }
-
-    async fn ledger_entries(&self) -> Result<Vec<LedgerEntry>, StoreError> {
-        ledger::ledger_entries(&self.pool).await
-    }
-
-    async fn record_anchor(
-        &self,
-        chain: &str,
-        epoch: u64,
-        root: &Hash32,
-        reference: &str,
-    ) -> Result<(), StoreError> {
-        ledger::record_anchor(&self.pool, chain, epoch, root, reference).await
-    }
-
-    async fn epochs_to_anchor(&self, chain: &str) -> Result<Vec<u64>, StoreError> {
-        ledger::epochs_to_anchor(&self.pool, chain).await
-    }
-
-    async fn store_proofs(&self, proofs: &[StoredProof]) -> Result<(), StoreError> {
-        ledger::store_proofs(&self.pool, proofs).await
-    }
-
-    async fn save_submission(&self, submission: &ChainSubmission) -> Result<(), StoreError> {
-        ledger::save_submission(&self.pool, submission).await
-    }
-
-    async fn submission(
-        &self,
-        chain: &str,
-        epoch: u64,
-    ) -> Result<Option<ChainSubmission>, StoreError> {
-        ledger::submission(&self.pool, chain, epoch).await
-    }
-
-    async fn clear_submission(&self, chain: &str, epoch: u64) -> Result<(), StoreError> {
-        ledger::clear_submission(&self.pool, chain, epoch).await
-    }
-
-    async fn acquire_lease(
-        &self,
-        resource: &str,
-        owner: &str,
-        now: Timestamp,
-        ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError> {
-        leases::acquire_lease(&self.pool, resource, owner, now, ttl).await
-    }
-
-    async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
-        leases::release_lease(&self.pool, fence).await
-    }
-
-    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
-        leases::leases(&self.pool).await
-    }
-
-    async fn heartbeat(&self, member: &str, now: Timestamp) -> Result<(), StoreError> {
-        leases::heartbeat(&self.pool, member, now).await
-    }
-
-    async fn live_members(&self, since: Timestamp) -> Result<Vec<String>, StoreError> {
-        leases::live_members(&self.pool, since).await
-    }
-
-    async fn proof(
-        &self,
-        epoch: u64,
-        campaign: CampaignId,
-    ) -> Result<Option<StoredProof>, StoreError> {
-        ledger::proof(&self.pool, epoch, campaign).await
+    async fn campaign(&self, id: CampaignId) -> Result<Option<Campaign>, StoreError> {
+        catalog::campaign(&self.pool, id).await
     }
 
     async fn create_campaign(
@@ -632,6 +429,122 @@ impl Store for PostgresStore {
     ) -> Result<(), StoreError> {
         lifecycle::mark_sends_enqueued(&self.pool, tenant, keys).await
     }
+}
+
+#[async_trait]
+impl OutcomeStore for PostgresStore {
+    async fn load_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> Result<BTreeMap<u32, u64>, StoreError> {
+        analytics::load_offsets(&self.pool, group, topic).await
+    }
+
+    async fn save_offsets(
+        &self,
+        group: &str,
+        offsets: &[StoredOffset],
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
+        analytics::save_offsets(&self.pool, group, offsets, fence).await
+    }
+
+    /// Commits one analytics flush in a single transaction, writing stats and
+    /// message states with one multi-row upsert per `batch_rows` rows.
+    ///
+    /// Outcomes:
+    /// - `Ok(())`: everything committed.
+    /// - [`StoreError::Fenced`]: nothing committed.
+    /// - [`StoreError::InvalidRow`] naming an offset or a `campaign_stats` row whose
+    ///   values cannot be represented (a u64 above `i64::MAX`): nothing committed;
+    ///   this is checked before anything is sent.
+    /// - [`StoreError::RowsRejected`] naming a `message <id>` or `campaign_stats <id>`
+    ///   row that Postgres rejected (a data exception or constraint violation, e.g.
+    ///   a NUL byte in `status` or `detail`): **the flush was committed without the
+    ///   rejected rows**. Every other stats and message row and every offset of the
+    ///   batch is stored; each rejected row keeps whatever was stored for it before
+    ///   (nothing, for a new message). The error names the first rejected row in
+    ///   batch order and counts the others; all of them are logged. Retrying the same
+    ///   batch is harmless (the upserts are idempotent) but fails the same way.
+    /// - [`StoreError::Unavailable`]: nothing committed; retry later.
+    ///
+    /// A message given twice in one batch is stored as if the two states had been
+    /// written one after the other.
+    async fn commit_aggregates(&self, batch: &AggregateBatch) -> Result<(), StoreError> {
+        self.commit_aggregates_with(batch, FlushMethod::PRODUCTION)
+            .await
+    }
+
+    async fn campaign_stats(&self, id: CampaignId) -> Result<Option<CampaignStats>, StoreError> {
+        analytics::campaign_stats(&self.pool, id).await
+    }
+
+    async fn all_stats(&self) -> Result<Vec<(TenantId, CampaignId, CampaignStats)>, StoreError> {
+        analytics::all_stats(&self.pool).await
+    }
+
+    async fn bounce_reasons(
+        &self,
+        campaign: CampaignId,
+    ) -> Result<Vec<maily_engine::ReasonCount>, StoreError> {
+        analytics::bounce_reasons(&self.pool, campaign).await
+    }
+
+    async fn message_masks(
+        &self,
+        ids: &[MessageId],
+    ) -> Result<HashMap<MessageId, u32>, StoreError> {
+        analytics::message_masks(&self.pool, ids).await
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<MessageState>, StoreError> {
+        analytics::message(&self.pool, id).await
+    }
+
+    async fn messages_with_status(
+        &self,
+        campaign: CampaignId,
+        status: &str,
+    ) -> Result<Vec<MessageState>, StoreError> {
+        analytics::messages_with_status(&self.pool, campaign, status).await
+    }
+}
+
+#[async_trait]
+impl SuppressionStore for PostgresStore {
+    async fn suppress(
+        &self,
+        tenant: &TenantId,
+        email: &EmailAddress,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        catalog::suppress(&self.pool, tenant, email, reason).await
+    }
+
+    async fn is_suppressed(
+        &self,
+        tenant: &TenantId,
+        email: &EmailAddress,
+    ) -> Result<bool, StoreError> {
+        catalog::is_suppressed(&self.pool, tenant, email).await
+    }
+
+    async fn suppression_page(
+        &self,
+        tenant: &TenantId,
+        after: Option<&EmailAddress>,
+        limit: usize,
+    ) -> Result<Vec<(EmailAddress, String)>, StoreError> {
+        catalog::suppression_page(&self.pool, tenant, after, limit).await
+    }
+
+    async fn suppressions(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<(EmailAddress, String)>, StoreError> {
+        catalog::suppressions(&self.pool, tenant).await
+    }
 
     async fn unsuppress(
         &self,
@@ -640,7 +553,116 @@ impl Store for PostgresStore {
     ) -> Result<bool, StoreError> {
         catalog::unsuppress(&self.pool, tenant, email).await
     }
+}
 
+#[async_trait]
+impl LedgerStore for PostgresStore {
+    async fn commit_settlement(
+        &self,
+        settlement: &Settlement,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
+        settlement::commit_settlement(&self.pool, settlement, fence).await
+    }
+
+    async fn settlement(&self, epoch: u64) -> Result<Option<Settlement>, StoreError> {
+        settlement::settlement(&self.pool, epoch).await
+    }
+
+    async fn last_settled_epoch(&self) -> Result<Option<u64>, StoreError> {
+        settlement::last_settled_epoch(&self.pool).await
+    }
+
+    async fn ledger_head(&self) -> Result<Option<LedgerEntry>, StoreError> {
+        ledger::ledger_head(&self.pool).await
+    }
+
+    async fn append_ledger(&self, entry: &LedgerEntry) -> Result<(), StoreError> {
+        ledger::append_ledger(&self.pool, entry).await
+    }
+
+    async fn ledger_entry(&self, epoch: u64) -> Result<Option<LedgerEntry>, StoreError> {
+        ledger::ledger_entry(&self.pool, epoch).await
+    }
+
+    async fn ledger_entries(&self) -> Result<Vec<LedgerEntry>, StoreError> {
+        ledger::ledger_entries(&self.pool).await
+    }
+
+    async fn record_anchor(
+        &self,
+        chain: &str,
+        epoch: u64,
+        root: &Hash32,
+        reference: &str,
+    ) -> Result<(), StoreError> {
+        ledger::record_anchor(&self.pool, chain, epoch, root, reference).await
+    }
+
+    async fn epochs_to_anchor(&self, chain: &str) -> Result<Vec<u64>, StoreError> {
+        ledger::epochs_to_anchor(&self.pool, chain).await
+    }
+
+    async fn store_proofs(&self, proofs: &[StoredProof]) -> Result<(), StoreError> {
+        ledger::store_proofs(&self.pool, proofs).await
+    }
+
+    async fn save_submission(&self, submission: &ChainSubmission) -> Result<(), StoreError> {
+        ledger::save_submission(&self.pool, submission).await
+    }
+
+    async fn submission(
+        &self,
+        chain: &str,
+        epoch: u64,
+    ) -> Result<Option<ChainSubmission>, StoreError> {
+        ledger::submission(&self.pool, chain, epoch).await
+    }
+
+    async fn clear_submission(&self, chain: &str, epoch: u64) -> Result<(), StoreError> {
+        ledger::clear_submission(&self.pool, chain, epoch).await
+    }
+
+    async fn proof(
+        &self,
+        epoch: u64,
+        campaign: CampaignId,
+    ) -> Result<Option<StoredProof>, StoreError> {
+        ledger::proof(&self.pool, epoch, campaign).await
+    }
+}
+
+#[async_trait]
+impl LeaseStore for PostgresStore {
+    async fn acquire_lease(
+        &self,
+        resource: &str,
+        owner: &str,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        leases::acquire_lease(&self.pool, resource, owner, now, ttl).await
+    }
+
+    async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
+        leases::release_lease(&self.pool, fence).await
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        leases::leases(&self.pool).await
+    }
+
+    async fn heartbeat(&self, member: &str, now: Timestamp) -> Result<(), StoreError> {
+        leases::heartbeat(&self.pool, member, now).await
+    }
+
+    async fn live_members(&self, since: Timestamp) -> Result<Vec<String>, StoreError> {
+        leases::live_members(&self.pool, since).await
+    }
+}
+
+#[async_trait]
+impl AudienceStore for PostgresStore {
     async fn upsert_contacts(&self, contacts: &[Contact]) -> Result<(), StoreError> {
         contacts::upsert_contacts(&self.pool, contacts, self.batch_rows).await
     }
