@@ -115,16 +115,14 @@ impl LauncherWorker {
                 let batch = rows
                     .into_iter()
                     .map(|r| {
-                        let rec = SendRecord {
-                            message_id: r.message_id,
-                            tenant: campaign.tenant.clone(),
-                            campaign: id,
-                            recipient: r.email,
-                            vars: r.vars,
-                            attempt: 1,
-                            accepted_at: now,
-                            not_before: None,
-                        };
+                        let rec = SendRecord::first(
+                            r.message_id,
+                            campaign.tenant.clone(),
+                            id,
+                            r.email,
+                            r.vars,
+                            now,
+                        );
                         (key.clone(), records::encode(&rec))
                     })
                     .collect();

@@ -779,12 +779,7 @@ fn defer(
             },
         ));
     } else if let Some((tier, delay)) = delay {
-        let retry = SendRecord {
-            attempt: rec.attempt + 1,
-            not_before: Some(now.plus(delay)),
-            ..rec
-        };
-        out.push(Output::Retry(tier, retry));
+        out.push(Output::Retry(tier, rec.retry(now.plus(delay))));
     }
     out
 }

@@ -468,16 +468,14 @@ impl Intake {
                 if !first.enqueued {
                     // New, or stored by a request that stopped before the log took it:
                     // (re)enqueue under the stored id, which the sender sends once.
-                    let record = SendRecord {
-                        message_id: first.message_id,
-                        tenant: campaign.tenant.clone(),
-                        campaign: campaign.id,
-                        recipient: first.email.clone(),
-                        vars: vars.clone(),
-                        attempt: 1,
-                        accepted_at: first.accepted_at,
-                        not_before: None,
-                    };
+                    let record = SendRecord::first(
+                        first.message_id,
+                        campaign.tenant.clone(),
+                        campaign.id,
+                        first.email.clone(),
+                        vars.clone(),
+                        first.accepted_at,
+                    );
                     produce.push((key.clone(), records::encode(&record)));
                     produced_keys.push(first.key.clone());
                 }
@@ -571,16 +569,14 @@ impl Intake {
                     continue;
                 }
             };
-            let record = SendRecord {
-                message_id: MessageId::new(),
-                tenant: campaign.tenant.clone(),
-                campaign: campaign.id,
+            let record = SendRecord::first(
+                MessageId::new(),
+                campaign.tenant.clone(),
+                campaign.id,
                 recipient,
-                vars: row.vars,
-                attempt: 1,
-                accepted_at: now,
-                not_before: None,
-            };
+                row.vars,
+                now,
+            );
             ids.push(record.message_id);
             chunk.push((key.clone(), records::encode(&record)));
             if chunk.len() == CHUNK {

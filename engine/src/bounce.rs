@@ -5,7 +5,7 @@
 //!
 //! 1. an ordered list of [`Rules`] on the reply text (optionally constrained by reply
 //!    code and enhanced status prefix), loaded from TOML; the shipped defaults live in
-//!    `config/bounce-rules.toml` and are embedded ([`DEFAULT_RULES_TOML`]);
+//!    `engine/src/bounce/rules.toml` and are embedded ([`DEFAULT_RULES_TOML`]);
 //! 2. the RFC 3463 enhanced status code ([`reason_from_status`]);
 //! 3. the basic reply code ([`reason_from_code`]).
 //!

@@ -51,6 +51,40 @@ pub struct SendRecord {
     pub not_before: Option<Timestamp>,
 }
 
+impl SendRecord {
+    /// The first attempt of message `message_id` of `campaign` (of `tenant`) to
+    /// `recipient`, accepted at `accepted_at`: what intake, keyed sends and the
+    /// launcher put on the send topic.
+    pub fn first(
+        message_id: MessageId,
+        tenant: TenantId,
+        campaign: CampaignId,
+        recipient: EmailAddress,
+        vars: BTreeMap<String, String>,
+        accepted_at: Timestamp,
+    ) -> Self {
+        SendRecord {
+            message_id,
+            tenant,
+            campaign,
+            recipient,
+            vars,
+            attempt: 1,
+            accepted_at,
+            not_before: None,
+        }
+    }
+
+    /// The next attempt of this message, not before `not_before`.
+    pub fn retry(self, not_before: Timestamp) -> Self {
+        SendRecord {
+            attempt: self.attempt + 1,
+            not_before: Some(not_before),
+            ..self
+        }
+    }
+}
+
 /// Something for the bounce actor to classify.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

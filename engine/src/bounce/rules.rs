@@ -8,7 +8,7 @@
 //!
 //! All patterns are compiled once into one [`RegexSet`], so classifying a reply is a
 //! single pass over its text whatever the number of rules. The file format is
-//! documented in `config/bounce-rules.toml`, the shipped defaults.
+//! documented in `engine/src/bounce/rules.toml`, the shipped defaults.
 
 use super::{
     Classification, EnhancedStatus, Reason, SmtpReply, reason_from_code, reason_from_status,
@@ -20,8 +20,8 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::LazyLock;
 
-/// The shipped rules (`config/bounce-rules.toml`), embedded.
-pub const DEFAULT_RULES_TOML: &str = include_str!("../../../config/bounce-rules.toml");
+/// The shipped rules (`engine/src/bounce/rules.toml`), embedded.
+pub const DEFAULT_RULES_TOML: &str = include_str!("rules.toml");
 
 /// Limit on one compiled pattern and on the compiled set, so a hostile rules file
 /// cannot exhaust memory.
@@ -286,7 +286,7 @@ struct RawRule {
 }
 
 impl Rules {
-    /// The shipped rules (`config/bounce-rules.toml`), compiled once.
+    /// The shipped rules (`engine/src/bounce/rules.toml`), compiled once.
     pub fn defaults() -> &'static Rules {
         &DEFAULTS
     }

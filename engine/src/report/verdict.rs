@@ -5,7 +5,7 @@
 //!
 //! 1. a successful status or action: `delivered`;
 //! 2. the reason a format read from its own wording;
-//! 3. the bounce rules ([`Rules`], `config/bounce-rules.toml`) on the error text,
+//! 3. the bounce rules ([`Rules`], `engine/src/bounce/rules.toml`) on the error text,
 //!    constrained by reply code and status;
 //! 4. the enhanced status code ([`reason_from_status`]);
 //! 5. what is left: a mailer program's exit (`mailererror`), a delay (`expired`), a
