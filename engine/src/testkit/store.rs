@@ -18,132 +18,166 @@ use crate::ports::{
 use crate::{CampaignId, CampaignStats, MessageId, TenantId, Timestamp};
 use std::time::Duration;
 
-/// Generates the store contract tests for the adapter returned by `$make().await`.
+/// Generates the store contract tests for the adapter returned by `$make().await`,
+/// one module per role port.
 #[macro_export]
 macro_rules! store_contract {
     ($make:ident) => {
         mod store_contract {
-            use $crate::testkit::store as suite;
-            #[tokio::test]
-            async fn campaigns_round_trip() {
-                suite::campaigns_round_trip(&super::$make().await).await
+            /// `TenantAccess`.
+            mod tenant_access {
+                use $crate::testkit::store as suite;
+                #[tokio::test]
+                async fn a_sending_domain_belongs_to_one_tenant() {
+                    suite::a_sending_domain_belongs_to_one_tenant(&super::super::$make().await)
+                        .await
+                }
+                #[tokio::test]
+                async fn tenants_are_listed_and_found() {
+                    suite::tenants_are_listed_and_found(&super::super::$make().await).await
+                }
+                #[tokio::test]
+                async fn api_keys_round_trip() {
+                    suite::api_keys_round_trip(&super::super::$make().await).await
+                }
+                #[tokio::test]
+                async fn api_keys_are_revoked_by_their_tenant_only() {
+                    suite::api_keys_are_revoked_by_their_tenant_only(&super::super::$make().await)
+                        .await
+                }
+                #[tokio::test]
+                async fn revoking_a_key_revokes_what_it_issued() {
+                    suite::revoking_a_key_revokes_what_it_issued(&super::super::$make().await).await
+                }
+                #[tokio::test]
+                async fn api_key_use_is_recorded() {
+                    suite::api_key_use_is_recorded(&super::super::$make().await).await
+                }
             }
-            #[tokio::test]
-            async fn offsets_round_trip() {
-                suite::offsets_round_trip(&super::$make().await).await
+            /// `CampaignStore`.
+            mod campaigns {
+                use $crate::testkit::store as suite;
+                #[tokio::test]
+                async fn campaigns_round_trip() {
+                    suite::campaigns_round_trip(&super::super::$make().await).await
+                }
+                #[tokio::test]
+                async fn campaign_states_round_trip() {
+                    suite::campaign_states_round_trip(&super::super::$make().await).await
+                }
+                #[tokio::test]
+                async fn transitions_are_compare_and_set() {
+                    suite::transitions_are_compare_and_set(&super::super::$make().await).await
+                }
+                #[tokio::test]
+                async fn racing_transitions_elect_one() {
+                    suite::racing_transitions_elect_one(&super::super::$make().await).await
+                }
+                #[tokio::test]
+                async fn due_campaigns_by_time() {
+                    suite::due_campaigns_by_time(&super::super::$make().await).await
+                }
+                #[tokio::test]
+                async fn staging_keeps_order() {
+                    suite::staging_keeps_order(&super::super::$make().await).await
+                }
+                #[tokio::test]
+                async fn launchable_campaigns_and_cancelling() {
+                    suite::launchable_campaigns_and_cancelling(&super::super::$make().await).await
+                }
+                #[tokio::test]
+                async fn large_stagings_keep_order() {
+                    suite::large_stagings_keep_order(&super::super::$make().await).await
+                }
+                #[tokio::test]
+                async fn idempotent_sends_keep_the_first() {
+                    suite::idempotent_sends_keep_the_first(&super::super::$make().await).await
+                }
             }
-            #[tokio::test]
-            async fn bounce_reasons_count_the_committed_bounces() {
-                suite::bounce_reasons_count_the_committed_bounces(&super::$make().await).await
+            /// `OutcomeStore`.
+            mod outcomes {
+                use $crate::testkit::store as suite;
+                #[tokio::test]
+                async fn offsets_round_trip() {
+                    suite::offsets_round_trip(&super::super::$make().await).await
+                }
+                #[tokio::test]
+                async fn bounce_reasons_count_the_committed_bounces() {
+                    suite::bounce_reasons_count_the_committed_bounces(&super::super::$make().await)
+                        .await
+                }
+                #[tokio::test]
+                async fn aggregates_commit_with_their_offsets() {
+                    suite::aggregates_commit_with_their_offsets(&super::super::$make().await).await
+                }
             }
-
-            #[tokio::test]
-            async fn aggregates_commit_with_their_offsets() {
-                suite::aggregates_commit_with_their_offsets(&super::$make().await).await
+            /// `SuppressionStore`.
+            mod suppressions {
+                use $crate::testkit::store as suite;
+                #[tokio::test]
+                async fn suppression_is_idempotent() {
+                    suite::suppression_is_idempotent(&super::super::$make().await).await
+                }
+                #[tokio::test]
+                async fn unsuppress_removes_one_address() {
+                    suite::unsuppress_removes_one_address(&super::super::$make().await).await
+                }
             }
-            #[tokio::test]
-            async fn suppression_is_idempotent() {
-                suite::suppression_is_idempotent(&super::$make().await).await
+            /// `LedgerStore`.
+            mod ledger {
+                use $crate::testkit::store as suite;
+                #[tokio::test]
+                async fn epochs_settle_once() {
+                    suite::epochs_settle_once(&super::super::$make().await).await
+                }
+                #[tokio::test]
+                async fn ledger_is_hash_chained() {
+                    suite::ledger_is_hash_chained(&super::super::$make().await).await
+                }
+                #[tokio::test]
+                async fn chain_submissions_are_saved_replaced_and_cleared() {
+                    suite::chain_submissions_are_saved_replaced_and_cleared(
+                        &super::super::$make().await,
+                    )
+                    .await
+                }
+                #[tokio::test]
+                async fn anchors_and_proofs_round_trip() {
+                    suite::anchors_and_proofs_round_trip(&super::super::$make().await).await
+                }
             }
-            #[tokio::test]
-            async fn a_sending_domain_belongs_to_one_tenant() {
-                suite::a_sending_domain_belongs_to_one_tenant(&super::$make().await).await
+            /// `LeaseStore`.
+            mod leases {
+                use $crate::testkit::store as suite;
+                #[tokio::test]
+                async fn leases_change_hands_with_a_higher_epoch() {
+                    suite::leases_change_hands_with_a_higher_epoch(&super::super::$make().await)
+                        .await
+                }
+                #[tokio::test]
+                async fn fenced_writes_are_refused_whole() {
+                    suite::fenced_writes_are_refused_whole(&super::super::$make().await).await
+                }
+                #[tokio::test]
+                async fn members_heartbeat() {
+                    suite::members_heartbeat(&super::super::$make().await).await
+                }
             }
-            #[tokio::test]
-            async fn epochs_settle_once() {
-                suite::epochs_settle_once(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn ledger_is_hash_chained() {
-                suite::ledger_is_hash_chained(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn chain_submissions_are_saved_replaced_and_cleared() {
-                suite::chain_submissions_are_saved_replaced_and_cleared(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn anchors_and_proofs_round_trip() {
-                suite::anchors_and_proofs_round_trip(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn leases_change_hands_with_a_higher_epoch() {
-                suite::leases_change_hands_with_a_higher_epoch(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn fenced_writes_are_refused_whole() {
-                suite::fenced_writes_are_refused_whole(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn members_heartbeat() {
-                suite::members_heartbeat(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn tenants_are_listed_and_found() {
-                suite::tenants_are_listed_and_found(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn api_keys_round_trip() {
-                suite::api_keys_round_trip(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn api_keys_are_revoked_by_their_tenant_only() {
-                suite::api_keys_are_revoked_by_their_tenant_only(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn revoking_a_key_revokes_what_it_issued() {
-                suite::revoking_a_key_revokes_what_it_issued(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn api_key_use_is_recorded() {
-                suite::api_key_use_is_recorded(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn campaign_states_round_trip() {
-                suite::campaign_states_round_trip(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn transitions_are_compare_and_set() {
-                suite::transitions_are_compare_and_set(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn racing_transitions_elect_one() {
-                suite::racing_transitions_elect_one(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn due_campaigns_by_time() {
-                suite::due_campaigns_by_time(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn staging_keeps_order() {
-                suite::staging_keeps_order(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn launchable_campaigns_and_cancelling() {
-                suite::launchable_campaigns_and_cancelling(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn large_stagings_keep_order() {
-                suite::large_stagings_keep_order(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn idempotent_sends_keep_the_first() {
-                suite::idempotent_sends_keep_the_first(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn unsuppress_removes_one_address() {
-                suite::unsuppress_removes_one_address(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn contacts_upsert_and_page() {
-                suite::contacts_upsert_and_page(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn lists_and_members() {
-                suite::lists_and_members(&super::$make().await).await
-            }
-            #[tokio::test]
-            async fn segments_round_trip() {
-                suite::segments_round_trip(&super::$make().await).await
+            /// `AudienceStore`.
+            mod audience {
+                use $crate::testkit::store as suite;
+                #[tokio::test]
+                async fn contacts_upsert_and_page() {
+                    suite::contacts_upsert_and_page(&super::super::$make().await).await
+                }
+                #[tokio::test]
+                async fn lists_and_members() {
+                    suite::lists_and_members(&super::super::$make().await).await
+                }
+                #[tokio::test]
+                async fn segments_round_trip() {
+                    suite::segments_round_trip(&super::super::$make().await).await
+                }
             }
         }
     };
