@@ -228,7 +228,7 @@ pub struct AdminListener {
 }
 
 /// The tenants' own hosts that `[verp]` and `[tracking]` turn on.
-fn domain_hosts(settings: &Settings) -> DomainHosts {
+pub fn domain_hosts(settings: &Settings) -> DomainHosts {
     let rule = |label: &str, target: &str| {
         (!label.is_empty()).then(|| HostRule {
             label: label.to_ascii_lowercase(),

@@ -38,6 +38,8 @@ enum Cmd {
     /// Deploy the anchor registry and a reward distributor on a chain and print the
     /// `[anchor.evm.<name>]` section for them (key in MAILY_DEPLOYER_KEY).
     DeployContracts(maily::deploy::DeployArgs),
+    /// Tenants' sending domains: add (with the DNS records to publish), list, verify.
+    Domain(maily::domains::DomainArgs),
     /// Apply the store's migrations and exit.
     Migrate {
         #[arg(long)]
@@ -48,7 +50,11 @@ enum Cmd {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Cmd::Demo(_) | Cmd::Verify(_) | Cmd::RewardProof(_) | Cmd::DeployContracts(_) => "warn",
+        Cmd::Demo(_)
+        | Cmd::Verify(_)
+        | Cmd::RewardProof(_)
+        | Cmd::DeployContracts(_)
+        | Cmd::Domain(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -72,6 +78,7 @@ fn main() -> std::process::ExitCode {
             Cmd::RewardProof(args) => maily::verify::run_reward_proof(args).await,
             Cmd::DeployContracts(args) => maily::deploy::run(args).await,
             Cmd::Migrate { config } => maily::serve::migrate(config.as_deref()).await,
+            Cmd::Domain(args) => maily::domains::run(args).await,
         }
     });
     match result {

@@ -985,3 +985,94 @@ fn noisy_neighbour_figures() {
         );
     });
 }
+
+/// Runs `maily domain <args> --config <the engine's>`; its standard output.
+fn domain_cli(chaos: &Chaos, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_maily"))
+        .arg("domain")
+        .args(args)
+        .arg("--config")
+        .arg(&chaos.config)
+        .output()
+        .expect("maily runs");
+    assert!(
+        out.status.success(),
+        "maily domain {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// An operator registers a tenant's domain from the CLI, which prints the records to
+/// publish; once they are in DNS, `maily domain verify` verifies it, and the tenant's
+/// mail from it leaves signed with the key the CLI made.
+#[test]
+fn the_cli_registers_a_domain_shows_its_records_and_verifies_it_in_dns() {
+    run(async {
+        let zone = common::dns::Zone::start("cli-shop.example").await;
+        let (chaos, _) = engine(&format!("[intake]\ndns_servers = [\"{}\"]\n", zone.addr)).await;
+        let mut client = chaos.client().await;
+        let key = chaos.api_key_of("clitenant").await;
+        let added: serde_json::Value = serde_json::from_str(&domain_cli(
+            &chaos,
+            &[
+                "add",
+                "clitenant",
+                "cli-shop.example",
+                "--ed25519",
+                "--json",
+            ],
+        ))
+        .expect("JSON");
+        let added = &added[0];
+        assert_eq!(added["status"], "pending", "{added}");
+        let records = added["dns"].as_array().unwrap();
+        assert_eq!(records.len(), 2, "{added}");
+        let text = domain_cli(&chaos, &["list", "clitenant"]);
+        assert!(
+            text.contains("cli-shop.example pending") && text.contains("_maily.cli-shop.example"),
+            "{text}"
+        );
+        let refused = std::process::Command::new(env!("CARGO_BIN_EXE_maily"))
+            .args([
+                "domain",
+                "verify",
+                "clitenant",
+                "cli-shop.example",
+                "--config",
+            ])
+            .arg(&chaos.config)
+            .output()
+            .unwrap();
+        assert!(!refused.status.success());
+        let why = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            why.contains("is not verified") && why.contains("missing"),
+            "{why}"
+        );
+        for r in records {
+            zone.publish(r["name"].as_str().unwrap(), r["value"].as_str().unwrap())
+                .await;
+        }
+        let text = domain_cli(&chaos, &["verify", "clitenant", "cli-shop.example"]);
+        assert!(
+            text.starts_with("cli-shop.example verified") && text.contains("[published]"),
+            "{text}"
+        );
+        let dkim = records.iter().find(|r| r["purpose"] == "dkim").unwrap();
+        let to = vec!["c0@example.com".to_string()];
+        let id = campaign_from(&mut client, &key, "news@cli-shop.example", plain("Hi"), &to)
+            .await
+            .expect("verified from the CLI");
+        finished(&mut client, &key, &id, 1).await;
+        let m = received_by(&chaos.sink.received(), "c0@example.com").clone();
+        assert!(
+            common::dkimpy_verifies(
+                &m.data,
+                dkim["name"].as_str().unwrap(),
+                dkim["value"].as_str().unwrap()
+            ),
+            "signed with the key the CLI made"
+        );
+    });
+}

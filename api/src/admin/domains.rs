@@ -11,13 +11,14 @@
 use super::access::{operator, tenant_for};
 use super::extract::{Caller, Json, Query};
 use super::problem::{self, Problem};
-use super::{DomainHosts, State, json, no_content, ok, run};
+use super::{DomainAuthority, DomainHosts, State, json, no_content, ok, run};
 use crate::auth::Scope;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use maily_engine::ports::{DomainKey, TenantDomain};
-use maily_engine::{Domain, Timestamp};
+use maily_engine::ports::{DomainKey, StoreError, TenantAccess, TenantDomain};
+use maily_engine::{Domain, TenantId, Timestamp};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use tracing::info;
 use utoipa::{IntoParams, ToSchema};
 
@@ -95,7 +96,8 @@ pub struct SendingDomain {
 }
 
 impl SendingDomain {
-    fn of(d: &TenantDomain, hosts: &DomainHosts) -> Self {
+    /// The answer for `d`, with the records to publish under `hosts`.
+    pub fn of(d: &TenantDomain, hosts: &DomainHosts) -> Self {
         SendingDomain {
             domain: d.domain.to_string(),
             status: if d.verified_at.is_some() {
@@ -220,7 +222,7 @@ fn parse_domain(field: &str, text: &str) -> Result<Domain, Problem> {
     responses((status = 200, description = "The tenant's sending domains", body = SendingDomains))
 )]
 /// Lists the tenant's sending domains (`read`).
-pub async fn list(
+pub(crate) async fn list(
     state: web::Data<State>,
     caller: Caller,
     path: web::Path<String>,
@@ -253,7 +255,7 @@ pub async fn list(
     )
 )]
 /// Registers a sending domain for the tenant (`admin`) and makes its DKIM key.
-pub async fn add(
+pub(crate) async fn add(
     state: web::Data<State>,
     caller: Caller,
     path: web::Path<String>,
@@ -272,51 +274,11 @@ pub async fn add(
             ));
         }
     };
-    let mut token = [0u8; 16];
-    getrandom::fill(&mut token).map_err(Problem::internal)?;
     let created = run(&state, move |s| async move {
         let tenant = tenant_for(&s, &caller.0, Scope::Admin, &tenant).await?;
-        let held = s.store.domains(&tenant).await.map_err(problem::store)?;
-        if held.len() >= MAX_DOMAINS_PER_TENANT {
-            return Err(Problem::conflict(format!(
-                "tenant {tenant} has {MAX_DOMAINS_PER_TENANT} sending domains, the most it may have; remove one first"
-            )));
-        }
-        if s.store.domain(&domain).await.map_err(problem::store)?.is_some() {
-            return Err(Problem::conflict(format!(
-                "domain {domain} is registered already"
-            )));
-        }
-        let now = Timestamp::now();
-        let dkim = match s.domains.clone() {
-            Some(authority) => {
-                let (d, selector) = (domain.clone(), new_selector(now));
-                let key: DomainKey =
-                    tokio::task::spawn_blocking(move || authority.new_key(&d, &selector, ed25519))
-                        .await
-                        .map_err(Problem::internal)?
-                        .map_err(Problem::internal)?;
-                Some(key)
-            }
-            None => None,
-        };
-        let record = TenantDomain {
-            domain,
-            tenant: tenant.clone(),
-            token: hex::encode(token),
-            created_at: now,
-            verified_at: None,
-            dkim,
-            return_path: None,
-            tracking_host: None,
-        };
-        s.store.add_domain(&record).await.map_err(|e| match e {
-            maily_engine::ports::StoreError::Conflict(_) => Problem::conflict(format!(
-                "domain {} is registered already",
-                record.domain
-            )),
-            e => problem::store(e),
-        })?;
+        let record = register(s.store.as_ref(), s.domains.clone(), &tenant, domain, ed25519)
+            .await
+            .map_err(Problem::from)?;
         info!(tenant = %tenant, domain = %record.domain, caller = %caller.0.subject, "sending domain registered");
         Ok(record)
     })
@@ -341,7 +303,7 @@ pub async fn add(
 )]
 /// Checks the domain's DNS records and marks it verified when they are published
 /// (`admin`). `?force=true` skips the check (operators only).
-pub async fn verify(
+pub(crate) async fn verify(
     state: web::Data<State>,
     caller: Caller,
     path: web::Path<(String, String)>,
@@ -355,83 +317,17 @@ pub async fn verify(
     }
     let answer = run(&state, move |s| async move {
         let tenant = tenant_for(&s, &caller.0, Scope::Admin, &tenant).await?;
-        let not_found = || Problem::not_found(format!("tenant {tenant} has no domain {domain}"));
-        let record = s
-            .store
-            .domain(&domain)
-            .await
-            .map_err(problem::store)?
-            .filter(|d| d.tenant == tenant)
-            .ok_or_else(not_found)?;
-        let mut dns = records(&record, &s.hosts);
-        let (mut return_path, mut tracking_host) = (None, None);
-        if !force {
-            let authority = s.domains.clone().ok_or_else(|| {
-                Problem::unavailable(
-                    "this engine checks no DNS; an operator can verify the domain with ?force=true",
-                )
-            })?;
-            for r in &mut dns {
-                let found = match r.kind.as_str() {
-                    "MX" => authority.mx(&r.name).await,
-                    "CNAME" => authority.cname(&r.name).await,
-                    _ => authority.txt(&r.name).await,
-                }
-                .map_err(|e| Problem::unavailable(format!("checking {}: {e}; retry later", r.name)))?;
-                r.status = Some(status_of(&r.purpose, &r.value, &found).into());
-            }
-            let lacking: Vec<String> = dns
-                .iter()
-                .filter(|r| r.purpose == "ownership" || r.purpose == "dkim")
-                .filter(|r| r.status.as_deref() != Some("published"))
-                .map(|r| {
-                    format!(
-                        "{} {} is {} (publish {:?})",
-                        r.kind,
-                        r.name,
-                        r.status.as_deref().unwrap_or("missing"),
-                        r.value
-                    )
-                })
-                .collect();
-            if !lacking.is_empty() {
-                info!(tenant = %tenant, domain = %domain, lacking = lacking.len(), "sending domain not verified: records missing");
-                return Err(Problem::invalid(
-                    "dns",
-                    format!("domain {domain} is not verified: {}", lacking.join("; ")),
-                ));
-            }
-            // The return path and tracking host are optional: used once their record
-            // is seen, dropped when not.
-            let seen = |purpose: &str| {
-                dns.iter()
-                    .find(|r| r.purpose == purpose && r.status.as_deref() == Some("published"))
-                    .and_then(|r| Domain::parse(&r.name).ok())
-            };
-            return_path = seen("return-path");
-            tracking_host = seen("tracking");
-        }
-        s.store
-            .verify_domain(&record.domain, Timestamp::now())
-            .await
-            .map_err(problem::store)?;
-        if !force {
-            s.store
-                .set_domain_hosts(&record.domain, return_path.as_ref(), tracking_host.as_ref())
-                .await
-                .map_err(problem::store)?;
-        }
-        info!(tenant = %tenant, domain = %domain, caller = %caller.0.subject, force, return_path = ?return_path.as_ref().map(Domain::as_str), tracking_host = ?tracking_host.as_ref().map(Domain::as_str), "sending domain verified");
-        let verified = s
-            .store
-            .domain(&domain)
-            .await
-            .map_err(problem::store)?
-            .ok_or_else(not_found)?;
-        let mut answer = SendingDomain::of(&verified, &s.hosts);
-        if !force {
-            answer.dns = dns;
-        }
+        let answer = check(
+            s.store.as_ref(),
+            s.domains.clone(),
+            &s.hosts,
+            &tenant,
+            &domain,
+            force,
+        )
+        .await
+        .map_err(Problem::from)?;
+        info!(tenant = %tenant, domain = %domain, caller = %caller.0.subject, force, return_path = ?answer.return_path, tracking_host = ?answer.tracking_host, "sending domain verified");
         Ok(answer)
     })
     .await?;
@@ -447,7 +343,7 @@ pub async fn verify(
     responses((status = 204, description = "Removed: campaigns from it are refused from now on"))
 )]
 /// Removes a sending domain of the tenant (`admin`).
-pub async fn remove(
+pub(crate) async fn remove(
     state: web::Data<State>,
     caller: Caller,
     path: web::Path<(String, String)>,
@@ -471,4 +367,178 @@ pub async fn remove(
     })
     .await?;
     Ok(no_content())
+}
+
+/// Why a sending-domain operation failed; the REST API and the CLI tell it alike.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainOpError {
+    #[error("tenant {tenant} has no domain {domain}")]
+    NotFound { tenant: TenantId, domain: Domain },
+    #[error("domain {0} is registered already")]
+    Taken(Domain),
+    #[error(
+        "tenant {0} has {MAX_DOMAINS_PER_TENANT} sending domains, the most it may have; remove one first"
+    )]
+    TooMany(TenantId),
+    /// The records are not (all) published; each is named with what was found.
+    #[error("domain {domain} is not verified: {}", lacking.join("; "))]
+    Unverified {
+        domain: Domain,
+        lacking: Vec<String>,
+    },
+    /// DNS cannot be asked now, or at all.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("making the DKIM key failed: {0}")]
+    Key(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<DomainOpError> for Problem {
+    fn from(e: DomainOpError) -> Self {
+        match e {
+            DomainOpError::NotFound { .. } => Problem::not_found(e.to_string()),
+            DomainOpError::Taken(_) | DomainOpError::TooMany(_) => Problem::conflict(e.to_string()),
+            DomainOpError::Unverified { .. } => Problem::invalid("dns", e.to_string()),
+            DomainOpError::Unavailable(_) => Problem::unavailable(e.to_string()),
+            DomainOpError::Key(_) => Problem::internal(e),
+            DomainOpError::Store(e) => problem::store(e),
+        }
+    }
+}
+
+/// Registers `domain` for `tenant`, `pending`, with a DKIM key of its own when
+/// `authority` can make one (RSA-2048, or Ed25519).
+pub async fn register(
+    store: &dyn TenantAccess,
+    authority: Option<Arc<dyn DomainAuthority>>,
+    tenant: &TenantId,
+    domain: Domain,
+    ed25519: bool,
+) -> Result<TenantDomain, DomainOpError> {
+    if store.domains(tenant).await?.len() >= MAX_DOMAINS_PER_TENANT {
+        return Err(DomainOpError::TooMany(tenant.clone()));
+    }
+    if store.domain(&domain).await?.is_some() {
+        return Err(DomainOpError::Taken(domain));
+    }
+    let mut token = [0u8; 16];
+    getrandom::fill(&mut token).map_err(|e| DomainOpError::Key(e.to_string()))?;
+    let now = Timestamp::now();
+    let dkim = match authority {
+        Some(authority) => {
+            let (d, selector) = (domain.clone(), new_selector(now));
+            let key: DomainKey =
+                tokio::task::spawn_blocking(move || authority.new_key(&d, &selector, ed25519))
+                    .await
+                    .map_err(|e| DomainOpError::Key(e.to_string()))?
+                    .map_err(|e| DomainOpError::Key(e.to_string()))?;
+            Some(key)
+        }
+        None => None,
+    };
+    let record = TenantDomain {
+        domain,
+        tenant: tenant.clone(),
+        token: hex::encode(token),
+        created_at: now,
+        verified_at: None,
+        dkim,
+        return_path: None,
+        tracking_host: None,
+    };
+    store.add_domain(&record).await.map_err(|e| match e {
+        StoreError::Conflict(_) => DomainOpError::Taken(record.domain.clone()),
+        e => DomainOpError::Store(e),
+    })?;
+    Ok(record)
+}
+
+/// Looks `tenant`'s `domain` up in DNS and marks it verified when its ownership and
+/// key records are published, keeping the optional return-path and tracking hosts
+/// that are; with `force`, marks it verified unchecked (the caller is an operator).
+/// The answer's `dns` tells what the check found.
+pub async fn check(
+    store: &dyn TenantAccess,
+    authority: Option<Arc<dyn DomainAuthority>>,
+    hosts: &DomainHosts,
+    tenant: &TenantId,
+    domain: &Domain,
+    force: bool,
+) -> Result<SendingDomain, DomainOpError> {
+    let not_found = || DomainOpError::NotFound {
+        tenant: tenant.clone(),
+        domain: domain.clone(),
+    };
+    let record = store
+        .domain(domain)
+        .await?
+        .filter(|d| d.tenant == *tenant)
+        .ok_or_else(not_found)?;
+    let mut dns = records(&record, hosts);
+    let (mut return_path, mut tracking_host) = (None, None);
+    if !force {
+        let authority = authority.ok_or_else(|| {
+            DomainOpError::Unavailable(
+                "this engine checks no DNS; an operator can verify the domain unchecked (force)"
+                    .into(),
+            )
+        })?;
+        for r in &mut dns {
+            let found = match r.kind.as_str() {
+                "MX" => authority.mx(&r.name).await,
+                "CNAME" => authority.cname(&r.name).await,
+                _ => authority.txt(&r.name).await,
+            }
+            .map_err(|e| {
+                DomainOpError::Unavailable(format!("checking {}: {e}; retry later", r.name))
+            })?;
+            r.status = Some(status_of(&r.purpose, &r.value, &found).into());
+        }
+        let lacking: Vec<String> = dns
+            .iter()
+            .filter(|r| r.purpose == "ownership" || r.purpose == "dkim")
+            .filter(|r| r.status.as_deref() != Some("published"))
+            .map(|r| {
+                format!(
+                    "{} {} is {} (publish {:?})",
+                    r.kind,
+                    r.name,
+                    r.status.as_deref().unwrap_or("missing"),
+                    r.value
+                )
+            })
+            .collect();
+        if !lacking.is_empty() {
+            info!(tenant = %tenant, domain = %domain, lacking = lacking.len(), "sending domain not verified: records missing");
+            return Err(DomainOpError::Unverified {
+                domain: domain.clone(),
+                lacking,
+            });
+        }
+        // The return path and tracking host are optional: used once their record is
+        // seen, dropped when not.
+        let seen = |purpose: &str| {
+            dns.iter()
+                .find(|r| r.purpose == purpose && r.status.as_deref() == Some("published"))
+                .and_then(|r| Domain::parse(&r.name).ok())
+        };
+        return_path = seen("return-path");
+        tracking_host = seen("tracking");
+    }
+    store
+        .verify_domain(&record.domain, Timestamp::now())
+        .await?;
+    if !force {
+        store
+            .set_domain_hosts(&record.domain, return_path.as_ref(), tracking_host.as_ref())
+            .await?;
+    }
+    let verified = store.domain(domain).await?.ok_or_else(not_found)?;
+    let mut answer = SendingDomain::of(&verified, hosts);
+    if !force {
+        answer.dns = dns;
+    }
+    Ok(answer)
 }

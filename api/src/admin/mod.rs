@@ -25,7 +25,7 @@ mod campaigns;
 mod contacts;
 pub mod control;
 mod csv;
-mod domains;
+pub mod domains;
 mod extract;
 mod import;
 mod ledger;
