@@ -20,6 +20,7 @@ mod migration;
 pub mod postgres;
 pub mod redis_hot;
 mod row_reader;
+mod sql;
 pub mod sqlite;
 
 pub use memory_hot::MemoryHotState;
