@@ -176,6 +176,19 @@ pub(super) fn raw_text(row: &PgRow, column: &str) -> String {
 /// Reads the columns of one PgRow, naming its table and key in every error.
 pub(super) type RowReader<'r> = crate::row_reader::RowReader<'r, PgRow>;
 
+/// API key scopes as bound: a `TEXT[]`.
+pub(super) fn scopes_param(scopes: &[String]) -> Result<Vec<String>, String> {
+    Ok(scopes.to_vec())
+}
+
+/// API key scopes as read from `column` (a `TEXT[]`).
+pub(super) fn scopes_column(
+    r: &crate::row_reader::RowReader<'_, PgRow>,
+    column: &str,
+) -> Result<Vec<String>, StoreError> {
+    r.get(column)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

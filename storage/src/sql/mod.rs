@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 
+pub(crate) mod api_keys;
 pub(crate) mod domains;
 
 /// A statement for Postgres: as written.

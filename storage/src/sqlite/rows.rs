@@ -124,6 +124,27 @@ pub(super) fn raw_text(row: &SqliteRow, column: &str) -> String {
 /// Reads the columns of one SqliteRow, naming its table and key in every error.
 pub(super) type RowReader<'r> = crate::row_reader::RowReader<'r, SqliteRow>;
 
+/// Like [`db_err`]: SQLite stores whatever text it is given, so no error rejects a
+/// row's values the way Postgres' do (the row is named there only).
+pub(super) fn row_err(e: sqlx::Error, _row: impl FnOnce() -> String) -> StoreError {
+    db_err(e)
+}
+
+/// API key scopes as bound: a JSON array of names in one TEXT column.
+pub(super) fn scopes_param(scopes: &[String]) -> Result<String, String> {
+    serde_json::to_string(scopes).map_err(|e| format!("scopes do not serialise: {e}"))
+}
+
+/// API key scopes as read from `column` (a JSON array of names).
+pub(super) fn scopes_column(
+    r: &crate::row_reader::RowReader<'_, SqliteRow>,
+    column: &str,
+) -> Result<Vec<String>, StoreError> {
+    let json: String = r.get(column)?;
+    serde_json::from_str(&json)
+        .map_err(|e| r.corrupt(column, format!("not a JSON array of names: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
