@@ -125,7 +125,8 @@ async fn reconnecting_keeps_data_and_applies_migrations_once() {
             (5, "suppression_case".to_string()),
             (6, "tenant_domains".to_string()),
             (7, "domain_keys".to_string()),
-            (8, "key_issuer".to_string())
+            (8, "key_issuer".to_string()),
+            (9, "in_step".to_string())
         ]
     );
     let product_tables: i64 = sqlx::query_scalar(
@@ -163,7 +164,7 @@ async fn processes_starting_together_migrate_once() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(applied, 8);
+    assert_eq!(applied, 9);
 }
 
 #[tokio::test]

@@ -59,6 +59,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "key_issuer",
         sql: include_str!("../../migrations/postgres/0008_key_issuer.sql"),
     },
+    Migration {
+        version: 9,
+        name: "in_step",
+        sql: include_str!("../../migrations/postgres/0009_in_step.sql"),
+    },
 ];
 
 /// First half of the advisory lock key ("maily" in ASCII, truncated to 31 bits);
