@@ -189,6 +189,11 @@ pub(super) fn scopes_column(
     r.get(column)
 }
 
+/// How a write transaction begins (the default isolation).
+pub(super) const BEGIN_WRITE: &str = "BEGIN";
+/// How a read of several statements as one snapshot begins.
+pub(super) const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
 #[cfg(test)]
 mod tests {
     use super::*;

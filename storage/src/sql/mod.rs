@@ -8,15 +8,32 @@ use std::borrow::Cow;
 
 pub(crate) mod api_keys;
 pub(crate) mod domains;
+pub(crate) mod settlement;
 
 /// A statement for Postgres: as written.
 pub(crate) fn postgres(sql: &str) -> Cow<'_, str> {
     Cow::Borrowed(sql)
 }
 
-/// A statement for SQLite: `$N` placeholders as `?N`.
+/// A statement for SQLite: `$N` placeholders as `?N`, and Postgres' casts
+/// (`$2::uuid`, `col::text`) dropped: SQLite keeps those values as text already.
 pub(crate) fn sqlite(sql: &str) -> Cow<'_, str> {
-    Cow::Owned(sql.replace('$', "?"))
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(at) = rest.find("::") {
+        out.push_str(&rest[..at]);
+        rest = rest[at + 2..].trim_start_matches(|c: char| c.is_ascii_alphanumeric() || c == '_');
+    }
+    out.push_str(rest);
+    Cow::Owned(out.replace('$', "?"))
+}
+
+/// `$from, $from+1, ...`: `n` numbered placeholders.
+pub(crate) fn numbered(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

@@ -145,6 +145,13 @@ pub(super) fn scopes_column(
         .map_err(|e| r.corrupt(column, format!("not a JSON array of names: {e}")))
 }
 
+/// How a write transaction begins: holding the write lock from its first read, so
+/// what it read cannot change before it commits.
+pub(super) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+/// How a read of several statements as one snapshot begins (a read transaction is
+/// one in SQLite's WAL mode).
+pub(super) const BEGIN_SNAPSHOT: &str = "BEGIN";
+
 #[cfg(test)]
 mod tests {
     use super::*;
