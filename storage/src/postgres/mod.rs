@@ -22,6 +22,7 @@ mod flush;
 mod leases;
 mod ledger;
 mod lifecycle;
+mod messages;
 pub(crate) mod migrate;
 mod rows;
 mod schema;
@@ -499,7 +500,7 @@ impl OutcomeStore for PostgresStore {
     }
 
     async fn message(&self, id: MessageId) -> Result<Option<MessageState>, StoreError> {
-        analytics::message(&self.pool, id).await
+        messages::message(&self.pool, id).await
     }
 
     async fn messages_with_status(
@@ -507,7 +508,7 @@ impl OutcomeStore for PostgresStore {
         campaign: CampaignId,
         status: &str,
     ) -> Result<Vec<MessageState>, StoreError> {
-        analytics::messages_with_status(&self.pool, campaign, status).await
+        messages::messages_with_status(&self.pool, campaign, status).await
     }
 }
 

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 
 pub(crate) mod api_keys;
 pub(crate) mod domains;
+pub(crate) mod messages;
 pub(crate) mod settlement;
 
 /// A statement for Postgres: as written.

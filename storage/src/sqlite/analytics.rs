@@ -2,7 +2,7 @@
 
 use super::leases::check_fence;
 use super::rows::{RowReader, db_err, placeholders, raw_text, stats_columns, stats_to_i64, to_i64};
-use maily_engine::ports::{AggregateBatch, Fence, MessageState, StoreError, StoredOffset};
+use maily_engine::ports::{AggregateBatch, Fence, StoreError, StoredOffset};
 use maily_engine::{
     CampaignId, CampaignStats, MessageId, ReasonCount, TenantId, Timestamp, by_frequency,
 };
@@ -269,64 +269,6 @@ pub(super) async fn bounce_reasons(
         .collect::<Result<Vec<_>, _>>()?;
     by_frequency(&mut out);
     Ok(out)
-}
-
-/// One message's latest state, by id.
-pub(super) async fn message(
-    pool: &SqlitePool,
-    id: MessageId,
-) -> Result<Option<MessageState>, StoreError> {
-    let row = sqlx::query(
-        "SELECT message_id, tenant, campaign, recipient, mask, status, detail
-         FROM messages WHERE message_id = ?",
-    )
-    .bind(id.to_string())
-    .fetch_optional(pool)
-    .await
-    .map_err(db_err)?;
-    row.map(|row| {
-        let r = RowReader::new(&row, "messages", raw_text(&row, "message_id"));
-        Ok(MessageState {
-            message_id: r.parse("message_id")?,
-            tenant: r.tenant("tenant")?,
-            campaign: r.parse("campaign")?,
-            recipient: r.parse("recipient")?,
-            mask: r.u32("mask")?,
-            status: r.get("status")?,
-            detail: r.get("detail")?,
-        })
-    })
-    .transpose()
-}
-
-pub(super) async fn messages_with_status(
-    pool: &SqlitePool,
-    campaign: CampaignId,
-    status: &str,
-) -> Result<Vec<MessageState>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT message_id, tenant, recipient, mask, detail FROM messages
-         WHERE campaign = ? AND status = ? ORDER BY message_id",
-    )
-    .bind(campaign.to_string())
-    .bind(status)
-    .fetch_all(pool)
-    .await
-    .map_err(db_err)?;
-    rows.iter()
-        .map(|row| {
-            let r = RowReader::new(row, "messages", raw_text(row, "message_id"));
-            Ok(MessageState {
-                message_id: r.parse("message_id")?,
-                tenant: r.tenant("tenant")?,
-                campaign,
-                recipient: r.parse("recipient")?,
-                mask: r.u32("mask")?,
-                status: status.to_string(),
-                detail: r.get("detail")?,
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]

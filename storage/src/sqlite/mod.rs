@@ -17,6 +17,7 @@ mod domains;
 mod leases;
 mod ledger;
 mod lifecycle;
+mod messages;
 pub(crate) mod migrate;
 mod rows;
 mod settlement;
@@ -380,7 +381,7 @@ impl OutcomeStore for SqliteStore {
     }
 
     async fn message(&self, id: MessageId) -> Result<Option<MessageState>, StoreError> {
-        analytics::message(&self.pool, id).await
+        messages::message(&self.pool, id).await
     }
 
     async fn messages_with_status(
@@ -388,7 +389,7 @@ impl OutcomeStore for SqliteStore {
         campaign: CampaignId,
         status: &str,
     ) -> Result<Vec<MessageState>, StoreError> {
-        analytics::messages_with_status(&self.pool, campaign, status).await
+        messages::messages_with_status(&self.pool, campaign, status).await
     }
 }
 
