@@ -641,16 +641,8 @@ impl Tracking {
     /// Tenants' own tracking hosts are `<label>.<sending domain>` (the label is
     /// lower-cased); without it [`Tracking::tenant_host`] answers `None`.
     pub fn with_tenant_label(mut self, label: &str) -> Result<Self, TrackingError> {
-        let label = label.to_ascii_lowercase();
-        let ok = (1..=63).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
-        if !ok {
-            return Err(TrackingError::Label(label));
-        }
+        let label = crate::Domain::label(label)
+            .ok_or_else(|| TrackingError::Label(label.to_ascii_lowercase()))?;
         self.tenant_label = Some(label);
         Ok(self)
     }

@@ -227,16 +227,8 @@ impl VerpCodec {
     /// Also reads return paths on `<label>.<a tenant's sending domain>`, and makes
     /// [`VerpCodec::tenant_domain`] answer. The label is lower-cased.
     pub fn with_tenant_label(mut self, label: &str) -> Result<Self, VerpError> {
-        let label = label.to_ascii_lowercase();
-        let ok = (1..=63).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
-        if !ok {
-            return Err(VerpError::InvalidLabel(label));
-        }
+        let label = Domain::label(label)
+            .ok_or_else(|| VerpError::InvalidLabel(label.to_ascii_lowercase()))?;
         self.tenant_label = Some(label);
         Ok(self)
     }

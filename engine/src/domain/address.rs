@@ -46,6 +46,19 @@ pub enum DomainError {
 pub struct Domain(String);
 
 impl Domain {
+    /// One DNS label (`bounces`, `track`), lower-cased: 1-63 letters, digits and
+    /// hyphens, no hyphen at either end; `None` for anything else.
+    pub fn label(input: &str) -> Option<String> {
+        let label = input.to_ascii_lowercase();
+        let ok = (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        ok.then_some(label)
+    }
+
     /// Parses a domain name: letters, digits and hyphens in dot-separated labels.
     pub fn parse(input: &str) -> Result<Self, DomainError> {
         let s = input.strip_suffix('.').unwrap_or(input);
