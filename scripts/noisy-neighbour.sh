@@ -12,5 +12,5 @@ profile=()
 [[ "${2:-}" == "--release" ]] && profile=(--release)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/maily/target}"
 MAILY_NOISY_RECIPIENTS="$recipients" \
-  cargo nextest run "${profile[@]}" --test security --run-ignored ignored-only --no-capture \
-  -E 'test(=noisy_neighbour_figures)' 2>&1 | grep -E "^noisy neighbour|PASS|FAIL"
+  cargo nextest run "${profile[@]}" --test security --no-capture \
+  -E 'test(=costly_campaigns_stop_rendering_and_a_neighbours_mail_flows_beside_them)' 2>&1 | grep -E "^noisy neighbour|PASS|FAIL"

@@ -204,6 +204,8 @@ pub struct Chaos {
     broker: Option<Broker>,
     pub procs: Vec<Option<Serve>>,
     pub ports: Vec<u16>,
+    /// Each process's Prometheus endpoint port.
+    pub metrics_ports: Vec<u16>,
     settings: Settings,
 }
 
@@ -302,6 +304,7 @@ flush_interval = "100ms"
         std::fs::write(&config, toml::to_string(&table).expect("toml")).expect("config written");
         let settings = Settings::load(Some(&config)).expect("the configuration loads");
         let ports = (0..plan.processes).map(|_| free_port()).collect();
+        let metrics_ports = (0..plan.processes).map(|_| free_port()).collect();
         Chaos {
             procs: (0..plan.processes).map(|_| None).collect(),
             plan,
@@ -310,6 +313,7 @@ flush_interval = "100ms"
             config,
             broker,
             ports,
+            metrics_ports,
             settings,
         }
     }
@@ -317,7 +321,7 @@ flush_interval = "100ms"
     /// Starts (or restarts) process `i` under its fixed member name and ports.
     pub fn spawn(&mut self, i: usize) {
         let grpc = format!("127.0.0.1:{}", self.ports[i]);
-        let metrics = format!("127.0.0.1:{}", free_port());
+        let metrics = format!("127.0.0.1:{}", self.metrics_ports[i]);
         let serve = Serve::spawn_with(
             &self.config,
             &format!("m{i}"),
