@@ -108,7 +108,14 @@ fn production_graceful_restart_with_campaigns_in_every_state() {
         command(&mut client, &key, &paused, "start").await;
         command(&mut client, &key, &paused, "pause").await;
         // Restart while the running campaign is under way.
+        let started = Instant::now();
         while chaos.sink.accepted() < n / 4 {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the running campaign never got under way ({} received):\n{}",
+                chaos.sink.accepted(),
+                chaos.logs()
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         chaos.stop(0);

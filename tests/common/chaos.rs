@@ -204,7 +204,7 @@ pub struct Chaos {
     broker: Option<Broker>,
     pub procs: Vec<Option<Serve>>,
     pub ports: Vec<u16>,
-    /// Each process's Prometheus endpoint port.
+    /// Each process's Prometheus endpoint port (a fresh one at each start).
     pub metrics_ports: Vec<u16>,
     settings: Settings,
 }
@@ -321,6 +321,7 @@ flush_interval = "100ms"
     /// Starts (or restarts) process `i` under its fixed member name and ports.
     pub fn spawn(&mut self, i: usize) {
         let grpc = format!("127.0.0.1:{}", self.ports[i]);
+        self.metrics_ports[i] = free_port();
         let metrics = format!("127.0.0.1:{}", self.metrics_ports[i]);
         let serve = Serve::spawn_with(
             &self.config,
