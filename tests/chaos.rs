@@ -108,9 +108,9 @@ fn production_graceful_restart_with_campaigns_in_every_state() {
         command(&mut client, &key, &paused, "start").await;
         command(&mut client, &key, &paused, "pause").await;
         // Restart while the running campaign is under way.
-        // A first start has been seen to take ~5 minutes to send anything (to be
-        // found; see the closing notes): bounded well past that, and such a start
-        // prints the process's log (with --no-capture) for the diagnosis.
+        // A first start has been seen to take ~5 minutes to send anything, a fault
+        // not found yet: bounded well past that, and such a start prints the
+        // process's log (with --no-capture) for the diagnosis.
         let started = Instant::now();
         while chaos.sink.accepted() < n / 4 {
             assert!(
