@@ -109,7 +109,7 @@ pub async fn start(
     section: &InboundSection,
     ports: &Ports,
     verp: Option<Arc<VerpCodec>>,
-    rules: Arc<maily_engine::bounce::rules::Rules>,
+    rules: Arc<maily_bounce::Rules>,
 ) -> anyhow::Result<SinkHandle> {
     let tls = if section.tls_cert.is_empty() {
         None
@@ -121,6 +121,7 @@ pub async fn start(
     };
     let reports = InboundReports::new(
         ports.log.clone(),
+        ports.store.clone(),
         ports.store.clone(),
         verp,
         section.complaint_addresses.clone(),

@@ -6,10 +6,11 @@ use maily_actors::analytics::AnalyticsSettings;
 use maily_actors::anchor::AnchorSettings;
 use maily_actors::compose::{Composer, MessageSigner};
 use maily_actors::engine::EngineSettings;
-use maily_actors::log::{FileLog, FileParams, Fsync, KafkaLog, KafkaParams, MemoryLog};
 use maily_actors::ownership::OwnershipSettings;
 use maily_actors::sender::{RenderPool, SenderSettings};
 use maily_actors::supervisor::RestartPolicy;
+use maily_bounce::Rules;
+use maily_bounce::policy::{Selection, SuppressionPolicy};
 use maily_chain::{Address, EvmChain, EvmParams, LedgerChain, SignerKey};
 use maily_config::parse_wei;
 use maily_config::{
@@ -17,20 +18,23 @@ use maily_config::{
     StoreKind,
 };
 use maily_engine::TenantId;
-use maily_engine::bounce::policy::{Selection, SuppressionPolicy};
-use maily_engine::bounce::rules::Rules;
 use maily_engine::ports::{Chain, EventLog, HotState, Resolver, Store};
 use maily_engine::reward::{Account, RewardFormula};
 use maily_engine::tracking::{TokenKey, TokenKeys, Tracking};
 use maily_engine::verp::VerpCodec;
 use maily_engine::{Domain, EmailAddress};
+use maily_eventlog::{FileLog, FileParams, Fsync, MemoryLog};
+#[cfg(feature = "kafka")]
+use maily_eventlog::{KafkaLog, KafkaParams};
 use maily_smtp::tls::client_config;
 use maily_smtp::{
     CertificateCheck, DkimKey, DkimSigner, Limit, MxOptions, MxResolver, Rate, RoutingResolver,
     Scope, ScopeKind, SmtpClientParams, SmtpTransport, StaticRoutes, ThrottleTable, Throttles,
     TlsMode,
 };
+#[cfg(feature = "postgres")]
 use maily_storage::postgres::{PostgresParams, PostgresStore};
+#[cfg(feature = "redis")]
 use maily_storage::redis_hot::{RedisHotState, RedisParams};
 use maily_storage::{MemoryHotState, SqliteParams, SqliteStore};
 use std::collections::HashMap;
@@ -51,51 +55,87 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
         }
         StoreKind::Postgres => {
             let pg = &settings.store.postgres;
-            let store = PostgresStore::connect(PostgresParams {
-                url: pg.url.clone(),
-                schema: (!pg.schema.is_empty()).then(|| pg.schema.clone()),
-                max_connections: pg.max_connections,
-                statement_timeout: pg.statement_timeout,
-                acquire_timeout: pg.acquire_timeout,
-                batch_rows: pg.batch_rows,
-            })
-            .await
-            .with_context(|| format!("connecting to Postgres at {}", redact(&pg.url)))?;
-            if pg.migrate_on_start {
-                store
-                    .migrate()
-                    .await
-                    .context("migrating the Postgres store")?;
-            }
-            Ok(Arc::new(store))
+            open_postgres(settings, pg.max_connections, pg.migrate_on_start).await
         }
     }
+}
+
+/// The Postgres store `[store.postgres]` names, with a pool of `connections`, its
+/// schema brought up to date if `migrate`.
+#[cfg(feature = "postgres")]
+async fn open_postgres(
+    settings: &Settings,
+    connections: u32,
+    migrate: bool,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let pg = &settings.store.postgres;
+    let store = PostgresStore::connect(PostgresParams {
+        url: pg.url.clone(),
+        schema: (!pg.schema.is_empty()).then(|| pg.schema.clone()),
+        max_connections: connections,
+        statement_timeout: pg.statement_timeout,
+        acquire_timeout: pg.acquire_timeout,
+        batch_rows: pg.batch_rows,
+    })
+    .await
+    .with_context(|| format!("connecting to Postgres at {}", redact(&pg.url)))?;
+    if migrate {
+        store
+            .migrate()
+            .await
+            .context("migrating the Postgres store")?;
+    }
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(_: &Settings, _: u32, _: bool) -> anyhow::Result<Arc<dyn Store>> {
+    anyhow::bail!(without("store.kind = \"postgres\"", "postgres"))
+}
+
+/// The Redis hot state `[hot.redis]` names.
+#[cfg(feature = "redis")]
+async fn open_redis(settings: &Settings) -> anyhow::Result<Arc<dyn HotState>> {
+    let r = &settings.hot.redis;
+    Ok(Arc::new(
+        RedisHotState::connect(RedisParams {
+            url: r.url.clone(),
+            key_prefix: r.key_prefix.clone(),
+            pool_size: r.pool_size,
+            auto_pipeline: r.auto_pipeline,
+            command_timeout: r.command_timeout,
+            reconnect_max_delay: r.reconnect_max_delay,
+        })
+        .await
+        .with_context(|| format!("connecting to Redis at {}", redact(&r.url)))?,
+    ))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_redis(_: &Settings) -> anyhow::Result<Arc<dyn HotState>> {
+    anyhow::bail!(without("hot.kind = \"redis\"", "redis"))
+}
+
+/// Why a configured backend cannot be used: this build left it out.
+#[cfg(not(all(feature = "postgres", feature = "redis", feature = "kafka")))]
+fn without(setting: &str, feature: &str) -> String {
+    format!(
+        "{setting} needs the `{feature}` feature, which this build of maily was compiled \
+         without; rebuild with `--features {feature}` (it is on by default) or choose an \
+         embedded backend"
+    )
 }
 
 /// Applies the store's migrations whatever `migrate_on_start` says.
 pub async fn migrate_store(settings: &Settings) -> anyhow::Result<()> {
     if settings.store.kind == StoreKind::Postgres {
-        let pg = &settings.store.postgres;
-        let store = PostgresStore::connect(PostgresParams {
-            url: pg.url.clone(),
-            schema: (!pg.schema.is_empty()).then(|| pg.schema.clone()),
-            max_connections: 1,
-            statement_timeout: pg.statement_timeout,
-            acquire_timeout: pg.acquire_timeout,
-            batch_rows: pg.batch_rows,
-        })
-        .await
-        .with_context(|| format!("connecting to Postgres at {}", redact(&pg.url)))?;
-        store
-            .migrate()
-            .await
-            .context("migrating the Postgres store")?;
-        return Ok(());
+        return open_postgres(settings, 1, true).await.map(|_| ());
     }
     open_store(settings).await.map(|_| ())
 }
 
 /// A connection URL without its password, for messages.
+#[cfg(any(feature = "postgres", feature = "redis"))]
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
@@ -145,25 +185,34 @@ async fn open_log(settings: &Settings) -> anyhow::Result<Arc<dyn EventLog>> {
             )
         }
         LogKind::Memory => Arc::new(MemoryLog::new(settings.log.capacity_per_partition)),
-        LogKind::Kafka => {
-            let k = &settings.log.kafka;
-            Arc::new(
-                KafkaLog::connect(KafkaParams {
-                    brokers: k.brokers.clone(),
-                    topic_prefix: k.topic_prefix.clone(),
-                    group_prefix: k.group_prefix.clone(),
-                    replication_factor: k.replication_factor,
-                    linger: k.linger,
-                    batch_bytes: k.batch_bytes,
-                    compression: k.compression.clone(),
-                    message_timeout: k.message_timeout,
-                    request_timeout: k.request_timeout,
-                    extra: k.properties.clone(),
-                })
-                .with_context(|| format!("connecting to Kafka at {}", k.brokers))?,
-            )
-        }
+        LogKind::Kafka => open_kafka(settings)?,
     })
+}
+
+/// The Kafka log `[log.kafka]` names.
+#[cfg(feature = "kafka")]
+fn open_kafka(settings: &Settings) -> anyhow::Result<Arc<dyn EventLog>> {
+    let k = &settings.log.kafka;
+    Ok(Arc::new(
+        KafkaLog::connect(KafkaParams {
+            brokers: k.brokers.clone(),
+            topic_prefix: k.topic_prefix.clone(),
+            group_prefix: k.group_prefix.clone(),
+            replication_factor: k.replication_factor,
+            linger: k.linger,
+            batch_bytes: k.batch_bytes,
+            compression: k.compression.clone(),
+            message_timeout: k.message_timeout,
+            request_timeout: k.request_timeout,
+            extra: k.properties.clone(),
+        })
+        .with_context(|| format!("connecting to Kafka at {}", k.brokers))?,
+    ))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn open_kafka(_: &Settings) -> anyhow::Result<Arc<dyn EventLog>> {
+    anyhow::bail!(without("log.kind = \"kafka\"", "kafka"))
 }
 
 /// The ports, and the run-time controls of their adapters.
@@ -178,21 +227,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<(Ports, Controls)> {
     };
     let hot: Arc<dyn HotState> = match settings.hot.kind {
         HotKind::Memory => Arc::new(MemoryHotState::new()),
-        HotKind::Redis => {
-            let r = &settings.hot.redis;
-            Arc::new(
-                RedisHotState::connect(RedisParams {
-                    url: r.url.clone(),
-                    key_prefix: r.key_prefix.clone(),
-                    pool_size: r.pool_size,
-                    auto_pipeline: r.auto_pipeline,
-                    command_timeout: r.command_timeout,
-                    reconnect_max_delay: r.reconnect_max_delay,
-                })
-                .await
-                .with_context(|| format!("connecting to Redis at {}", redact(&r.url)))?,
-            )
-        }
+        HotKind::Redis => open_redis(settings).await?,
     };
     let transport = build_transport(&settings.smtp)?;
     let chains = build_chains(settings, &store)?;

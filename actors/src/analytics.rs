@@ -6,12 +6,12 @@
 //! stored with the aggregates, so duplicate events (replays, retried produces) never
 //! skew the counts.
 
-use crate::common::{Cursor, Outbox, Ports, commit_positions, dead_letter, hot_down, hot_ok};
+use crate::common::{Cursor, Feed, Outbox, Ports, commit_positions, dead_letter, hot_down, hot_ok};
 use crate::faults::{FaultPoint, Faults};
 use crate::worker::{Step, Worker};
 use anyhow::Context as _;
 use maily_engine::domain::event::status_from_mask;
-use maily_engine::ports::{AggregateBatch, Fence, MessageState, StoreError};
+use maily_engine::ports::{AggregateBatch, Fence, HotState, MessageState, StoreError};
 use maily_engine::records::{self, EventRecord, StatsRecord, topics};
 use maily_engine::{CampaignId, CampaignStats, MessageId, TenantId, Timestamp};
 use std::collections::{HashMap, HashSet};
@@ -33,9 +33,26 @@ pub struct AnalyticsSettings {
     pub idle_wait: Duration,
 }
 
+/// The ports an analytics worker uses: its feed (the events, and the store it
+/// commits aggregates and positions to) and hot state for live counters.
+#[derive(Clone)]
+pub struct AnalyticsPorts {
+    pub feed: Feed,
+    pub hot: Arc<dyn HotState>,
+}
+
+impl From<&Ports> for AnalyticsPorts {
+    fn from(ports: &Ports) -> Self {
+        AnalyticsPorts {
+            feed: ports.into(),
+            hot: ports.hot.clone(),
+        }
+    }
+}
+
 /// The analytics actor of one partition.
 pub struct AnalyticsWorker {
-    ports: Ports,
+    ports: AnalyticsPorts,
     settings: AnalyticsSettings,
     faults: Arc<Faults>,
     partition: u32,
@@ -57,7 +74,7 @@ pub struct AnalyticsWorker {
 impl AnalyticsWorker {
     /// An analytics worker for `partition`.
     pub fn new(
-        ports: Ports,
+        ports: AnalyticsPorts,
         settings: AnalyticsSettings,
         faults: Arc<Faults>,
         partition: u32,
@@ -99,12 +116,12 @@ impl AnalyticsWorker {
         let masks = if unknown.is_empty() {
             HashMap::new()
         } else {
-            self.ports.store.message_masks(&unknown).await?
+            self.ports.feed.outcomes.message_masks(&unknown).await?
         };
         let mut stats = HashMap::new();
         for e in events {
             if !self.stats.contains_key(&e.campaign) && !stats.contains_key(&e.campaign) {
-                let stored = self.ports.store.campaign_stats(e.campaign).await?;
+                let stored = self.ports.feed.outcomes.campaign_stats(e.campaign).await?;
                 stats.insert(e.campaign, stored.unwrap_or_default());
             }
         }
@@ -171,7 +188,7 @@ impl AnalyticsWorker {
                 .collect(),
         };
         let started = Instant::now();
-        match self.ports.store.commit_aggregates(&batch).await {
+        match self.ports.feed.outcomes.commit_aggregates(&batch).await {
             Ok(()) => {}
             Err(StoreError::RowsRejected {
                 row,
@@ -217,9 +234,9 @@ impl AnalyticsWorker {
             );
         }
         outbox
-            .send(self.ports.log.as_ref(), &[topics::STATS])
+            .send(self.ports.feed.log.as_ref(), &[topics::STATS])
             .await?;
-        commit_positions(&self.ports, GROUP, &[&cursor]).await?;
+        commit_positions(self.ports.feed.log.as_ref(), GROUP, &[&cursor]).await?;
         self.dirty_campaigns.clear();
         self.dirty_messages.clear();
         if self.messages.len() > MESSAGE_CACHE_LIMIT {
@@ -286,7 +303,7 @@ impl Worker for AnalyticsWorker {
     }
 
     async fn load(&mut self) -> anyhow::Result<()> {
-        self.cursor = Cursor::load(&self.ports, GROUP, topics::EVENTS, [self.partition])
+        self.cursor = Cursor::load(&self.ports.feed, GROUP, topics::EVENTS, [self.partition])
             .await?
             .pop();
         self.last_flush = Instant::now();
@@ -325,7 +342,7 @@ impl Worker for AnalyticsWorker {
             self.settings.idle_wait
         };
         let max = self.settings.flush_size - self.pending;
-        let log = self.ports.log.clone();
+        let log = self.ports.feed.log.clone();
         let cursor = self.cursor.as_mut().context("analytics not loaded")?;
         let records = cursor.fetch(log.as_ref(), max, wait).await?;
         let decoded: Vec<_> = records

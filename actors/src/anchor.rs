@@ -14,7 +14,7 @@ use crate::worker::{Step, Worker};
 use anyhow::Context as _;
 use maily_engine::TenantId;
 use maily_engine::merkle::{CampaignLeaf, MerkleTree};
-use maily_engine::ports::{AnchorReceipt, Chain, ChainError, Settlement, StoredProof};
+use maily_engine::ports::{AnchorReceipt, Chain, ChainError, LedgerStore, Settlement, StoredProof};
 use maily_engine::reward::{Account, RewardTree};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,9 +45,26 @@ pub fn rewards_key(chain: &str) -> String {
     format!("{chain}/rewards")
 }
 
+/// The ports the anchor worker uses: the ledger (settlements, proofs, what was
+/// anchored where) and the chains it anchors to.
+#[derive(Clone)]
+pub struct AnchorPorts {
+    pub ledger: Arc<dyn LedgerStore>,
+    pub chains: Vec<Arc<dyn Chain>>,
+}
+
+impl From<&Ports> for AnchorPorts {
+    fn from(ports: &Ports) -> Self {
+        AnchorPorts {
+            ledger: ports.store.clone(),
+            chains: ports.chains.clone(),
+        }
+    }
+}
+
 /// The anchor actor (one per engine).
 pub struct AnchorWorker {
-    ports: Ports,
+    ports: AnchorPorts,
     settings: AnchorSettings,
     next_tick: Instant,
     /// Per failing chain: when to try again, and the failures in a row so far.
@@ -68,7 +85,7 @@ impl From<anyhow::Error> for Failure {
 
 impl AnchorWorker {
     /// An anchor worker.
-    pub fn new(ports: Ports, settings: AnchorSettings) -> Self {
+    pub fn new(ports: AnchorPorts, settings: AnchorSettings) -> Self {
         AnchorWorker {
             ports,
             settings,
@@ -141,13 +158,13 @@ fn retry_wait(interval: Duration, max: Duration, failures: u32) -> Duration {
 
 /// Anchors a chain's pending epochs in order, then publishes its pending reward roots.
 async fn chain_round(
-    ports: &Ports,
+    ports: &AnchorPorts,
     chain: &dyn Chain,
     payees: &HashMap<TenantId, Account>,
 ) -> Result<Vec<AnchorReceipt>, Failure> {
     let mut receipts = Vec::new();
     let epochs = ports
-        .store
+        .ledger
         .epochs_to_anchor(chain.name())
         .await
         .context("listing epochs to anchor")?;
@@ -155,7 +172,7 @@ async fn chain_round(
         let root = store_epoch_proofs(ports, epoch).await?;
         let receipt = chain.anchor(epoch, root).await.map_err(Failure::Chain)?;
         ports
-            .store
+            .ledger
             .record_anchor(chain.name(), epoch, &root, &receipt.reference)
             .await
             .context("recording anchor")?;
@@ -169,7 +186,7 @@ async fn chain_round(
     }
     let key = rewards_key(chain.name());
     let epochs = ports
-        .store
+        .ledger
         .epochs_to_anchor(&key)
         .await
         .context("listing reward epochs to publish")?;
@@ -178,7 +195,7 @@ async fn chain_round(
         let Some(tree) = RewardTree::build(&settlement.entries, payees) else {
             // Nobody with a payee earned anything: nothing to publish, nothing to claim.
             ports
-                .store
+                .ledger
                 .record_anchor(&key, epoch, &[0; 32], "nothing to pay")
                 .await
                 .context("recording reward epoch")?;
@@ -190,7 +207,7 @@ async fn chain_round(
             .await
             .map_err(Failure::Chain)?;
         ports
-            .store
+            .ledger
             .record_anchor(&key, epoch, &root, &receipt.reference)
             .await
             .context("recording reward root")?;
@@ -204,9 +221,9 @@ async fn chain_round(
     Ok(receipts)
 }
 
-async fn settlement(ports: &Ports, epoch: u64) -> anyhow::Result<Settlement> {
+async fn settlement(ports: &AnchorPorts, epoch: u64) -> anyhow::Result<Settlement> {
     ports
-        .store
+        .ledger
         .settlement(epoch)
         .await
         .context("loading settlement")?
@@ -215,7 +232,7 @@ async fn settlement(ports: &Ports, epoch: u64) -> anyhow::Result<Settlement> {
 
 /// Builds an epoch's campaign tree from its settlement, stores every campaign's
 /// proof (idempotent) and returns the root.
-async fn store_epoch_proofs(ports: &Ports, epoch: u64) -> anyhow::Result<[u8; 32]> {
+async fn store_epoch_proofs(ports: &AnchorPorts, epoch: u64) -> anyhow::Result<[u8; 32]> {
     let settlement = settlement(ports, epoch).await?;
     let mut leaves: Vec<CampaignLeaf> = settlement
         .entries
@@ -241,7 +258,7 @@ async fn store_epoch_proofs(ports: &Ports, epoch: u64) -> anyhow::Result<[u8; 32
         })
         .collect();
     ports
-        .store
+        .ledger
         .store_proofs(&proofs)
         .await
         .context("storing proofs")?;

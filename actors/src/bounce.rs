@@ -1,14 +1,14 @@
 //! The bounce actor: classifies failure replies and reports from the inbound topic,
 //! suppresses hard bounces and complaints, and emits bounce and complaint events.
 
-use crate::common::{Cursor, Outbox, Ports, decode_or_dead_letter, save_positions};
+use crate::common::{Cursor, Feed, Outbox, Ports, decode_or_dead_letter, save_positions};
 use crate::worker::{Step, Worker};
 use anyhow::Context as _;
-use maily_engine::bounce::SmtpReply;
-use maily_engine::bounce::policy::SuppressionPolicy;
-use maily_engine::bounce::rules::Rules;
-use maily_engine::ports::Fence;
+use maily_bounce::Rules;
+use maily_bounce::policy::SuppressionPolicy;
+use maily_engine::ports::{Fence, HotState, SuppressionStore};
 use maily_engine::records::{EventRecord, InboundRecord, ReportKind, ReportVerdict, topics};
+use maily_engine::reply::SmtpReply;
 use maily_engine::{BounceClass, EmailAddress, EventKind, TenantId, Timestamp};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +16,28 @@ use tracing::info;
 
 const GROUP: &str = "bounce";
 
+/// The ports a bounce worker uses: its feed (the inbound topic, and its positions),
+/// the suppression list and its hot-state cache.
+#[derive(Clone)]
+pub struct BouncePorts {
+    pub feed: Feed,
+    pub suppressions: Arc<dyn SuppressionStore>,
+    pub hot: Arc<dyn HotState>,
+}
+
+impl From<&Ports> for BouncePorts {
+    fn from(ports: &Ports) -> Self {
+        BouncePorts {
+            feed: ports.into(),
+            suppressions: ports.store.clone(),
+            hot: ports.hot.clone(),
+        }
+    }
+}
+
 /// The bounce actor of one partition.
 pub struct BounceWorker {
-    ports: Ports,
+    ports: BouncePorts,
     partition: u32,
     batch_size: usize,
     idle_wait: Duration,
@@ -31,7 +50,7 @@ pub struct BounceWorker {
 impl BounceWorker {
     /// A bounce worker for `partition`.
     pub fn new(
-        ports: Ports,
+        ports: BouncePorts,
         partition: u32,
         batch_size: usize,
         idle_wait: Duration,
@@ -101,7 +120,7 @@ impl BounceWorker {
         why: &str,
     ) -> anyhow::Result<()> {
         self.ports
-            .store
+            .suppressions
             .suppress(tenant, recipient, why)
             .await
             .context("storing suppression")?;
@@ -124,14 +143,14 @@ impl Worker for BounceWorker {
     }
 
     async fn load(&mut self) -> anyhow::Result<()> {
-        self.cursor = Cursor::load(&self.ports, GROUP, topics::INBOUND, [self.partition])
+        self.cursor = Cursor::load(&self.ports.feed, GROUP, topics::INBOUND, [self.partition])
             .await?
             .pop();
         Ok(())
     }
 
     async fn step(&mut self) -> anyhow::Result<Step> {
-        let log = self.ports.log.clone();
+        let log = self.ports.feed.log.clone();
         // Worked on a copy: classification borrows the worker; on an error the actor is
         // rebuilt from the stored position anyway.
         let mut cursor = self.cursor.clone().context("bounce worker not loaded")?;
@@ -225,7 +244,7 @@ impl Worker for BounceWorker {
             }
         }
         outbox.send(log.as_ref(), &[topics::EVENTS]).await?;
-        save_positions(&self.ports, GROUP, &[&cursor], self.fence.as_ref()).await?;
+        save_positions(&self.ports.feed, GROUP, &[&cursor], self.fence.as_ref()).await?;
         self.cursor = Some(cursor);
         Ok(Step::Busy)
     }
@@ -241,6 +260,6 @@ impl Worker for BounceWorker {
 
 /// A bounce's reason and class, whoever decided them.
 struct Classified {
-    reason: maily_engine::bounce::Reason,
+    reason: maily_engine::reply::Reason,
     class: BounceClass,
 }

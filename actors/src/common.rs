@@ -2,7 +2,8 @@
 
 use anyhow::Context as _;
 use maily_engine::ports::{
-    Chain, EventLog, Fence, HotState, KeyedPayload, Record, Store, StoredOffset, Transport,
+    Chain, EventLog, Fence, HotState, KeyedPayload, OutcomeStore, Record, Store, StoredOffset,
+    Transport,
 };
 use maily_engine::records::{self, DecodeError, topics};
 use serde::Serialize;
@@ -12,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
 
-/// The adapters an engine runs on.
+/// The adapters an engine runs on: the whole set the process wires. The supervisor
+/// hands each worker only the ports of its role (`SenderPorts`, `BouncePorts`, ...),
+/// each made `From<&Ports>`.
 #[derive(Clone)]
 pub struct Ports {
     pub log: Arc<dyn EventLog>,
@@ -20,6 +23,23 @@ pub struct Ports {
     pub hot: Arc<dyn HotState>,
     pub transport: Arc<dyn Transport>,
     pub chains: Vec<Arc<dyn Chain>>,
+}
+
+/// What a consuming worker reads and where it keeps its place: the event log, and
+/// the store of what the stages recorded, consumer positions included.
+#[derive(Clone)]
+pub struct Feed {
+    pub log: Arc<dyn EventLog>,
+    pub outcomes: Arc<dyn OutcomeStore>,
+}
+
+impl From<&Ports> for Feed {
+    fn from(ports: &Ports) -> Self {
+        Feed {
+            log: ports.log.clone(),
+            outcomes: ports.store.clone(),
+        }
+    }
 }
 
 /// A consumer position in one partition of one topic.
@@ -34,13 +54,13 @@ pub struct Cursor {
 impl Cursor {
     /// Cursors of `group` for `partitions` of `topic`, from the offsets in the store.
     pub async fn load(
-        ports: &Ports,
+        feed: &Feed,
         group: &str,
         topic: &str,
         partitions: impl IntoIterator<Item = u32>,
     ) -> anyhow::Result<Vec<Cursor>> {
-        let stored = ports
-            .store
+        let stored = feed
+            .outcomes
             .load_offsets(group, topic)
             .await
             .with_context(|| format!("loading {group} offsets of {topic}"))?;
@@ -50,7 +70,7 @@ impl Cursor {
             // A stored position past the log's end means the log was recreated or cut
             // back under this stage (an in-memory log after a restart, a topic
             // deleted on the broker): reading on would skip every new record below it.
-            let end = ports
+            let end = feed
                 .log
                 .end_offset(topic, partition)
                 .await
@@ -63,8 +83,7 @@ impl Cursor {
                 );
             }
             // Registers the group with the log (retention, lag tools) at its position.
-            ports
-                .log
+            feed.log
                 .commit(group, topic, partition, next)
                 .await
                 .with_context(|| format!("committing {group} position in {topic}/{partition}"))?;
@@ -106,30 +125,27 @@ impl Cursor {
 
 /// Stores cursor positions for `group` and commits them to the log.
 pub async fn save_positions(
-    ports: &Ports,
+    feed: &Feed,
     group: &str,
     cursors: &[&Cursor],
     fence: Option<&Fence>,
 ) -> anyhow::Result<()> {
     let offsets: Vec<StoredOffset> = cursors.iter().map(|c| c.offset()).collect();
-    ports
-        .store
+    feed.outcomes
         .save_offsets(group, &offsets, fence)
         .await
         .with_context(|| format!("storing {group} offsets"))?;
-    commit_positions(ports, group, cursors).await
+    commit_positions(feed.log.as_ref(), group, cursors).await
 }
 
 /// Commits cursor positions to the log (for lag reporting and retention).
 pub async fn commit_positions(
-    ports: &Ports,
+    log: &dyn EventLog,
     group: &str,
     cursors: &[&Cursor],
 ) -> anyhow::Result<()> {
     for c in cursors {
-        ports
-            .log
-            .commit(group, &c.topic, c.partition, c.next)
+        log.commit(group, &c.topic, c.partition, c.next)
             .await
             .with_context(|| format!("committing {group} offset of {}/{}", c.topic, c.partition))?;
     }

@@ -1,24 +1,24 @@
 //! Starting, steering and stopping the actors of one engine process.
 
-use crate::analytics::{AnalyticsSettings, AnalyticsWorker};
-use crate::anchor::{AnchorNow, AnchorSettings, AnchorWorker};
-use crate::bounce::BounceWorker;
-use crate::common::Ports;
+use crate::analytics::{AnalyticsPorts, AnalyticsSettings, AnalyticsWorker};
+use crate::anchor::{AnchorNow, AnchorPorts, AnchorSettings, AnchorWorker};
+use crate::bounce::{BouncePorts, BounceWorker};
+use crate::common::{Feed, Ports};
 use crate::faults::Faults;
-use crate::launcher::{LauncherSettings, LauncherWorker};
+use crate::launcher::{LauncherPorts, LauncherSettings, LauncherWorker};
 use crate::ownership::{LEADER, LeaseGuard, OwnershipSettings, assignment, partition_resource};
-use crate::reward::{CloseEpoch, RewardWorker};
-use crate::sender::{SenderSettings, SenderWorker};
+use crate::reward::{CloseEpoch, RewardPorts, RewardWorker};
+use crate::sender::{SenderPorts, SenderSettings, SenderWorker};
 use crate::supervisor::{Factory, RestartCounter, RestartPolicy, supervise};
 use crate::watchdog::Watchdog;
 use crate::worker::{Command, Shutdown, Worker, WorkerActor};
 use actix::{Actor, Addr};
 use anyhow::{Context as _, anyhow};
+use maily_bounce::Rules;
+use maily_bounce::policy::SuppressionPolicy;
 use maily_engine::Timestamp;
-use maily_engine::bounce::policy::SuppressionPolicy;
-use maily_engine::bounce::rules::Rules;
 use maily_engine::ports::AnchorReceipt;
-use maily_engine::ports::Lease;
+use maily_engine::ports::{Lease, LeaseStore};
 use maily_engine::records::topics;
 use maily_engine::reward::RewardFormula;
 use std::collections::BTreeMap;
@@ -167,8 +167,37 @@ struct Owned {
     stopped: bool,
 }
 
+/// The ports of each role, handed out as the supervisor starts its workers.
+struct RolePorts {
+    sender: SenderPorts,
+    bounce: BouncePorts,
+    analytics: AnalyticsPorts,
+    reward: RewardPorts,
+    anchor: AnchorPorts,
+    launcher: LauncherPorts,
+    /// Partition and leader leases, and this process's heartbeat.
+    leases: Arc<dyn LeaseStore>,
+    /// What the watchdog compares: stored positions against the log's ends.
+    watch: Feed,
+}
+
+impl From<&Ports> for RolePorts {
+    fn from(ports: &Ports) -> Self {
+        RolePorts {
+            sender: ports.into(),
+            bounce: ports.into(),
+            analytics: ports.into(),
+            reward: ports.into(),
+            anchor: ports.into(),
+            launcher: ports.into(),
+            leases: ports.store.clone(),
+            watch: ports.into(),
+        }
+    }
+}
+
 struct Inner {
-    ports: Ports,
+    ports: RolePorts,
     settings: EngineSettings,
     sender_settings: Arc<SenderSettings>,
     sup: Supervision,
@@ -181,7 +210,7 @@ impl Inner {
         let fence = lease.fence();
         let guard = LeaseGuard::new(lease.expires_at);
         let (ports, s, f, fe, g) = (
-            self.ports.clone(),
+            self.ports.sender.clone(),
             self.sender_settings.clone(),
             self.faults.clone(),
             fence.clone(),
@@ -198,7 +227,7 @@ impl Inner {
             )
         });
         let (ports, batch, idle, fe, rules, policy) = (
-            self.ports.clone(),
+            self.ports.bounce.clone(),
             self.settings.bounce_batch_size,
             self.settings.sender.idle_wait,
             fence.clone(),
@@ -217,7 +246,7 @@ impl Inner {
             )
         });
         let (ports, a, f, fe) = (
-            self.ports.clone(),
+            self.ports.analytics.clone(),
             self.settings.analytics.clone(),
             self.faults.clone(),
             fence,
@@ -238,7 +267,7 @@ impl Inner {
 
     fn start_leader(&self, lease: Lease) -> LeaderActors {
         let (ports, formula, epoch, fence) = (
-            self.ports.clone(),
+            self.ports.reward.clone(),
             self.settings.reward_formula,
             self.settings.epoch_interval,
             lease.fence(),
@@ -246,11 +275,11 @@ impl Inner {
         let reward = self.sup.spawn("reward".into(), move || {
             RewardWorker::new(ports.clone(), formula, epoch, Some(fence.clone()))
         });
-        let (ports, anchor) = (self.ports.clone(), self.settings.anchor.clone());
+        let (ports, anchor) = (self.ports.anchor.clone(), self.settings.anchor.clone());
         let anchor = self.sup.spawn("anchor".into(), move || {
             AnchorWorker::new(ports.clone(), anchor.clone())
         });
-        let (ports, launch) = (self.ports.clone(), self.settings.launcher);
+        let (ports, launch) = (self.ports.launcher.clone(), self.settings.launcher);
         let launcher = self.sup.spawn("launcher".into(), move || {
             LauncherWorker::new(ports.clone(), launch)
         });
@@ -267,7 +296,7 @@ impl Inner {
     /// release what we must give up, take what is ours and free.
     async fn rebalance(&self) -> anyhow::Result<()> {
         let o = &self.settings.ownership;
-        let store = &self.ports.store;
+        let store = &self.ports.leases;
         let now = Timestamp::now();
         store.heartbeat(&o.member, now).await.context("heartbeat")?;
         let since = Timestamp(now.0 - o.lease_ttl.as_millis() as i64);
@@ -404,7 +433,7 @@ pub async fn start(ports: Ports, settings: EngineSettings) -> anyhow::Result<Eng
         },
         faults: Faults::new(),
         owned: tokio::sync::Mutex::new(Owned::default()),
-        ports,
+        ports: RolePorts::from(&ports),
         settings,
     });
     inner.rebalance().await.context("taking partitions")?;
@@ -437,7 +466,7 @@ pub async fn start(ports: Ports, settings: EngineSettings) -> anyhow::Result<Eng
                 _ = tick.tick() => {
                     let owned: Vec<u32> =
                         watched.owned.lock().await.partitions.keys().copied().collect();
-                    dog.check(&watched.ports, &owned).await;
+                    dog.check(&watched.ports.watch, &owned).await;
                 }
                 _ = stopped.changed() => return,
             }
@@ -535,7 +564,7 @@ impl EngineHandle {
             l.stop().await;
         }
         for f in fences {
-            if let Err(e) = self.inner.ports.store.release_lease(&f).await {
+            if let Err(e) = self.inner.ports.leases.release_lease(&f).await {
                 warn!(resource = %f.resource, error = %e, "lease not released; it will expire");
             }
         }

@@ -1,5 +1,5 @@
 //! The inbound side: reports received by the listener are read by the bounce analyser
-//! (`maily_engine::report::analyse`: RFC 3464 DSNs, ARF complaints and the formats of
+//! (`maily_bounce::report::analyse`: RFC 3464 DSNs, ARF complaints and the formats of
 //! the common MTAs and mailbox providers), attributed to the message they are about and
 //! published to the inbound topic with the analyser's verdict, where the bounce actor
 //! records them and applies the suppression policy. Automatic replies and delivery
@@ -21,13 +21,13 @@
 //! reporting server is asked to try again later.
 
 use crate::common::Outbox;
-use maily_engine::bounce::SmtpReply;
-use maily_engine::bounce::rules::Rules;
-use maily_engine::ports::{EventLog, Store};
-use maily_engine::records::{InboundRecord, ReceivedReport, ReportKind, ReportVerdict, topics};
-use maily_engine::report::{
+use maily_bounce::Rules;
+use maily_bounce::report::{
     Action, Analysis, Finding, MessageKind, Report, ReportError, analyse_with, parse_report,
 };
+use maily_engine::ports::{EventLog, OutcomeStore, TenantAccess};
+use maily_engine::records::{InboundRecord, ReceivedReport, ReportKind, ReportVerdict, topics};
+use maily_engine::reply::SmtpReply;
 use maily_engine::verp::{VerpCodec, VerpTag};
 use maily_engine::{CampaignId, EmailAddress, MessageId, TenantId};
 use std::sync::Arc;
@@ -82,7 +82,10 @@ enum Attribution {
 /// Parses, attributes and publishes reports.
 pub struct InboundReports {
     log: Arc<dyn EventLog>,
-    store: Arc<dyn Store>,
+    /// The stored messages reports are matched against.
+    messages: Arc<dyn OutcomeStore>,
+    /// The tenants' sending domains, whose return paths take reports.
+    domains: Arc<dyn TenantAccess>,
     verp: Option<Arc<VerpCodec>>,
     /// The reply-text rules the analyser classifies failures with (`[bounce]
     /// rules_file`, the same the delivery path uses).
@@ -103,13 +106,15 @@ struct Attributed {
 impl InboundReports {
     pub fn new(
         log: Arc<dyn EventLog>,
-        store: Arc<dyn Store>,
+        messages: Arc<dyn OutcomeStore>,
+        domains: Arc<dyn TenantAccess>,
         verp: Option<Arc<VerpCodec>>,
         complaint_addresses: Vec<String>,
     ) -> Self {
         InboundReports {
             log,
-            store,
+            messages,
+            domains,
             verp,
             rules: Arc::new(Rules::defaults().clone()),
             complaint_addresses: complaint_addresses
@@ -268,7 +273,7 @@ impl InboundReports {
             return Ok(Some(tag));
         };
         let owner = self
-            .store
+            .domains
             .domain(&parent)
             .await
             .map_err(|e| anyhow::anyhow!("looking up the sending domain {parent}: {e}"))?;
@@ -323,7 +328,7 @@ impl InboundReports {
         };
         // The headers are not signed: believe them only for a message we hold, of
         // that campaign, sent to this very recipient; the tenant comes from the store.
-        let Some(stored) = self.store.message(message_id).await? else {
+        let Some(stored) = self.messages.message(message_id).await? else {
             return Ok(Attribution::Refused(format!(
                 "5.7.1 the report names message {message_id}, which is not ours"
             )));

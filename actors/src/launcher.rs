@@ -11,9 +11,10 @@
 use crate::common::Ports;
 use crate::worker::{Step, Worker};
 use anyhow::Context as _;
-use maily_engine::ports::Transition;
+use maily_engine::ports::{CampaignStore, EventLog, Transition};
 use maily_engine::records::{self, SendRecord, topics};
 use maily_engine::{CampaignStatus, Timestamp};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::info;
 
@@ -40,20 +41,37 @@ impl Default for LauncherSettings {
     }
 }
 
+/// The ports the launcher uses: the campaigns and their staged recipients, and the
+/// log it launches them into.
+#[derive(Clone)]
+pub struct LauncherPorts {
+    pub campaigns: Arc<dyn CampaignStore>,
+    pub log: Arc<dyn EventLog>,
+}
+
+impl From<&Ports> for LauncherPorts {
+    fn from(ports: &Ports) -> Self {
+        LauncherPorts {
+            campaigns: ports.store.clone(),
+            log: ports.log.clone(),
+        }
+    }
+}
+
 /// The launcher actor (one per engine, with the leader role).
 pub struct LauncherWorker {
-    ports: Ports,
+    ports: LauncherPorts,
     settings: LauncherSettings,
 }
 
 impl LauncherWorker {
-    pub fn new(ports: Ports, settings: LauncherSettings) -> Self {
+    pub fn new(ports: LauncherPorts, settings: LauncherSettings) -> Self {
         LauncherWorker { ports, settings }
     }
 
     /// Moves due scheduled campaigns to running; returns how many started here.
     async fn start_due(&self, now: Timestamp) -> anyhow::Result<usize> {
-        let store = &self.ports.store;
+        let store = &self.ports.campaigns;
         let due = store
             .due_campaigns(now)
             .await
@@ -87,7 +105,7 @@ impl LauncherWorker {
     /// Launches up to a round's worth of each running campaign's pending recipients;
     /// returns how many were launched.
     async fn launch(&self) -> anyhow::Result<usize> {
-        let store = &self.ports.store;
+        let store = &self.ports.campaigns;
         let mut launched = 0;
         for id in store
             .launchable_campaigns()

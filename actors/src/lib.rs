@@ -1,4 +1,4 @@
-//! Maily's supervised actors and the event-log adapters they consume.
+//! Maily's supervised actors: the workers, their supervision and partition ownership.
 //!
 //! Per partition: a sender, a bounce actor and an analytics actor; per engine: a reward
 //! actor and an anchor actor. Each is a [`worker::Worker`] driven by a
@@ -13,7 +13,6 @@ pub mod engine;
 pub mod faults;
 pub mod inbound;
 pub mod launcher;
-pub mod log;
 pub mod ownership;
 pub mod reward;
 pub mod sender;

@@ -6,10 +6,13 @@
 
 use crate::worker::{Step, Worker};
 use anyhow::Context as _;
-use maily_engine::ports::{Fence, Settlement, SettlementEntry, StoreError};
+use maily_engine::ports::{
+    Fence, LedgerStore, OutcomeStore, Settlement, SettlementEntry, StoreError,
+};
 use maily_engine::reward::RewardFormula;
 use maily_engine::{CampaignId, CampaignStats, Timestamp};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::info;
 
@@ -20,9 +23,26 @@ use crate::common::Ports;
 #[derive(Debug)]
 pub struct CloseEpoch;
 
+/// The ports the reward worker uses: the committed aggregates it settles from, and
+/// the ledger it settles into.
+#[derive(Clone)]
+pub struct RewardPorts {
+    pub outcomes: Arc<dyn OutcomeStore>,
+    pub ledger: Arc<dyn LedgerStore>,
+}
+
+impl From<&Ports> for RewardPorts {
+    fn from(ports: &Ports) -> Self {
+        RewardPorts {
+            outcomes: ports.store.clone(),
+            ledger: ports.store.clone(),
+        }
+    }
+}
+
 /// The reward actor (one per engine).
 pub struct RewardWorker {
-    ports: Ports,
+    ports: RewardPorts,
     formula: RewardFormula,
     epoch_interval: Duration,
     /// The leader lease: a settlement is refused once another process took the role.
@@ -35,7 +55,7 @@ pub struct RewardWorker {
 impl RewardWorker {
     /// A reward worker settling every `epoch_interval`.
     pub fn new(
-        ports: Ports,
+        ports: RewardPorts,
         formula: RewardFormula,
         epoch_interval: Duration,
         fence: Option<Fence>,
@@ -55,7 +75,7 @@ impl RewardWorker {
     async fn settle(&mut self) -> anyhow::Result<Option<u64>> {
         let all = self
             .ports
-            .store
+            .outcomes
             .all_stats()
             .await
             .context("loading stats")?;
@@ -89,7 +109,7 @@ impl RewardWorker {
         };
         match self
             .ports
-            .store
+            .ledger
             .commit_settlement(&settlement, self.fence.as_ref())
             .await
         {
@@ -130,14 +150,14 @@ impl Worker for RewardWorker {
         self.last_epoch = None;
         let last = self
             .ports
-            .store
+            .ledger
             .last_settled_epoch()
             .await
             .context("loading last epoch")?;
         if let Some(epoch) = last {
             let s = self
                 .ports
-                .store
+                .ledger
                 .settlement(epoch)
                 .await
                 .context("loading last settlement")?

@@ -10,7 +10,7 @@
 //! running) is waited for and taken over only once older than `in_flight_timeout`.
 
 use crate::common::{
-    Cursor, Outbox, Ports, decode_or_dead_letter, hot_down, hot_ok, save_positions,
+    Cursor, Feed, Outbox, Ports, decode_or_dead_letter, hot_down, hot_ok, save_positions,
 };
 use crate::compose::{Composer, Own};
 use crate::faults::{FaultPoint, Faults};
@@ -18,11 +18,12 @@ use crate::ownership::LeaseGuard;
 use crate::worker::{Step, Worker};
 use anyhow::Context as _;
 use futures::StreamExt as _;
-use maily_engine::bounce::SmtpReply;
 use maily_engine::ports::{
-    Claim, DeliveryOutcome, Fence, OutboundMessage, SenderDomain, StoreError,
+    CampaignStore, Claim, DeliveryOutcome, Fence, HotState, OutboundMessage, SenderDomain,
+    StoreError, SuppressionStore, TenantAccess, Transport,
 };
 use maily_engine::records::{EventRecord, InboundRecord, SendRecord, topics};
+use maily_engine::reply::SmtpReply;
 use maily_engine::template::{CompiledTemplate, RenderError, Rendered};
 use maily_engine::{
     Campaign, CampaignId, CampaignStatus, EventKind, Recipient, StagedRecipient, Timestamp,
@@ -177,9 +178,36 @@ struct Plan {
 /// or sender reaches the messages sent after it within this.
 const PLAN_TTL: Duration = Duration::from_secs(5);
 
+/// The ports a sender uses: its feed (the send and retry topics, the events it
+/// emits, its positions), the campaigns it sends, the tenants' sending domains, the
+/// suppression list, hot state (idempotency claims, cached suppressions, rate
+/// buckets) and the transport.
+#[derive(Clone)]
+pub struct SenderPorts {
+    pub feed: Feed,
+    pub campaigns: Arc<dyn CampaignStore>,
+    pub access: Arc<dyn TenantAccess>,
+    pub suppressions: Arc<dyn SuppressionStore>,
+    pub hot: Arc<dyn HotState>,
+    pub transport: Arc<dyn Transport>,
+}
+
+impl From<&Ports> for SenderPorts {
+    fn from(ports: &Ports) -> Self {
+        SenderPorts {
+            feed: ports.into(),
+            campaigns: ports.store.clone(),
+            access: ports.store.clone(),
+            suppressions: ports.store.clone(),
+            hot: ports.hot.clone(),
+            transport: ports.transport.clone(),
+        }
+    }
+}
+
 /// The sender of one partition.
 pub struct SenderWorker {
-    ports: Ports,
+    ports: SenderPorts,
     settings: Arc<SenderSettings>,
     faults: Arc<Faults>,
     partition: u32,
@@ -208,7 +236,7 @@ enum Output {
 impl SenderWorker {
     /// A sender for `partition`; state is loaded when the actor starts.
     pub fn new(
-        ports: Ports,
+        ports: SenderPorts,
         settings: Arc<SenderSettings>,
         faults: Arc<Faults>,
         partition: u32,
@@ -236,7 +264,7 @@ impl SenderWorker {
         }
         let campaign = self
             .ports
-            .store
+            .campaigns
             .campaign(id)
             .await
             .with_context(|| format!("loading campaign {id}"))?;
@@ -245,10 +273,8 @@ impl SenderWorker {
                 Ok(template) => {
                     // Checked at intake, and again here: a domain removed (or taken
                     // from the tenant) after the campaign was created stops its mail.
-                    // Checked at intake, and again here: a domain removed (or taken
-                    // from the tenant) after the campaign was created stops its mail.
                     let sender = SenderDomain::of(
-                        self.ports.store.as_ref(),
+                        self.ports.access.as_ref(),
                         &campaign.tenant,
                         campaign.from.domain(),
                     )
@@ -332,20 +358,20 @@ impl Worker for SenderWorker {
 
     async fn load(&mut self) -> anyhow::Result<()> {
         let p = [self.partition];
-        self.send = Cursor::load(&self.ports, GROUP, topics::SEND, p)
+        self.send = Cursor::load(&self.ports.feed, GROUP, topics::SEND, p)
             .await?
             .pop();
         self.retries.clear();
         for tier in 0..self.settings.retry_tiers.len() {
             let topic = topics::retry(tier);
             self.retries
-                .extend(Cursor::load(&self.ports, GROUP, &topic, p).await?);
+                .extend(Cursor::load(&self.ports.feed, GROUP, &topic, p).await?);
         }
         Ok(())
     }
 
     async fn step(&mut self) -> anyhow::Result<Step> {
-        let log = self.ports.log.clone();
+        let log = self.ports.feed.log.clone();
         let batch = self.settings.batch_size;
         let now = Timestamp::now();
         if let Some(guard) = &self.guard
@@ -398,7 +424,7 @@ impl Worker for SenderWorker {
                 slot.insert(self.plan(rec.campaign).await?);
                 let state = self
                     .ports
-                    .store
+                    .campaigns
                     .campaign_state(rec.campaign)
                     .await
                     .with_context(|| format!("loading the status of campaign {}", rec.campaign))?;
@@ -431,7 +457,7 @@ impl Worker for SenderWorker {
         });
         for (campaign, rows) in &held {
             self.ports
-                .store
+                .campaigns
                 .stage_recipients(*campaign, rows)
                 .await
                 .with_context(|| format!("holding messages of paused campaign {campaign}"))?;
@@ -492,7 +518,7 @@ impl Worker for SenderWorker {
         outbox.send(log.as_ref(), &order).await?;
         let mut cursors: Vec<&Cursor> = self.retries.iter().collect();
         cursors.extend(self.send.as_ref());
-        save_positions(&self.ports, GROUP, &cursors, self.fence.as_ref()).await?;
+        save_positions(&self.ports.feed, GROUP, &cursors, self.fence.as_ref()).await?;
         metrics::histogram!("maily_sender_batch_size").record(n as f64);
         debug!(
             partition = self.partition,
@@ -545,7 +571,7 @@ fn replay(rec: &SendRecord, recorded: Recorded) -> Vec<Output> {
 
 /// Delivers one message and says what happened.
 async fn process(
-    ports: Ports,
+    ports: SenderPorts,
     settings: Arc<SenderSettings>,
     plan: Option<Arc<Plan>>,
     rec: SendRecord,
@@ -572,7 +598,7 @@ async fn process(
         Err(e) => {
             hot_down(&e, "suppression read from the store");
             ports
-                .store
+                .suppressions
                 .is_suppressed(&rec.tenant, &rec.recipient)
                 .await
                 .context("checking suppression in the store")?
@@ -714,7 +740,7 @@ async fn process(
 }
 
 async fn complete(
-    ports: &Ports,
+    ports: &SenderPorts,
     key: &str,
     recorded: &Recorded,
     ttl: Duration,

@@ -9,7 +9,7 @@
 //! in `maily_stalled_partitions{stage}`; its recovery is logged too. Retry tiers are
 //! not watched: their records wait for their due time by design.
 
-use crate::common::Ports;
+use crate::common::Feed;
 use maily_engine::records::topics;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -51,17 +51,17 @@ impl Watchdog {
 
     /// One round over the `owned` partitions. Errors reading the store or the log are
     /// skipped: the outage has its own metrics, and the next round tries again.
-    pub async fn check(&mut self, ports: &Ports, owned: &[u32]) {
+    pub async fn check(&mut self, feed: &Feed, owned: &[u32]) {
         let now = Instant::now();
         self.seen.retain(|(_, p), _| owned.contains(p));
         for (stage, topic) in STAGES {
-            let Ok(stored) = ports.store.load_offsets(stage, topic).await else {
+            let Ok(stored) = feed.outcomes.load_offsets(stage, topic).await else {
                 continue;
             };
             let mut stalled = 0u64;
             for &p in owned {
                 let position = stored.get(&p).copied().unwrap_or(0);
-                let Ok(end) = ports.log.end_offset(topic, p).await else {
+                let Ok(end) = feed.log.end_offset(topic, p).await else {
                     continue;
                 };
                 let entry = self.seen.entry((stage, p)).or_insert(Progress {

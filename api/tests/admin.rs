@@ -9,7 +9,6 @@
 
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use maily_actors::log::MemoryLog;
 use maily_api::admin::{
     self, AdminDeps, EngineStatus, EngineStatusReport, StatusError, ThrottleControl, ThrottleEntry,
     ThrottleError, ThrottleKind, ThrottleLimit, ThrottleTable,
@@ -27,6 +26,7 @@ use maily_engine::ports::{
 };
 use maily_engine::records::topics;
 use maily_engine::{CampaignId, CampaignStats, EmailAddress, TenantId, Timestamp};
+use maily_eventlog::MemoryLog;
 use maily_storage::{MemoryHotState, SqliteStore};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};

@@ -1,13 +1,13 @@
 //! The tracking listener end to end: the real HTTP listener on a port-0 socket, a real
 //! HTTP client, the embedded event log and a fresh SQLite store per test.
 
-use maily_actors::log::MemoryLog;
 use maily_api::tracking::{self, TrackingDeps};
 use maily_engine::ports::prelude::*;
 use maily_engine::ports::{EventLog, HotState};
 use maily_engine::records::{self, EventRecord, topics};
 use maily_engine::tracking::{ClickToken, OpenToken, TokenKey, TokenKeys, UnsubscribeToken};
 use maily_engine::{CampaignId, EmailAddress, EventKind, MessageId, TenantId, Timestamp};
+use maily_eventlog::MemoryLog;
 use maily_storage::{MemoryHotState, SqliteStore};
 use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};

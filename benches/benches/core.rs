@@ -11,12 +11,12 @@ use maily_benches::{
     sample_campaign_id, sample_campaign_template, sample_leaf_hashes, sample_message_id,
     sample_partition_keys, sample_recipient, sample_replies, sample_sender,
 };
+use maily_bounce::classify_reply;
+use maily_bounce::report::{analyse, mbox_messages};
 use maily_engine::Timestamp;
-use maily_engine::bounce::classify_reply;
 use maily_engine::merkle::MerkleTree;
 use maily_engine::message::{self, Envelope};
 use maily_engine::partition::partition_for;
-use maily_engine::report::{analyse, mbox_messages};
 use maily_engine::template::{CompiledTemplate, Rendered};
 use maily_smtp::{DkimKey, DkimSigner};
 use std::hint::black_box;
@@ -118,7 +118,7 @@ fn dkim(c: &mut Criterion) {
 /// read it).
 const BOUNCE_CORPUS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../engine/tests/data/bounces/eml"
+    "/../bounce/tests/data/bounces/eml"
 );
 
 /// Every message of the bounce corpus, in file order (mailbox files split).

@@ -11,8 +11,8 @@ pub mod mail;
 pub mod measure;
 pub mod postfix;
 
-use maily_engine::bounce::SmtpReply;
 use maily_engine::merkle::{CampaignLeaf, Hash32};
+use maily_engine::reply::SmtpReply;
 use maily_engine::template::Template;
 use maily_engine::{CampaignId, CampaignStats, EmailAddress, MessageId, Recipient};
 use std::collections::BTreeMap;

@@ -3,13 +3,13 @@
 //! Every record is keyed by its campaign id so one campaign's records share a partition
 //! and its state has exactly one writer.
 
-use crate::bounce::SmtpReply;
 use crate::domain::{
     address::EmailAddress,
     event::EventKind,
     ids::{CampaignId, MessageId, TenantId},
     stats::CampaignStats,
 };
+use crate::reply::SmtpReply;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::BTreeMap;
@@ -146,7 +146,7 @@ pub struct ReceivedReport {
 /// What the bounce analyser concluded about one recipient of a report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportVerdict {
-    pub reason: crate::bounce::Reason,
+    pub reason: crate::reply::Reason,
     pub class: crate::domain::event::BounceClass,
     /// The RFC 3463 status the report gave, or the pseudo code for the reason.
     pub status: Option<String>,
@@ -209,8 +209,8 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bounce::Reason;
     use crate::domain::event::BounceClass;
+    use crate::reply::Reason;
 
     #[test]
     fn event_records_round_trip() {

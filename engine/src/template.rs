@@ -16,7 +16,7 @@
 //!   the recipient's variables. A template using them is refused when it is created,
 //!   with the construct and where it is.
 
-use crate::domain::campaign::Recipient;
+use crate::domain::recipient::Recipient;
 use minijinja::machinery::{Token, WhitespaceConfig, tokenize};
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use maily_engine::report::{
+use maily_bounce::report::{
     MAX_DIAGNOSTIC_LEN, MAX_RECIPIENTS, MessageKind, analyse, mbox_messages,
 };
 

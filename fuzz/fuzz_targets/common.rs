@@ -1,6 +1,6 @@
 //! Shared by the report targets: exercises everything a caller does with a report.
 
-use maily_engine::report::{Report, parse_report};
+use maily_bounce::report::{Report, parse_report};
 
 /// Parses `raw` and, when it is a report, runs every accessor the bounce actor uses.
 pub fn exercise(raw: &[u8]) {

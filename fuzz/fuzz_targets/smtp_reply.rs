@@ -2,7 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use maily_engine::bounce::{EnhancedStatus, SmtpReply, classify_reply};
+use maily_bounce::classify_reply;
+use maily_engine::reply::{EnhancedStatus, SmtpReply};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -4,10 +4,10 @@ use crate::connection::{ConnectOptions, Connection, SessionError, Step, TxResult
 use crate::limits::{Scope, Throttles};
 use crate::tls::{CertificateCheck, TlsMode, client_config};
 use async_trait::async_trait;
-use maily_engine::bounce::SmtpReply;
 use maily_engine::ports::{
     DeliveryOutcome, OutboundMessage, ResolveError, Resolver, Route, Transport,
 };
+use maily_engine::reply::SmtpReply;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

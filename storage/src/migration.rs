@@ -1,6 +1,6 @@
-//! What the SQLite and Postgres migrators share: the embedded migration, its
+//! The migrator's types, which need no database: the embedded migration, its
 //! checksum, the errors, and the check of what a database has applied against what
-//! this build embeds. Each adapter keeps only its own I/O.
+//! this build embeds. The migrator itself is [`crate::sql::migrate`].
 
 use maily_engine::merkle::keccak;
 use maily_engine::ports::StoreError;
@@ -72,9 +72,12 @@ impl From<MigrateError> for StoreError {
     }
 }
 
+/// The migrations a database lists as applied: name and checksum by version.
+pub(crate) type Applied = BTreeMap<i64, (String, String)>;
+
 /// Refuses a database whose applied migrations this build does not embed as-is.
 pub(crate) fn check_applied(
-    applied: &BTreeMap<i64, (String, String)>,
+    applied: &Applied,
     migrations: &[Migration],
 ) -> Result<(), MigrateError> {
     for (version, (name, checksum)) in applied {

@@ -5,8 +5,8 @@
 //!
 //! Usage: kafka-rates BROKERS RECORDS PARTITIONS
 
-use maily_actors::log::{KafkaLog, KafkaParams};
 use maily_engine::ports::EventLog;
+use maily_eventlog::{KafkaLog, KafkaParams};
 use std::time::{Duration, Instant};
 
 #[tokio::main]

@@ -20,14 +20,6 @@ pub struct Campaign {
     pub template: Template,
 }
 
-/// A recipient with the variables its message is personalised with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recipient {
-    pub email: EmailAddress,
-    #[serde(default)]
-    pub vars: BTreeMap<String, String>,
-}
-
 /// Where a campaign is in its life.
 ///
 /// Uploaded recipients wait in the store (staged) until the campaign runs; a paused

@@ -1,6 +1,6 @@
 //! What can happen to a message, as recorded in the events topic.
 
-use crate::bounce::Reason;
+use crate::reply::Reason;
 use serde::{Deserialize, Serialize};
 
 /// Whether a bounce means the address is dead (hard) or this message failed (soft).

@@ -4,4 +4,5 @@ pub mod address;
 pub mod campaign;
 pub mod event;
 pub mod ids;
+pub mod recipient;
 pub mod stats;

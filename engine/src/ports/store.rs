@@ -265,7 +265,7 @@ pub enum SenderDomain {
 
 impl SenderDomain {
     /// Looks `domain` and its parents up in `store` for `tenant`.
-    pub async fn of<S: Store + ?Sized>(
+    pub async fn of<S: TenantAccess + ?Sized>(
         store: &S,
         tenant: &TenantId,
         domain: &str,

@@ -1,10 +1,10 @@
 //! The transport port: hand one message to the destination's server.
 
-use crate::bounce::SmtpReply;
 use crate::domain::{
     address::EmailAddress,
     ids::{MessageId, TenantId},
 };
+use crate::reply::SmtpReply;
 use async_trait::async_trait;
 use std::sync::Arc;
 

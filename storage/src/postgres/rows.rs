@@ -5,12 +5,14 @@
 //! workspace builds sqlx without its `uuid` and decimal features, and text is exact
 //! for both.
 
+use crate::sql::rows::Dialect;
 use maily_engine::CampaignStats;
 use maily_engine::ports::StoreError;
 use sqlx::Row;
-use sqlx::error::ErrorKind;
 use sqlx::postgres::{PgDatabaseError, PgRow};
 use std::fmt::Display;
+
+pub(super) use crate::sql::rows::{is_kind, reason, stats_columns};
 
 /// The SQLSTATE of a database error, if `e` is one.
 pub(super) fn sqlstate(e: &sqlx::Error) -> Option<&str> {
@@ -22,24 +24,27 @@ pub(super) fn sqlstate(e: &sqlx::Error) -> Option<&str> {
     }
 }
 
-/// Whether retrying the operation later could succeed: connection trouble (class
-/// 08), serialization failures and deadlocks (40), exhausted resources (53), a
-/// cancelled statement or a shutting-down server (57), a lock timeout (55P03), and
-/// pool or I/O failures.
+/// How Postgres' errors read, by SQLSTATE: class XX (internal errors, among them
+/// data_corrupted and index_corrupted) means damage; connection trouble (class 08),
+/// serialization failures and deadlocks (40), exhausted resources (53), a cancelled
+/// statement or a shutting-down server (57) and a lock timeout (55P03) are worth
+/// retrying; [`is_row_error`] tells rejected values.
+const POSTGRES: Dialect = Dialect {
+    integer: "a Postgres BIGINT",
+    damaged: |e| sqlstate(e).is_some_and(|c| c.starts_with("XX")),
+    transient: |e| {
+        matches!(
+            sqlstate(e).map(|c| c.get(..2).unwrap_or(c)),
+            Some("08" | "40" | "53" | "57")
+        ) || sqlstate(e) == Some("55P03")
+    },
+    rejects_row: is_row_error,
+};
+
+/// Whether retrying the operation later could succeed: connection, lock or resource
+/// trouble (see [`POSTGRES`]), and pool or I/O failures.
 pub(super) fn is_transient(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(_) => {
-            matches!(
-                sqlstate(e).map(|c| c.get(..2).unwrap_or(c)),
-                Some("08" | "40" | "53" | "57")
-            ) || sqlstate(e) == Some("55P03")
-        }
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        _ => false,
-    }
+    POSTGRES.is_transient(e)
 }
 
 /// Whether `e` rejects the values of a row rather than the operation: a data
@@ -54,47 +59,15 @@ pub(super) fn is_row_error(e: &sqlx::Error) -> bool {
     )
 }
 
-/// Maps an error that has no better interpretation at the call site.
-///
-/// Constraint violations and data exceptions here are unexpected (the callers that
-/// can cause them map them with context first), so they are reported as the row being
-/// rejected.
+/// Maps an error that has no better interpretation at the call site (see
+/// [`Dialect::db_err`]).
 pub(super) fn db_err(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) => {
-            // Class XX: internal errors, among them data_corrupted and index_corrupted.
-            if sqlstate(&e).is_some_and(|c| c.starts_with("XX")) {
-                return StoreError::Corrupt(db.message().to_string());
-            }
-            if is_transient(&e) {
-                return StoreError::Unavailable(e.to_string());
-            }
-            match db.kind() {
-                ErrorKind::UniqueViolation => StoreError::Conflict(db.message().to_string()),
-                _ if is_row_error(&e) => StoreError::InvalidRow {
-                    row: "(unknown)".into(),
-                    reason: reason(&e),
-                },
-                _ => StoreError::Unavailable(e.to_string()),
-            }
-        }
-        sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::ColumnNotFound(_)
-        | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
-        // Pool timeouts, closed pools, I/O and worker failures: retrying later may work.
-        _ => StoreError::Unavailable(e.to_string()),
-    }
+    POSTGRES.db_err(e)
 }
 
 /// Like [`db_err`], but a unique-key violation becomes a conflict described by `what`.
 pub(super) fn unique_err(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
-    if is_kind(&e, ErrorKind::UniqueViolation) {
-        StoreError::Conflict(what())
-    } else {
-        db_err(e)
-    }
+    POSTGRES.unique_err(e, what)
 }
 
 /// Like [`db_err`], but an error rejecting the row's values (see [`is_row_error`])
@@ -110,25 +83,9 @@ pub(super) fn row_err(e: sqlx::Error, row: impl FnOnce() -> String) -> StoreErro
     }
 }
 
-/// What the database said about `e`, without sqlx's framing.
-pub(super) fn reason(e: &sqlx::Error) -> String {
-    match e {
-        sqlx::Error::Database(db) => db.message().to_string(),
-        other => other.to_string(),
-    }
-}
-
-/// Whether `e` is a database error of the given kind.
-pub(super) fn is_kind(e: &sqlx::Error, kind: ErrorKind) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.kind() == kind)
-}
-
 /// Converts a u64 for a BIGINT column, refusing values Postgres cannot hold.
 pub(super) fn to_i64(value: u64, row: impl Display, column: &str) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::InvalidRow {
-        row: row.to_string(),
-        reason: format!("{column} {value} does not fit a Postgres BIGINT"),
-    })
+    POSTGRES.to_i64(value, row, column)
 }
 
 /// The counters of `stats` in [`CampaignStats::FIELDS`] order, ready to bind.
@@ -136,17 +93,7 @@ pub(super) fn stats_to_i64(
     stats: &CampaignStats,
     row: impl Display,
 ) -> Result<[i64; 12], StoreError> {
-    let values = stats.to_array();
-    let mut out = [0i64; 12];
-    for (i, v) in values.into_iter().enumerate() {
-        out[i] = to_i64(v, &row, CampaignStats::FIELDS[i])?;
-    }
-    Ok(out)
-}
-
-/// A comma-separated list of the stats columns, in [`CampaignStats::FIELDS`] order.
-pub(super) fn stats_columns() -> String {
-    CampaignStats::FIELDS.join(", ")
+    POSTGRES.stats_to_i64(stats, row)
 }
 
 /// `$from, $from+1, ...`: `n` numbered placeholders, each followed by `cast`.
@@ -194,41 +141,77 @@ pub(super) const BEGIN_WRITE: &str = "BEGIN";
 /// How a read of several statements as one snapshot begins.
 pub(super) const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
+/// The store's own clock for bookkeeping columns (`created_at`, `updated_at`), which
+/// are `TIMESTAMPTZ` here.
+pub(super) const NOW: &str = "now()";
+
+/// A bookkeeping time column (`TIMESTAMPTZ`) read as the engine's milliseconds.
+pub(super) fn millis(column: &str) -> String {
+    format!("floor(extract(epoch FROM {column}) * 1000)::bigint")
+}
+
+/// A statement that keeps other writers out of `table` until the transaction ends, for
+/// a read that a following write must still agree with (a new ledger head chains onto
+/// the one read). Here a `SHARE ROW EXCLUSIVE` table lock: it conflicts with itself
+/// and with row writes, not with plain reads.
+pub(super) fn lock_writers(table: &str) -> Option<String> {
+    Some(format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"))
+}
+
+/// `column` matching any of `n` values bound from `$from` on with [`bind_all`], whose
+/// type in Postgres is `pg_type`: here `= ANY`, one parameter for the values as an
+/// array of that type.
+pub(super) fn any_of(column: &str, from: usize, _n: usize, pg_type: &str) -> String {
+    format!("{column} = ANY(${from}::{pg_type}[])")
+}
+
+/// Binds `values` for [`any_of`]: as one array.
+pub(super) fn bind_all<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    values: &'q [String],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(values)
+}
+
+/// Values per [`any_of`] list: one array parameter takes any number, so this only
+/// keeps each statement's result modest while large reads stay cheap.
+pub(super) const ANY_OF_CHUNK: usize = 10_000;
+
+/// Where `needle` first occurs in `haystack` (SQL expressions), counting characters
+/// from 1, or 0 if nowhere: `strpos`.
+pub(super) fn strpos(haystack: &str, needle: &str) -> String {
+    format!("strpos({haystack}, {needle})")
+}
+
+/// What orders rows of `table` (a name or alias) created in the same instant: its `id`
+/// key. Postgres keeps no insertion order a query can use, so such ties come in an
+/// arbitrary but stable order.
+pub(super) fn tiebreak(table: &str) -> String {
+    format!("{table}.id")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn oversized_counters_are_refused_with_the_row_named() {
+    fn oversized_integers_are_named_as_postgres_ones() {
         let err = to_i64(u64::MAX, "campaign c1", "delivered").unwrap_err();
-        assert_eq!(
-            err,
-            StoreError::InvalidRow {
-                row: "campaign c1".into(),
-                reason: format!("delivered {} does not fit a Postgres BIGINT", u64::MAX),
-            }
-        );
-        assert_eq!(to_i64(i64::MAX as u64, "r", "c").unwrap(), i64::MAX);
+        let expected = format!("delivered {} does not fit a Postgres BIGINT", u64::MAX);
+        assert!(matches!(err, StoreError::InvalidRow { reason, .. } if reason == expected));
     }
 
     #[test]
     fn numbered_placeholders() {
         assert_eq!(placeholders(3, 2, "::uuid"), "$3::uuid, $4::uuid");
-        assert!(stats_columns().starts_with("injected, delivered"));
         assert!(stats_updates().starts_with("injected = EXCLUDED.injected, "));
+        assert_eq!(any_of("id", 2, 3, "uuid"), "id = ANY($2::uuid[])");
     }
 
     #[test]
-    fn pool_failures_are_unavailable() {
-        assert!(matches!(
-            db_err(sqlx::Error::PoolTimedOut),
-            StoreError::Unavailable(_)
-        ));
+    fn pool_failures_are_neither_sqlstates_nor_rejected_rows() {
+        assert!(sqlstate(&sqlx::Error::PoolTimedOut).is_none());
         assert!(is_transient(&sqlx::Error::PoolTimedOut));
         assert!(!is_row_error(&sqlx::Error::PoolTimedOut));
-        assert!(matches!(
-            db_err(sqlx::Error::ColumnNotFound("x".into())),
-            StoreError::Corrupt(_)
-        ));
     }
 }

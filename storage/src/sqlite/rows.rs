@@ -1,12 +1,15 @@
 //! Translation between engine values and SQLite rows, and of sqlx errors into
 //! [`StoreError`]s a caller can act on.
 
+use crate::sql::rows::Dialect;
 use maily_engine::CampaignStats;
 use maily_engine::ports::StoreError;
 use sqlx::Row;
 use sqlx::error::ErrorKind;
 use sqlx::sqlite::SqliteRow;
 use std::fmt::Display;
+
+pub(super) use crate::sql::rows::{is_kind, stats_columns};
 
 // Primary result codes (the low byte of SQLite's extended codes) that mean the
 // database file itself is damaged rather than busy or unreachable.
@@ -16,80 +19,51 @@ const SQLITE_NOTADB: i32 = 26;
 const SQLITE_BUSY: i32 = 5;
 const SQLITE_LOCKED: i32 = 6;
 
-fn primary_code(db: &dyn sqlx::error::DatabaseError) -> Option<i32> {
-    db.code()
-        .and_then(|c| c.parse::<i32>().ok())
-        .map(|c| c & 0xff)
+/// The primary result code of a database error, if `e` is one.
+fn primary_code(e: &sqlx::Error) -> Option<i32> {
+    match e {
+        sqlx::Error::Database(db) => db.code()?.parse::<i32>().ok().map(|c| c & 0xff),
+        _ => None,
+    }
 }
+
+/// How SQLite's errors read: result codes tell damage and locks, and only a constraint
+/// (foreign key, `NOT NULL`, `CHECK`) rejects a row's values, SQLite storing whatever
+/// it is given otherwise.
+const SQLITE: Dialect = Dialect {
+    integer: "a 63-bit SQLite integer",
+    damaged: |e| matches!(primary_code(e), Some(SQLITE_CORRUPT | SQLITE_NOTADB)),
+    transient: |e| matches!(primary_code(e), Some(SQLITE_BUSY | SQLITE_LOCKED)),
+    rejects_row: |e| {
+        [
+            ErrorKind::ForeignKeyViolation,
+            ErrorKind::NotNullViolation,
+            ErrorKind::CheckViolation,
+        ]
+        .into_iter()
+        .any(|kind| is_kind(e, kind))
+    },
+};
 
 /// Whether retrying the operation later could succeed (locks, I/O, pool trouble).
 pub(super) fn is_transient(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => {
-            matches!(primary_code(db.as_ref()), Some(SQLITE_BUSY | SQLITE_LOCKED))
-        }
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        _ => false,
-    }
+    SQLITE.is_transient(e)
 }
 
-/// Maps an error that has no better interpretation at the call site.
-///
-/// Constraint violations here are unexpected (the callers that can cause them map
-/// them with context first), so they are reported as the row being rejected.
+/// Maps an error that has no better interpretation at the call site (see
+/// [`Dialect::db_err`]).
 pub(super) fn db_err(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) => {
-            if matches!(
-                primary_code(db.as_ref()),
-                Some(SQLITE_CORRUPT | SQLITE_NOTADB)
-            ) {
-                return StoreError::Corrupt(db.message().to_string());
-            }
-            match db.kind() {
-                ErrorKind::UniqueViolation => StoreError::Conflict(db.message().to_string()),
-                ErrorKind::ForeignKeyViolation
-                | ErrorKind::NotNullViolation
-                | ErrorKind::CheckViolation => StoreError::InvalidRow {
-                    row: "(unknown)".into(),
-                    reason: db.message().to_string(),
-                },
-                _ => StoreError::Unavailable(e.to_string()),
-            }
-        }
-        sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::ColumnNotFound(_)
-        | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
-        // Pool timeouts, closed pools, I/O and worker failures: retrying later may work.
-        _ => StoreError::Unavailable(e.to_string()),
-    }
+    SQLITE.db_err(e)
 }
 
 /// Like [`db_err`], but a unique-key violation becomes a conflict described by `what`.
 pub(super) fn unique_err(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
-    if is_kind(&e, ErrorKind::UniqueViolation) {
-        StoreError::Conflict(what())
-    } else {
-        db_err(e)
-    }
-}
-
-/// Whether `e` is a database error of the given kind.
-pub(super) fn is_kind(e: &sqlx::Error, kind: ErrorKind) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.kind() == kind)
+    SQLITE.unique_err(e, what)
 }
 
 /// Converts a u64 for an INTEGER column, refusing values SQLite cannot hold.
 pub(super) fn to_i64(value: u64, row: impl Display, column: &str) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::InvalidRow {
-        row: row.to_string(),
-        reason: format!("{column} {value} does not fit a 63-bit SQLite integer"),
-    })
+    SQLITE.to_i64(value, row, column)
 }
 
 /// The counters of `stats` in [`CampaignStats::FIELDS`] order, ready to bind.
@@ -97,17 +71,7 @@ pub(super) fn stats_to_i64(
     stats: &CampaignStats,
     row: impl Display,
 ) -> Result<[i64; 12], StoreError> {
-    let values = stats.to_array();
-    let mut out = [0i64; 12];
-    for (i, v) in values.into_iter().enumerate() {
-        out[i] = to_i64(v, &row, CampaignStats::FIELDS[i])?;
-    }
-    Ok(out)
-}
-
-/// A comma-separated list of the stats columns, in [`CampaignStats::FIELDS`] order.
-pub(super) fn stats_columns() -> String {
-    CampaignStats::FIELDS.join(", ")
+    SQLITE.stats_to_i64(stats, row)
 }
 
 /// `n` comma-separated `?` placeholders.
@@ -152,41 +116,75 @@ pub(super) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 /// one in SQLite's WAL mode).
 pub(super) const BEGIN_SNAPSHOT: &str = "BEGIN";
 
+/// The store's own clock for bookkeeping columns (`created_at`, `updated_at`), which
+/// hold milliseconds since the Unix epoch here.
+pub(super) const NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+
+/// A bookkeeping time column read as the engine's milliseconds: as stored.
+pub(super) fn millis(column: &str) -> String {
+    column.to_string()
+}
+
+/// A statement that keeps other writers out of `table` until the transaction ends, for
+/// a read that a following write must still agree with: none here, a [`BEGIN_WRITE`]
+/// transaction holding the database's write lock from its first statement already.
+pub(super) fn lock_writers(_table: &str) -> Option<String> {
+    None
+}
+
+/// `column` matching any of `n` values bound from `$from` on with [`bind_all`]
+/// (`pg_type` is their type in Postgres): here an `IN` list, one parameter per value,
+/// numbered `$N` like every shared statement for [`crate::sql::sqlite`] to rewrite.
+pub(super) fn any_of(column: &str, from: usize, n: usize, _pg_type: &str) -> String {
+    format!("{column} IN ({})", crate::sql::numbered(from, n))
+}
+
+/// Binds `values` for [`any_of`]: one parameter each.
+pub(super) fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    values: &'q [String],
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    for v in values {
+        q = q.bind(v.as_str());
+    }
+    q
+}
+
+/// Values per [`any_of`] list, one bound parameter each: SQLite builds before 3.32
+/// allow only 999 per statement.
+pub(super) const ANY_OF_CHUNK: usize = 500;
+const _: () = assert!(ANY_OF_CHUNK < 999);
+
+/// Where `needle` first occurs in `haystack` (SQL expressions), counting characters
+/// from 1, or 0 if nowhere: `instr`.
+pub(super) fn strpos(haystack: &str, needle: &str) -> String {
+    format!("instr({haystack}, {needle})")
+}
+
+/// What orders rows of `table` (a name or alias) created in the same millisecond: its
+/// rowid, which grows with each insert into a table whose rows are never deleted, so
+/// such ties come in the order the rows were stored.
+pub(super) fn tiebreak(table: &str) -> String {
+    format!("{table}.rowid")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn oversized_counters_are_refused_with_the_row_named() {
+    fn oversized_integers_are_named_as_sqlite_ones() {
         let err = to_i64(u64::MAX, "campaign c1", "delivered").unwrap_err();
-        assert_eq!(
-            err,
-            StoreError::InvalidRow {
-                row: "campaign c1".into(),
-                reason: format!(
-                    "delivered {} does not fit a 63-bit SQLite integer",
-                    u64::MAX
-                ),
-            }
+        let expected = format!(
+            "delivered {} does not fit a 63-bit SQLite integer",
+            u64::MAX
         );
-        assert_eq!(to_i64(i64::MAX as u64, "r", "c").unwrap(), i64::MAX);
+        assert!(matches!(err, StoreError::InvalidRow { reason, .. } if reason == expected));
     }
 
     #[test]
     fn placeholder_lists() {
         assert_eq!(placeholders(3), "?, ?, ?");
-        assert!(stats_columns().starts_with("injected, delivered"));
-    }
-
-    #[test]
-    fn pool_failures_are_unavailable() {
-        assert!(matches!(
-            db_err(sqlx::Error::PoolTimedOut),
-            StoreError::Unavailable(_)
-        ));
-        assert!(matches!(
-            db_err(sqlx::Error::ColumnNotFound("x".into())),
-            StoreError::Corrupt(_)
-        ));
+        assert_eq!(any_of("id", 2, 3, "uuid"), "id IN ($2, $3, $4)");
     }
 }
