@@ -45,18 +45,24 @@ macro_rules! catalog {
                 $sql(&format!(
                     "INSERT INTO campaigns (id, tenant, name, from_addr, from_name, template,
                          status, scheduled_at, status_at, created_at)
-                     VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, {NOW})"
+                     VALUES ($1::uuid, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, {NOW})"
                 ))
                 .into_owned()
             });
             let row = || format!("campaign {}", c.id);
+            let template = serde_json::to_string(&c.template).map_err(|e| {
+                StoreError::InvalidRow {
+                    row: row(),
+                    reason: format!("template does not serialise: {e}"),
+                }
+            })?;
             sqlx::query(&INSERT)
                 .bind(c.id.to_string())
                 .bind(c.tenant.as_str())
                 .bind(&c.name)
                 .bind(c.from.as_str())
                 .bind(c.from_name.as_deref())
-                .bind(Json(&c.template))
+                .bind(template)
                 .bind(state.status.as_str())
                 .bind(state.scheduled_at.map(|t| t.0))
                 .bind(state.updated_at.0)

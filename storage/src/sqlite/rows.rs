@@ -117,8 +117,9 @@ pub(super) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 pub(super) const BEGIN_SNAPSHOT: &str = "BEGIN";
 
 /// The store's own clock for bookkeeping columns (`created_at`, `updated_at`), which
-/// hold milliseconds since the Unix epoch here.
-pub(super) const NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+/// hold milliseconds since the Unix epoch here. The Julian day is a float a little
+/// off whole milliseconds either way, hence the rounding before the cast.
+pub(super) const NOW: &str = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER)";
 
 /// A bookkeeping time column read as the engine's milliseconds: as stored.
 pub(super) fn millis(column: &str) -> String {
@@ -186,5 +187,24 @@ mod tests {
     fn placeholder_lists() {
         assert_eq!(placeholders(3), "?, ?, ?");
         assert_eq!(any_of("id", 2, 3, "uuid"), "id IN ($2, $3, $4)");
+    }
+
+    #[tokio::test]
+    async fn the_store_clock_reads_as_the_engine_clock() {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let before = maily_engine::Timestamp::now().0;
+        let at: i64 = sqlx::query_scalar(&format!("SELECT {NOW}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let after = maily_engine::Timestamp::now().0;
+        assert!(
+            (before..=after).contains(&at),
+            "{at} outside [{before}, {after}]"
+        );
     }
 }
