@@ -248,12 +248,8 @@ impl Intake {
         }
         CompiledTemplate::compile(&new.template)?;
         Ok(Campaign {
-            id: CampaignId::new(),
-            tenant: new.tenant,
-            name,
-            from,
             from_name: new.from_name,
-            template: new.template,
+            ..Campaign::new(CampaignId::new(), new.tenant, name, from, new.template)
         })
     }
 

@@ -532,12 +532,14 @@ fn built(settings: &Settings, template: &Template, i: usize) -> Result<Vec<u8>> 
     };
     let rendered = CompiledTemplate::compile(template)?.render(&recipient)?;
     let campaign = Campaign {
-        id: sample_campaign_id(1),
-        tenant: tenant(),
-        name: "probe".into(),
-        from: EmailAddress::parse(FROM).map_err(|e| anyhow::anyhow!("{e:?}"))?,
         from_name: Some("Shop".into()),
-        template: template.clone(),
+        ..Campaign::new(
+            sample_campaign_id(1),
+            tenant(),
+            "probe",
+            EmailAddress::parse(FROM).map_err(|e| anyhow::anyhow!("{e:?}"))?,
+            template.clone(),
+        )
     };
     let composed = composer(settings)?.compose(
         &campaign.tenant,

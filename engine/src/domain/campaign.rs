@@ -20,6 +20,28 @@ pub struct Campaign {
     pub template: Template,
 }
 
+impl Campaign {
+    /// A campaign with what every campaign has; the optional fields start empty. Set
+    /// them with struct update syntax (`Campaign { from_name, ..Campaign::new(..) }`),
+    /// so that a field added later needs no change where campaigns are made.
+    pub fn new(
+        id: CampaignId,
+        tenant: TenantId,
+        name: impl Into<String>,
+        from: EmailAddress,
+        template: Template,
+    ) -> Self {
+        Campaign {
+            id,
+            tenant,
+            name: name.into(),
+            from,
+            from_name: None,
+            template,
+        }
+    }
+}
+
 /// Where a campaign is in its life.
 ///
 /// Uploaded recipients wait in the store (staged) until the campaign runs; a paused

@@ -39,17 +39,20 @@ pub async fn sending_domain<S: Store + ?Sized>(store: &S, tenant: &TenantId, dom
 
 /// A campaign for contract tests.
 pub fn sample_campaign(tenant: &str) -> Campaign {
+    let template = Template {
+        subject: "Hello {{ first_name }}".into(),
+        text: Some("Hi {{ first_name }}".into()),
+        html: None,
+    };
     Campaign {
-        id: CampaignId::new(),
-        tenant: TenantId::parse(tenant).expect("valid tenant"),
-        name: "Spring sale".into(),
-        from: EmailAddress::parse("news@shop.example").expect("valid address"),
         from_name: Some("Shop".into()),
-        template: Template {
-            subject: "Hello {{ first_name }}".into(),
-            text: Some("Hi {{ first_name }}".into()),
-            html: None,
-        },
+        ..Campaign::new(
+            CampaignId::new(),
+            TenantId::parse(tenant).expect("valid tenant"),
+            "Spring sale",
+            EmailAddress::parse("news@shop.example").expect("valid address"),
+            template,
+        )
     }
 }
 

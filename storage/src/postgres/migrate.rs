@@ -10,54 +10,10 @@ use sqlx::{Executor, PgConnection, PgPool};
 
 crate::sql::migrate::migrate!(PgPool, PgConnection, crate::sql::postgres);
 
-/// The schema of the Postgres store, oldest first.
-pub(crate) const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "initial",
-        sql: include_str!("../../migrations/postgres/0001_initial.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "api_keys",
-        sql: include_str!("../../migrations/postgres/0002_api_keys.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "campaign_lifecycle",
-        sql: include_str!("../../migrations/postgres/0003_campaign_lifecycle.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "chain_submissions",
-        sql: include_str!("../../migrations/postgres/0004_chain_submissions.sql"),
-    },
-    Migration {
-        version: 5,
-        name: "suppression_case",
-        sql: include_str!("../../migrations/postgres/0005_suppression_case.sql"),
-    },
-    Migration {
-        version: 6,
-        name: "tenant_domains",
-        sql: include_str!("../../migrations/postgres/0006_tenant_domains.sql"),
-    },
-    Migration {
-        version: 7,
-        name: "domain_keys",
-        sql: include_str!("../../migrations/postgres/0007_domain_keys.sql"),
-    },
-    Migration {
-        version: 8,
-        name: "key_issuer",
-        sql: include_str!("../../migrations/postgres/0008_key_issuer.sql"),
-    },
-    Migration {
-        version: 9,
-        name: "in_step",
-        sql: include_str!("../../migrations/postgres/0009_in_step.sql"),
-    },
-];
+/// The schema of the Postgres store, oldest first: every file of
+/// `migrations/postgres/`, listed by the build script.
+pub(crate) const MIGRATIONS: &[Migration] =
+    include!(concat!(env!("OUT_DIR"), "/postgres_migrations.rs"));
 
 /// How log lines name this migrator.
 const BACKEND: &str = "postgres";

@@ -39,53 +39,6 @@ macro_rules! lifecycle {
         use sqlx::error::ErrorKind;
         use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-        pub(crate) async fn update_campaign(
-            pool: &$pool,
-            c: &Campaign,
-        ) -> Result<bool, StoreError> {
-            let row = || format!("campaign {}", c.id);
-            let template = serde_json::to_string(&c.template).map_err(|e| {
-                StoreError::InvalidRow {
-                    row: row(),
-                    reason: format!("template does not serialise: {e}"),
-                }
-            })?;
-            let done = sqlx::query(&$sql(
-                "UPDATE campaigns SET name = $1, from_addr = $2, from_name = $3,
-                     template = $4::jsonb
-                 WHERE id = $5::uuid AND tenant = $6",
-            ))
-            .bind(&c.name)
-            .bind(c.from.as_str())
-            .bind(c.from_name.as_deref())
-            .bind(template)
-            .bind(c.id.to_string())
-            .bind(c.tenant.as_str())
-            .execute(pool)
-            .await
-            // e.g. a NUL character in the name or the template, which Postgres text and
-            // JSONB cannot hold.
-            .map_err(|e| row_err(e, row))?;
-            if done.rows_affected() > 0 {
-                return Ok(true);
-            }
-            // No row of that id and tenant. A campaign never changes tenant and is never
-            // deleted, so what this finds cannot have changed since the update.
-            let owner: Option<String> =
-                sqlx::query_scalar(&$sql("SELECT tenant FROM campaigns WHERE id = $1::uuid"))
-                    .bind(c.id.to_string())
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(db_err)?;
-            match owner {
-                Some(owner) => Err(StoreError::Conflict(format!(
-                    "campaign {} belongs to tenant {owner}, not {}",
-                    c.id, c.tenant
-                ))),
-                None => Ok(false),
-            }
-        }
-
         async fn state_on(
             conn: &mut $conn,
             id: CampaignId,

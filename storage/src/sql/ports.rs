@@ -143,7 +143,7 @@ macro_rules! ports {
                 }
 
                 async fn update_campaign(&self, campaign: &Campaign) -> Result<bool, StoreError> {
-                    lifecycle::update_campaign(&self.pool, campaign).await
+                    catalog::update_campaign(&self.pool, campaign).await
                 }
 
                 async fn campaign_state(

@@ -9,54 +9,10 @@ use sqlx::{SqliteConnection, SqlitePool};
 
 crate::sql::migrate::migrate!(SqlitePool, SqliteConnection, crate::sql::sqlite);
 
-/// The schema of the SQLite store, oldest first.
-pub(crate) const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "initial",
-        sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "leases",
-        sql: include_str!("../../migrations/sqlite/0002_leases.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "api_keys",
-        sql: include_str!("../../migrations/sqlite/0003_api_keys.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "campaign_lifecycle",
-        sql: include_str!("../../migrations/sqlite/0004_campaign_lifecycle.sql"),
-    },
-    Migration {
-        version: 5,
-        name: "chain_submissions",
-        sql: include_str!("../../migrations/sqlite/0005_chain_submissions.sql"),
-    },
-    Migration {
-        version: 6,
-        name: "suppression_case",
-        sql: include_str!("../../migrations/sqlite/0006_suppression_case.sql"),
-    },
-    Migration {
-        version: 7,
-        name: "tenant_domains",
-        sql: include_str!("../../migrations/sqlite/0007_tenant_domains.sql"),
-    },
-    Migration {
-        version: 8,
-        name: "domain_keys",
-        sql: include_str!("../../migrations/sqlite/0008_domain_keys.sql"),
-    },
-    Migration {
-        version: 9,
-        name: "key_issuer",
-        sql: include_str!("../../migrations/sqlite/0009_key_issuer.sql"),
-    },
-];
+/// The schema of the SQLite store, oldest first: every file of
+/// `migrations/sqlite/`, listed by the build script.
+pub(crate) const MIGRATIONS: &[Migration] =
+    include!(concat!(env!("OUT_DIR"), "/sqlite_migrations.rs"));
 
 /// How log lines name this migrator.
 const BACKEND: &str = "sqlite";
