@@ -11,7 +11,8 @@
 //! fixed at staging, so launching a row twice still sends it once.
 
 use maily_engine::ports::{
-    EventLog, IdempotentSend, KeyedPayload, LogError, Store, StoreError, Transition,
+    CampaignStore, EventLog, IdempotentSend, KeyedPayload, LogError, Store, StoreError,
+    TenantAccess, Transition,
 };
 use maily_engine::records::{self, SendRecord, topics};
 use maily_engine::template::{CompiledTemplate, Template, TemplateError};
@@ -154,7 +155,10 @@ pub enum SendOutcome {
 /// Creates campaigns and enqueues their recipients.
 pub struct Intake {
     log: Arc<dyn EventLog>,
-    store: Arc<dyn Store>,
+    /// Campaigns, their staged recipients and keyed sends.
+    campaigns: Arc<dyn CampaignStore>,
+    /// The tenants' sending domains a From is checked against.
+    access: Arc<dyn TenantAccess>,
     /// Whether a campaign's From domain must be a verified sending domain of its
     /// tenant (or below one).
     verified_domains_only: bool,
@@ -174,9 +178,19 @@ impl Intake {
     /// Intake over the given log and store; campaigns send only From their tenant's
     /// verified domains.
     pub fn new(log: Arc<dyn EventLog>, store: Arc<dyn Store>) -> Self {
+        Self::on_ports(log, store.clone(), store)
+    }
+
+    /// Intake over the two roles of the store it uses.
+    pub fn on_ports(
+        log: Arc<dyn EventLog>,
+        campaigns: Arc<dyn CampaignStore>,
+        access: Arc<dyn TenantAccess>,
+    ) -> Self {
         Intake {
             log,
-            store,
+            campaigns,
+            access,
             verified_domains_only: true,
         }
     }
@@ -199,7 +213,7 @@ impl Intake {
             return Ok(());
         }
         let status =
-            maily_engine::ports::SenderDomain::of(self.store.as_ref(), tenant, from.domain())
+            maily_engine::ports::SenderDomain::of(self.access.as_ref(), tenant, from.domain())
                 .await?;
         match status.refusal(tenant, from.domain()) {
             None => Ok(()),
@@ -219,7 +233,7 @@ impl Intake {
             scheduled_at: None,
             updated_at: Timestamp::now(),
         };
-        self.store.create_campaign(&campaign, &state).await?;
+        self.campaigns.create_campaign(&campaign, &state).await?;
         Ok(campaign)
     }
 
@@ -272,7 +286,7 @@ impl Intake {
         let checked = self.check(new)?;
         self.check_sender(&checked.tenant, &checked.from).await?;
         let campaign = Campaign { id, ..checked };
-        if !self.store.update_campaign(&campaign).await? {
+        if !self.campaigns.update_campaign(&campaign).await? {
             return Err(IntakeError::UnknownCampaign(id));
         }
         Ok(campaign)
@@ -280,7 +294,7 @@ impl Intake {
 
     /// A campaign's current state.
     pub async fn state(&self, id: CampaignId) -> Result<CampaignState, IntakeError> {
-        self.store
+        self.campaigns
             .campaign_state(id)
             .await?
             .ok_or(IntakeError::UnknownCampaign(id))
@@ -301,7 +315,7 @@ impl Intake {
         };
         let (from, to) = command.transition();
         match self
-            .store
+            .campaigns
             .transition_campaign(id, from, to, at, now)
             .await?
         {
@@ -378,7 +392,7 @@ impl Intake {
         if chunk.is_empty() {
             return Ok(());
         }
-        self.store.stage_recipients(campaign, chunk).await?;
+        self.campaigns.stage_recipients(campaign, chunk).await?;
         report.accepted += chunk.len() as u64;
         report
             .message_ids
@@ -448,7 +462,7 @@ impl Intake {
             ));
         }
         let wanted: Vec<IdempotentSend> = asked.iter().map(|(_, s, _)| s.clone()).collect();
-        let stored = self.store.reserve_sends(&wanted).await?;
+        let stored = self.campaigns.reserve_sends(&wanted).await?;
         let key = campaign.id.to_string().into_bytes();
         let mut produce = Vec::new();
         let mut produced_keys = Vec::new();
@@ -489,7 +503,7 @@ impl Intake {
         }
         if !produce.is_empty() {
             self.log.produce(topics::SEND, produce).await?;
-            self.store
+            self.campaigns
                 .mark_sends_enqueued(&campaign.tenant, &produced_keys)
                 .await?;
         }
