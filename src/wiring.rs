@@ -204,6 +204,7 @@ fn open_kafka(settings: &Settings) -> anyhow::Result<Arc<dyn EventLog>> {
             compression: k.compression.clone(),
             message_timeout: k.message_timeout,
             request_timeout: k.request_timeout,
+            fetch_wait: k.fetch_wait,
             extra: k.properties.clone(),
         })
         .with_context(|| format!("connecting to Kafka at {}", k.brokers))?,

@@ -124,6 +124,8 @@ pub struct KafkaSection {
     pub message_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub fetch_wait: Duration,
     pub properties: BTreeMap<String, String>,
 }
 
@@ -998,6 +1000,13 @@ impl Settings {
                     "{:?} is not one of none, gzip, snappy, lz4, zstd",
                     self.log.kafka.compression
                 ),
+            });
+        }
+        let wait = self.log.kafka.fetch_wait;
+        if wait < Duration::from_millis(1) || wait > Duration::from_secs(300) {
+            return Err(ConfigError::BadValue {
+                key: "log.kafka.fetch_wait",
+                reason: format!("{wait:?} is not between 1ms and 300s"),
             });
         }
         if self.ownership.renew_interval >= self.ownership.lease_ttl {

@@ -50,6 +50,11 @@ pub struct KafkaParams {
     pub message_timeout: Duration,
     /// Timeout of metadata and admin requests.
     pub request_timeout: Duration,
+    /// How long the broker may hold a fetch that finds nothing new
+    /// (`fetch.wait.max.ms`). Kafka answers a held fetch as soon as a record arrives,
+    /// so this bounds only what an idle engine asks of the broker: one fetch for all
+    /// of its partitions per `fetch_wait`.
+    pub fetch_wait: Duration,
     /// Extra librdkafka properties, applied to every client.
     pub extra: BTreeMap<String, String>,
 }
@@ -67,6 +72,7 @@ impl KafkaParams {
             compression: "lz4".into(),
             message_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
+            fetch_wait: Duration::from_millis(500),
             extra: BTreeMap::new(),
         }
     }
@@ -245,7 +251,10 @@ impl KafkaLog {
             .set("enable.partition.eof", "false")
             // A position outside the log is an error, never a silent jump to one end.
             .set("auto.offset.reset", "error")
-            .set("fetch.wait.max.ms", "50")
+            .set(
+                "fetch.wait.max.ms",
+                self.params.fetch_wait.as_millis().clamp(1, 300_000).to_string(),
+            )
             // Prefetch is bounded for the consumer as a whole; each partition's buffer
             // pauses its fetching at `BUFFER_HIGH` records on top of that.
             .set("queued.max.messages.kbytes", "16384")
