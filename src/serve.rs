@@ -20,6 +20,10 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     }
     let (ports, controls) = build(&settings).await?;
     let engine_settings = engine_settings(&settings)?;
+    let verp = engine_settings.sender.composer.verp.clone();
+    let engine = maily_actors::start(ports.clone(), engine_settings.clone()).await?;
+    // After the engine made its topics: a probe asking for a topic while it is being
+    // created would be answered that it does not exist.
     let lag_probe = settings.metrics.enabled.then(|| {
         crate::metrics::spawn_lag_probe(
             ports.clone(),
@@ -27,8 +31,6 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
             settings.metrics.lag_interval,
         )
     });
-    let verp = engine_settings.sender.composer.verp.clone();
-    let engine = maily_actors::start(ports.clone(), engine_settings.clone()).await?;
     let inbound = if settings.inbound.enabled {
         Some(
             crate::inbound::start(

@@ -108,9 +108,11 @@ fn production_graceful_restart_with_campaigns_in_every_state() {
         command(&mut client, &key, &paused, "start").await;
         command(&mut client, &key, &paused, "pause").await;
         // Restart while the running campaign is under way.
-        // A first start has been seen to take ~5 minutes to send anything, a fault
-        // not found yet: bounded well past that, and such a start prints the
-        // process's log (with --no-capture) for the diagnosis.
+        // A first start once took five minutes to send anything: the lag probe had
+        // asked about the topics while they were being created, and the client it
+        // shares with the senders remembered them as missing until its periodic
+        // metadata refresh. Bounded past that; a slow start prints the process's log
+        // (with --no-capture).
         let started = Instant::now();
         while chaos.sink.accepted() < n / 4 {
             assert!(

@@ -170,6 +170,38 @@ fn backend(what: &str, e: KafkaError) -> LogError {
     LogError::Backend(format!("{what}: {e}"))
 }
 
+/// Runs `op` with `client`; if the client does not know `topic` or one of its
+/// partitions, asks the broker for the topic's metadata and runs `op` once more.
+///
+/// A client that looked a topic up while it was being created (the lag probe, another
+/// process creating the topics) may remember it as missing, or as fewer partitions,
+/// until its periodic metadata refresh (`topic.metadata.refresh.interval.ms`, five
+/// minutes by default), and fail every call on it until then.
+fn with_fresh_metadata<T>(
+    client: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+    op: impl Fn(&BaseConsumer) -> Result<T, KafkaError>,
+) -> Result<T, KafkaError> {
+    match op(client) {
+        Err(e)
+            if matches!(
+                e.rdkafka_error_code(),
+                Some(
+                    RDKafkaErrorCode::UnknownPartition
+                        | RDKafkaErrorCode::UnknownTopic
+                        | RDKafkaErrorCode::UnknownTopicOrPartition
+                )
+            ) =>
+        {
+            debug!(topic, error = %e, "refreshing the metadata of an unknown topic");
+            client.fetch_metadata(Some(topic), timeout)?;
+            op(client)
+        }
+        other => other,
+    }
+}
+
 impl KafkaLog {
     /// Connects the producer and admin clients (lazily: no broker round trip yet).
     pub fn connect(params: KafkaParams) -> Result<Self, LogError> {
@@ -253,7 +285,11 @@ impl KafkaLog {
             .set("auto.offset.reset", "error")
             .set(
                 "fetch.wait.max.ms",
-                self.params.fetch_wait.as_millis().clamp(1, 300_000).to_string(),
+                self.params
+                    .fetch_wait
+                    .as_millis()
+                    .clamp(1, 300_000)
+                    .to_string(),
             )
             // Prefetch is bounded for the consumer as a whole; each partition's buffer
             // pauses its fetching at `BUFFER_HIGH` records on top of that.
@@ -373,10 +409,11 @@ impl KafkaLog {
         let client = self.committer("offsets")?;
         let timeout = self.params.request_timeout;
         tokio::task::spawn_blocking(move || {
-            client
-                .fetch_watermarks(&full, partition as i32, timeout)
-                .map(|(low, high)| (low.max(0) as u64, high.max(0) as u64))
-                .map_err(|e| backend("fetching watermarks", e))
+            with_fresh_metadata(&client, &full, timeout, |c| {
+                c.fetch_watermarks(&full, partition as i32, timeout)
+            })
+            .map(|(low, high)| (low.max(0) as u64, high.max(0) as u64))
+            .map_err(|e| backend("fetching watermarks", e))
         })
         .await
         .map_err(|e| LogError::Backend(format!("watermark task: {e}")))?
@@ -801,17 +838,17 @@ impl EventLog for KafkaLog {
         offset: u64,
     ) -> Result<(), LogError> {
         let c = self.committer(group)?;
+        let full = self.full(topic);
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(
-            &self.full(topic),
-            partition as i32,
-            Offset::Offset(offset as i64),
-        )
-        .map_err(|e| backend("building commit", e))?;
-        tokio::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync))
-            .await
-            .map_err(|e| LogError::Backend(format!("commit task: {e}")))?
-            .map_err(|e| backend("committing", e))
+        tpl.add_partition_offset(&full, partition as i32, Offset::Offset(offset as i64))
+            .map_err(|e| backend("building commit", e))?;
+        let timeout = self.params.request_timeout;
+        tokio::task::spawn_blocking(move || {
+            with_fresh_metadata(&c, &full, timeout, |c| c.commit(&tpl, CommitMode::Sync))
+        })
+        .await
+        .map_err(|e| LogError::Backend(format!("commit task: {e}")))?
+        .map_err(|e| backend("committing", e))
     }
 
     async fn committed(
@@ -826,9 +863,10 @@ impl EventLog for KafkaLog {
         tokio::task::spawn_blocking(move || {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(&full, partition as i32);
-            let got = c
-                .committed_offsets(tpl, timeout)
-                .map_err(|e| backend("reading committed offsets", e))?;
+            let got = with_fresh_metadata(&c, &full, timeout, |c| {
+                c.committed_offsets(tpl.clone(), timeout)
+            })
+            .map_err(|e| backend("reading committed offsets", e))?;
             Ok(got
                 .find_partition(&full, partition as i32)
                 .and_then(|e| match e.offset() {

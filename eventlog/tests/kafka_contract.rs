@@ -22,3 +22,28 @@ async fn new_log() -> KafkaLog {
 }
 
 maily_engine::event_log_contract!(new_log);
+
+/// A process that asks about a topic while another creates it (the lag probe at
+/// start, a second engine process) must see the topic once it exists, not only after
+/// its client's periodic metadata refresh.
+#[tokio::test]
+async fn a_topic_asked_about_before_it_existed_is_seen_once_created() {
+    use maily_engine::ports::EventLog;
+    let log = new_log().await;
+    assert!(
+        log.end_offset("late", 7).await.is_err(),
+        "no such topic yet"
+    );
+    log.ensure_topic("late", 8).await.unwrap();
+    assert_eq!(log.end_offset("late", 7).await.unwrap(), 0);
+    log.commit("probe", "late", 7, 0).await.unwrap();
+    assert_eq!(log.committed("probe", "late", 7).await.unwrap(), Some(0));
+    log.produce("late", vec![(b"k".to_vec(), b"v".to_vec())])
+        .await
+        .unwrap();
+    let mut records = 0;
+    for p in 0..8 {
+        records += log.end_offset("late", p).await.unwrap();
+    }
+    assert_eq!(records, 1);
+}

@@ -339,7 +339,7 @@ flush_interval = "100ms"
         self.procs
             .iter()
             .flatten()
-            .map(|p| format!("--- {} ---\n{}", p.member, tail(&p.log(), 60)))
+            .map(|p| format!("--- {} ---\n{}", p.member, tail(&p.log(), 400)))
             .collect::<Vec<_>>()
             .join("\n")
     }

@@ -32,7 +32,11 @@ impl Serve {
             .args(["serve", "--config"])
             .arg(config)
             .env("MAILY__OWNERSHIP__MEMBER", member)
-            .env("RUST_LOG", "info")
+            // MAILY_TEST_PROC_LOG sets the processes' log filter for a diagnosis.
+            .env(
+                "RUST_LOG",
+                std::env::var("MAILY_TEST_PROC_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log handle"))
