@@ -18,6 +18,10 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+# The backends are cargo features: the engine must also build with none but the
+# embedded ones (SQLite, file and memory logs, memory hot state).
+cargo check -p maily --no-default-features --quiet
+
 # Failures print their panic message without a backtrace (set MAILY_TEST_BACKTRACE=1 for
 # one), so a failing run's report stays readable; nextest repeats them at the end.
 export RUST_BACKTRACE="${MAILY_TEST_BACKTRACE:-0}"
