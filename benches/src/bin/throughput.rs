@@ -26,10 +26,20 @@
 //! round runs each contender once, in rotating order, after one untimed warm-up round)
 //! and the median of each figure is reported.
 //!
+//! With `--served`, a further contender takes the path a sender takes: a `maily serve`
+//! process (the release binary beside this one, on the embedded defaults: durable
+//! file log, SQLite, DKIM off), set up as an operator would (tenant, verified domain,
+//! API key), to which a client generated from the proto uploads the recipients over
+//! gRPC (`UploadRecipients`: staged in the store) and starts the campaign
+//! (`StartCampaign`: the launcher moves the staged recipients into the send topic).
+//! It is timed from `CreateCampaign` until `GetCampaignStats` shows every message
+//! finished; its CPU is the serving process's (`/proc/<pid>/stat`) over that span.
+//!
 //! ```text
-//! cargo build --release -p maily-benches --bin throughput
+//! cargo build --release -p maily -p maily-benches --bin maily --bin throughput
 //! target/release/throughput [--messages 20000] [--size 4096] [--connections 32] \
-//!     [--dkim off,ed25519,rsa2048] [--log memory,file] [--runs 3] [--warmup 2000] [--json]
+//!     [--dkim off,ed25519,rsa2048] [--log memory,file] [--served] [--runs 3] \
+//!     [--warmup 2000] [--json]
 //! ```
 
 use anyhow::{Context, Result, bail, ensure};
@@ -113,6 +123,13 @@ struct Args {
     /// The smtp-source program (looked up in PATH, then /usr/sbin).
     #[arg(long, default_value = "smtp-source")]
     smtp_source: String,
+    /// Also measure the path a sender takes: a `maily serve` process (the binary beside
+    /// this one, on its embedded defaults: file log, SQLite, DKIM off) to which a
+    /// client generated from the proto uploads the recipients over gRPC
+    /// (`UploadRecipients`, staged in the store) and starts the campaign (the
+    /// launcher moves them into the send topic). CPU is that process's.
+    #[arg(long)]
+    served: bool,
 }
 
 /// How the engine signs.
@@ -167,6 +184,8 @@ impl std::fmt::Display for Log {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Contender {
     Engine(Dkim, Log),
+    /// `maily serve` driven over gRPC (see `--served`).
+    Served,
     SmtpSource,
 }
 
@@ -174,6 +193,7 @@ impl Contender {
     fn name(self) -> String {
         match self {
             Contender::Engine(mode, log) => format!("maily dkim={mode} log={log}"),
+            Contender::Served => "maily serve, gRPC upload + start".into(),
             Contender::SmtpSource => "smtp-source".into(),
         }
     }
@@ -217,6 +237,9 @@ fn main() -> Result<()> {
                 contenders.push(Contender::Engine(mode, log));
             }
         }
+    }
+    if args.served {
+        contenders.push(Contender::Served);
     }
     contenders.push(Contender::SmtpSource);
 
@@ -304,6 +327,7 @@ impl Bench {
                 Contender::Engine(mode, log) => {
                     self.system.block_on(self.engine_run(mode, log, n, port))
                 }
+                Contender::Served => self.system.block_on(served::run(self, n, port)),
                 Contender::SmtpSource => smtp_source(
                     &self.tools.source,
                     &SourceJob {
@@ -443,6 +467,7 @@ impl Bench {
                 }
                 Ok(total / k)
             }
+            Contender::Served => self.message_bytes(Contender::Engine(Dkim::Off, Log::File)),
             Contender::SmtpSource => {
                 let lf = std::fs::read(&self.source_file)
                     .with_context(|| format!("reading {}", self.source_file.display()))?;
@@ -607,6 +632,7 @@ fn print_json(bench: &Bench, summaries: &[Summary]) -> Result<()> {
                 "dkim".into(),
                 json!(match s.contender {
                     Contender::Engine(mode, _) => Some(mode.name()),
+                    Contender::Served => Some(Dkim::Off.name()),
                     Contender::SmtpSource => None,
                 }),
             );
@@ -614,6 +640,7 @@ fn print_json(bench: &Bench, summaries: &[Summary]) -> Result<()> {
                 "log".into(),
                 json!(match s.contender {
                     Contender::Engine(_, log) => Some(log.name()),
+                    Contender::Served => Some(Log::File.name()),
                     Contender::SmtpSource => None,
                 }),
             );
@@ -644,4 +671,284 @@ fn print_json(bench: &Bench, summaries: &[Summary]) -> Result<()> {
         serde_json::to_string_pretty(&report).context("encoding the results")?
     );
     Ok(())
+}
+
+/// The `--served` contender: the user's path through a `maily serve` process.
+mod served {
+    use super::{Bench, FROM, FROM_DOMAIN, POLL, STALL, tenant};
+    use anyhow::{Context, Result, bail, ensure};
+    use maily_api::auth::{Scope, keys};
+    use maily_api::grpc::proto::campaign_service_client::CampaignServiceClient;
+    use maily_api::grpc::proto::{
+        CampaignCommandRequest, CreateCampaignRequest, GetCampaignStatsRequest, Recipient,
+        Template, UploadRecipientsRequest,
+    };
+    use maily_benches::postfix::free_port;
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+    use tonic::Request;
+    use tonic::transport::Channel;
+
+    /// Recipients per upload message.
+    const CHUNK: usize = 1000;
+
+    /// A `maily serve` process, stopped when dropped.
+    struct Served(Child);
+
+    impl Drop for Served {
+        fn drop(&mut self) {
+            // SIGTERM: a graceful stop, as an operator would.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// User plus system CPU time of process `pid` so far.
+    fn cpu_of(pid: u32) -> Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("reading /proc/{pid}/stat"))?;
+        // The command name may hold spaces: the fields counted here follow its ')'.
+        let after = stat.rsplit_once(')').context("a /proc stat line")?.1;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Ok(Duration::from_micros(ticks * 1_000_000 / per_second))
+    }
+
+    fn authed<T>(message: T, key: &str) -> Request<T> {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {key}").parse().expect("an ASCII key"),
+        );
+        request
+    }
+
+    /// Writes the configuration of a run: what the in-process contenders run with
+    /// (`super::settings` with the file log and DKIM off), as TOML, with the gRPC API
+    /// on `grpc` and nothing else listening.
+    fn config(bench: &Bench, data: &Path, sink: &str, grpc: &str) -> Result<std::path::PathBuf> {
+        let a = &bench.args;
+        let text = format!(
+            r#"
+[store]
+path = "{db}"
+[log]
+kind = "file"
+[log.file]
+dir = "{log}"
+[smtp]
+tls = "off"
+max_connections_per_route = {c}
+[smtp.routes]
+"*" = "{sink}"
+[smtp.limits.domain]
+max_connections = {c}
+[sender]
+concurrency = {concurrency}
+[analytics]
+flush_interval = "{flush}"
+[grpc]
+enabled = true
+bind = "{grpc}"
+[admin]
+enabled = false
+[metrics]
+enabled = false
+[inbound]
+enabled = false
+"#,
+            db = data.join("maily.db").display(),
+            log = data.join("maily-log").display(),
+            c = a.connections,
+            concurrency = super::sender_concurrency(a),
+            flush = a.flush_interval,
+        );
+        let path = data.join("maily.toml");
+        std::fs::write(&path, text).context("writing the run's configuration")?;
+        Ok(path)
+    }
+
+    /// One run: a fresh `maily serve` on a fresh store sends `n` messages to the sink
+    /// on `port`. Returns the wall and CPU time of the serving process from the first
+    /// upload until GetCampaignStats shows every message finished.
+    pub(super) async fn run(bench: &Bench, n: usize, port: u16) -> Result<(Duration, Duration)> {
+        let data = tempfile::tempdir_in(bench.dir.path()).context("the run's folder")?;
+        let grpc = format!("127.0.0.1:{}", free_port()?);
+        let path = config(bench, data.path(), &format!("127.0.0.1:{port}"), &grpc)?;
+        // The operator's part, before the process starts: the tenant, its verified
+        // sending domain and an API key.
+        let key = {
+            let loaded = maily_config::Settings::load(Some(&path))?;
+            let store = maily::wiring::open_store(&loaded).await?;
+            let tenant = tenant();
+            store.upsert_tenant(&tenant, "Bench").await?;
+            store
+                .add_domain(&maily_engine::ports::TenantDomain {
+                    domain: maily_engine::Domain::parse(FROM_DOMAIN).expect("valid domain"),
+                    tenant: tenant.clone(),
+                    token: "operator".into(),
+                    created_at: maily_engine::Timestamp::now(),
+                    verified_at: Some(maily_engine::Timestamp::now()),
+                    dkim: None,
+                    return_path: None,
+                    tracking_host: None,
+                })
+                .await?;
+            let (record, plain) = keys::generate(&tenant, "bench", &[Scope::Send, Scope::Read])
+                .context("making an API key")?;
+            store.create_api_key(&record).await?;
+            plain.into_string()
+        };
+        let binary = std::env::current_exe()?.with_file_name("maily");
+        ensure!(
+            binary.is_file(),
+            "no maily binary at {} (cargo build --release -p maily)",
+            binary.display()
+        );
+        let log = std::fs::File::create(data.path().join("serve.log"))?;
+        let child = Command::new(&binary)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let pid = child.id();
+        let mut served = Served(child);
+        let mut client = connect(&mut served, &grpc, data.path()).await?;
+
+        let cpu_before = cpu_of(pid)?;
+        let started = Instant::now();
+        let created = client
+            .create_campaign(authed(
+                CreateCampaignRequest {
+                    name: "throughput (served)".into(),
+                    from: FROM.into(),
+                    from_name: Some("Shop".into()),
+                    template: Some(Template {
+                        subject: bench.template.subject.clone(),
+                        text: bench.template.text.clone(),
+                        html: bench.template.html.clone(),
+                    }),
+                    tenant: String::new(),
+                },
+                &key,
+            ))
+            .await
+            .context("CreateCampaign")?
+            .into_inner()
+            .campaign
+            .context("CreateCampaign answered no campaign")?;
+        let chunks: Vec<UploadRecipientsRequest> = bench.rows[..n]
+            .chunks(CHUNK)
+            .enumerate()
+            .map(|(k, rows)| UploadRecipientsRequest {
+                campaign_id: if k == 0 {
+                    created.id.clone()
+                } else {
+                    String::new()
+                },
+                recipients: rows
+                    .iter()
+                    .map(|r| Recipient {
+                        email: r.email.clone(),
+                        variables: r.vars.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let uploaded = client
+            .upload_recipients(authed(futures::stream::iter(chunks), &key))
+            .await
+            .context("UploadRecipients")?
+            .into_inner();
+        ensure!(
+            uploaded.accepted == n as u64,
+            "the upload accepted {} of {n} recipients: {uploaded:?}",
+            uploaded.accepted
+        );
+        client
+            .start_campaign(authed(
+                CampaignCommandRequest {
+                    campaign_id: created.id.clone(),
+                },
+                &key,
+            ))
+            .await
+            .context("StartCampaign")?;
+        let (mut last, mut last_change) = (0, Instant::now());
+        loop {
+            let stats = client
+                .get_campaign_stats(authed(
+                    GetCampaignStatsRequest {
+                        campaign_id: created.id.clone(),
+                    },
+                    &key,
+                ))
+                .await
+                .context("GetCampaignStats")?
+                .into_inner()
+                .stats
+                .unwrap_or_default();
+            if stats.finished >= n as u64 {
+                ensure!(
+                    stats.delivered == n as u64,
+                    "{n} messages sent, the engine shows {stats:?}"
+                );
+                break;
+            }
+            if stats.finished != last {
+                (last, last_change) = (stats.finished, Instant::now());
+            } else if last_change.elapsed() > STALL {
+                bail!(
+                    "no progress for {} s at {last} finished; the process's log is in {}",
+                    STALL.as_secs(),
+                    data.path().join("serve.log").display()
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let wall = started.elapsed();
+        let cpu = cpu_of(pid)? - cpu_before;
+        drop(served);
+        Ok((wall, cpu))
+    }
+
+    /// A gRPC client of the process, once it answers.
+    async fn connect(
+        served: &mut Served,
+        grpc: &str,
+        data: &Path,
+    ) -> Result<CampaignServiceClient<Channel>> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = served.0.try_wait()? {
+                bail!(
+                    "maily serve exited ({status}); its log is in {}",
+                    data.join("serve.log").display()
+                );
+            }
+            let endpoint = Channel::from_shared(format!("http://{grpc}"))?;
+            if let Ok(channel) = endpoint.connect().await {
+                return Ok(CampaignServiceClient::new(channel));
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "maily serve did not answer on {grpc}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
