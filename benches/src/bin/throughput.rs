@@ -127,9 +127,35 @@ struct Args {
     /// this one, on its embedded defaults: file log, SQLite, DKIM off) to which a
     /// client generated from the proto uploads the recipients over gRPC
     /// (`UploadRecipients`, staged in the store) and starts the campaign (the
-    /// launcher moves them into the send topic). CPU is that process's.
-    #[arg(long)]
-    served: bool,
+    /// launcher moves them into the send topic). CPU is that process's. Profiles,
+    /// comma-separated: `embedded` (its defaults) and `production`
+    /// (`config/production.toml` on a tansu broker of the run's own, the local
+    /// Postgres in a schema of the run's own and the local Redis; their CPU is shown
+    /// per message too).
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 0..)]
+    served: Vec<Profile>,
+    /// The Postgres the production profile uses (a fresh schema per run).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    postgres: String,
+    /// The Redis the production profile uses (a fresh key prefix per run).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+}
+
+/// How `maily serve` runs for `--served`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Profile {
+    Embedded,
+    Production,
+}
+
+impl Profile {
+    fn name(self) -> &'static str {
+        match self {
+            Profile::Embedded => "embedded",
+            Profile::Production => "production",
+        }
+    }
 }
 
 /// How the engine signs.
@@ -185,7 +211,7 @@ impl std::fmt::Display for Log {
 enum Contender {
     Engine(Dkim, Log),
     /// `maily serve` driven over gRPC (see `--served`).
-    Served,
+    Served(Profile),
     SmtpSource,
 }
 
@@ -193,7 +219,7 @@ impl Contender {
     fn name(self) -> String {
         match self {
             Contender::Engine(mode, log) => format!("maily dkim={mode} log={log}"),
-            Contender::Served => "maily serve, gRPC upload + start".into(),
+            Contender::Served(profile) => format!("maily serve {}, gRPC", profile.name()),
             Contender::SmtpSource => "smtp-source".into(),
         }
     }
@@ -238,8 +264,10 @@ fn main() -> Result<()> {
             }
         }
     }
-    if args.served {
-        contenders.push(Contender::Served);
+    for &profile in &args.served {
+        if !contenders.contains(&Contender::Served(profile)) {
+            contenders.push(Contender::Served(profile));
+        }
     }
     contenders.push(Contender::SmtpSource);
 
@@ -327,7 +355,9 @@ impl Bench {
                 Contender::Engine(mode, log) => {
                     self.system.block_on(self.engine_run(mode, log, n, port))
                 }
-                Contender::Served => self.system.block_on(served::run(self, n, port)),
+                Contender::Served(profile) => {
+                    self.system.block_on(served::run(self, profile, n, port))
+                }
                 Contender::SmtpSource => smtp_source(
                     &self.tools.source,
                     &SourceJob {
@@ -467,7 +497,7 @@ impl Bench {
                 }
                 Ok(total / k)
             }
-            Contender::Served => self.message_bytes(Contender::Engine(Dkim::Off, Log::File)),
+            Contender::Served(_) => self.message_bytes(Contender::Engine(Dkim::Off, Log::File)),
             Contender::SmtpSource => {
                 let lf = std::fs::read(&self.source_file)
                     .with_context(|| format!("reading {}", self.source_file.display()))?;
@@ -632,7 +662,7 @@ fn print_json(bench: &Bench, summaries: &[Summary]) -> Result<()> {
                 "dkim".into(),
                 json!(match s.contender {
                     Contender::Engine(mode, _) => Some(mode.name()),
-                    Contender::Served => Some(Dkim::Off.name()),
+                    Contender::Served(_) => Some(Dkim::Off.name()),
                     Contender::SmtpSource => None,
                 }),
             );
@@ -640,7 +670,8 @@ fn print_json(bench: &Bench, summaries: &[Summary]) -> Result<()> {
                 "log".into(),
                 json!(match s.contender {
                     Contender::Engine(_, log) => Some(log.name()),
-                    Contender::Served => Some(Log::File.name()),
+                    Contender::Served(Profile::Embedded) => Some(Log::File.name()),
+                    Contender::Served(Profile::Production) => Some("kafka"),
                     Contender::SmtpSource => None,
                 }),
             );
@@ -675,7 +706,7 @@ fn print_json(bench: &Bench, summaries: &[Summary]) -> Result<()> {
 
 /// The `--served` contender: the user's path through a `maily serve` process.
 mod served {
-    use super::{Bench, FROM, FROM_DOMAIN, POLL, STALL, tenant};
+    use super::{Bench, FROM, FROM_DOMAIN, POLL, Profile, STALL, tenant};
     use anyhow::{Context, Result, bail, ensure};
     use maily_api::auth::{Scope, keys};
     use maily_api::grpc::proto::campaign_service_client::CampaignServiceClient;
@@ -733,19 +764,78 @@ mod served {
         request
     }
 
+    /// Overrides `over` merged into `base`, table by table.
+    fn merge(base: &mut toml::Table, over: toml::Table) {
+        for (k, v) in over {
+            match (base.get_mut(&k), v) {
+                (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+                (_, v) => {
+                    base.insert(k, v);
+                }
+            }
+        }
+    }
+
+    /// A tansu broker of the run's own (a fresh SQLite storage in `dir`), so its CPU is
+    /// the run's alone; stopped when dropped.
+    struct Broker {
+        child: Served,
+        addr: String,
+    }
+
+    impl Broker {
+        fn start(dir: &Path) -> Result<Broker> {
+            let bin = std::env::var("MAILY_TANSU").unwrap_or_else(|_| {
+                format!(
+                    "{}/.cache/maily/tools/bin/tansu",
+                    std::env::var("HOME").unwrap_or_default()
+                )
+            });
+            let port = free_port()?;
+            let url = format!("tcp://127.0.0.1:{port}");
+            let log = std::fs::File::create(dir.join("broker.log"))?;
+            let child = Command::new(&bin)
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                .args(["--storage-engine", "sqlite://broker.db"])
+                .current_dir(dir)
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("starting {bin} (scripts/kafka.sh install)"))?;
+            let broker = Broker {
+                child: Served(child),
+                addr: format!("127.0.0.1:{port}"),
+            };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while std::net::TcpStream::connect(&broker.addr).is_err() {
+                ensure!(Instant::now() < deadline, "tansu did not listen on {port}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(broker)
+        }
+    }
+
     /// Writes the configuration of a run: what the in-process contenders run with
-    /// (`super::settings` with the file log and DKIM off), as TOML, with the gRPC API
-    /// on `grpc` and nothing else listening.
-    fn config(bench: &Bench, data: &Path, sink: &str, grpc: &str) -> Result<std::path::PathBuf> {
+    /// (`super::settings` with the file log and DKIM off), with the gRPC API on `grpc`
+    /// and nothing else listening; for `production`, over `config/production.toml`
+    /// with the run's broker, schema and key prefix.
+    fn config(
+        bench: &Bench,
+        profile: Profile,
+        data: &Path,
+        sink: &str,
+        grpc: &str,
+        broker: Option<&Broker>,
+    ) -> Result<std::path::PathBuf> {
         let a = &bench.args;
-        let text = format!(
+        let common = format!(
             r#"
-[store]
-path = "{db}"
-[log]
-kind = "file"
-[log.file]
-dir = "{log}"
 [smtp]
 tls = "off"
 max_connections_per_route = {c}
@@ -767,24 +857,118 @@ enabled = false
 [inbound]
 enabled = false
 "#,
-            db = data.join("maily.db").display(),
-            log = data.join("maily-log").display(),
             c = a.connections,
             concurrency = super::sender_concurrency(a),
             flush = a.flush_interval,
         );
+        let mut table = match (profile, broker) {
+            (Profile::Embedded, _) => format!(
+                r#"
+[store]
+path = "{db}"
+[log]
+kind = "file"
+[log.file]
+dir = "{log}"
+"#,
+                db = data.join("maily.db").display(),
+                log = data.join("maily-log").display(),
+            )
+            .parse::<toml::Table>()?,
+            (Profile::Production, Some(broker)) => {
+                let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/production.toml");
+                let mut t: toml::Table = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+                    .parse()?;
+                let prefix = format!("bench-{}.", uuid::Uuid::new_v4().simple());
+                let over = format!(
+                    r#"
+[log.kafka]
+brokers = "{brokers}"
+topic_prefix = "{prefix}"
+group_prefix = "{prefix}"
+fetch_wait = "{fetch_wait}"
+[store.postgres]
+url = "{postgres}"
+schema = "bench_{schema}"
+[hot.redis]
+url = "{redis}"
+key_prefix = "{prefix}"
+"#,
+                    brokers = broker.addr,
+                    postgres = a.postgres,
+                    redis = a.redis,
+                    schema = uuid::Uuid::new_v4().simple(),
+                    // tansu sleeps half the fetch wait before answering, even with
+                    // records to send (docs/kafka.md); Kafka answers at once.
+                    // MAILY__LOG__KAFKA__FETCH_WAIT overrides it for another broker.
+                    fetch_wait = std::env::var("MAILY__LOG__KAFKA__FETCH_WAIT")
+                        .unwrap_or_else(|_| "50ms".into()),
+                );
+                merge(&mut t, over.parse()?);
+                t
+            }
+            (Profile::Production, None) => bail!("the production profile needs a broker"),
+        };
+        merge(&mut table, common.parse()?);
         let path = data.join("maily.toml");
-        std::fs::write(&path, text).context("writing the run's configuration")?;
+        std::fs::write(&path, toml::to_string(&table)?).context("writing the configuration")?;
         Ok(path)
+    }
+
+    /// The processes whose CPU the production profile reports beside the engine's.
+    fn components(broker: Option<&Broker>) -> Vec<(&'static str, Vec<u32>)> {
+        let Some(broker) = broker else {
+            return Vec::new();
+        };
+        let named = |name: &str| -> Vec<u32> {
+            let mut pids = Vec::new();
+            for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                    continue;
+                };
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if comm.trim_end().starts_with(name) {
+                    pids.push(pid);
+                }
+            }
+            pids
+        };
+        vec![
+            ("broker", vec![broker.child.0.id()]),
+            ("postgres", named("postgres")),
+            ("redis", named("redis-server")),
+        ]
+    }
+
+    /// The CPU the processes of `pids` used so far (those that went away count none).
+    fn cpu_of_all(pids: &[u32]) -> Duration {
+        pids.iter().filter_map(|&p| cpu_of(p).ok()).sum()
     }
 
     /// One run: a fresh `maily serve` on a fresh store sends `n` messages to the sink
     /// on `port`. Returns the wall and CPU time of the serving process from the first
     /// upload until GetCampaignStats shows every message finished.
-    pub(super) async fn run(bench: &Bench, n: usize, port: u16) -> Result<(Duration, Duration)> {
+    pub(super) async fn run(
+        bench: &Bench,
+        profile: Profile,
+        n: usize,
+        port: u16,
+    ) -> Result<(Duration, Duration)> {
         let data = tempfile::tempdir_in(bench.dir.path()).context("the run's folder")?;
         let grpc = format!("127.0.0.1:{}", free_port()?);
-        let path = config(bench, data.path(), &format!("127.0.0.1:{port}"), &grpc)?;
+        let broker = match profile {
+            Profile::Embedded => None,
+            Profile::Production => Some(Broker::start(data.path())?),
+        };
+        let path = config(
+            bench,
+            profile,
+            data.path(),
+            &format!("127.0.0.1:{port}"),
+            &grpc,
+            broker.as_ref(),
+        )?;
         // The operator's part, before the process starts: the tenant, its verified
         // sending domain and an API key.
         let key = {
@@ -829,6 +1013,8 @@ enabled = false
         let mut served = Served(child);
         let mut client = connect(&mut served, &grpc, data.path()).await?;
 
+        let others = components(broker.as_ref());
+        let others_before: Vec<Duration> = others.iter().map(|(_, p)| cpu_of_all(p)).collect();
         let cpu_before = cpu_of(pid)?;
         let started = Instant::now();
         let created = client
@@ -922,7 +1108,16 @@ enabled = false
         }
         let wall = started.elapsed();
         let cpu = cpu_of(pid)? - cpu_before;
+        let mut line = Vec::new();
+        for ((name, pids), before) in others.iter().zip(others_before) {
+            let used = cpu_of_all(pids).saturating_sub(before);
+            line.push(format!("{name} {:.1}", used.as_secs_f64() * 1e6 / n as f64));
+        }
+        if !line.is_empty() {
+            eprintln!("  CPU µs/msg of the services: {}", line.join(", "));
+        }
         drop(served);
+        drop(broker);
         Ok((wall, cpu))
     }
 
