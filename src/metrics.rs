@@ -121,6 +121,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Records held per partition of the embedded log.",
     ),
     (
+        "maily_log_records_total",
+        Kind::Counter,
+        "Records produced to the event log, per topic. Divided by maily_deliveries_total{result=\"delivered\"}: the records the log carries per delivered message.",
+    ),
+    (
         "maily_log_producer_waits_total",
         Kind::Counter,
         "Produce calls that waited because a partition was full (back-pressure).",
@@ -396,7 +401,9 @@ mod tests {
         }
         let mut out = BTreeSet::new();
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        for dir in ["actors", "api", "engine", "smtp", "storage", "chain", "src"] {
+        for dir in [
+            "actors", "api", "bounce", "engine", "eventlog", "smtp", "storage", "chain", "src",
+        ] {
             walk(&root.join(dir), &mut out);
         }
         out

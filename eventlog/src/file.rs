@@ -379,6 +379,8 @@ impl EventLog for FileLog {
         records: Vec<KeyedPayload>,
     ) -> Result<Vec<(u32, u64)>, LogError> {
         let t = self.topic(topic)?;
+        metrics::counter!("maily_log_records_total", "topic" => topic.to_string())
+            .increment(records.len() as u64);
         let n = t.partitions.len() as u32;
         let now = Timestamp::now();
         let count = records.len();

@@ -747,6 +747,8 @@ impl EventLog for KafkaLog {
         records: Vec<KeyedPayload>,
     ) -> Result<Vec<(u32, u64)>, LogError> {
         let n = self.partition_count(topic).await?;
+        metrics::counter!("maily_log_records_total", "topic" => topic.to_string())
+            .increment(records.len() as u64);
         let full = self.full(topic);
         let mut pending = Vec::with_capacity(records.len());
         for (key, payload) in &records {

@@ -830,7 +830,7 @@ mod served {
         profile: Profile,
         data: &Path,
         sink: &str,
-        grpc: &str,
+        (grpc, metrics): (&str, &str),
         broker: Option<&Broker>,
     ) -> Result<std::path::PathBuf> {
         let a = &bench.args;
@@ -853,7 +853,8 @@ bind = "{grpc}"
 [admin]
 enabled = false
 [metrics]
-enabled = false
+enabled = true
+bind = "{metrics}"
 [inbound]
 enabled = false
 "#,
@@ -941,6 +942,26 @@ key_prefix = "{prefix}"
         ]
     }
 
+    /// `maily_log_records_total` over the delivered count of
+    /// `maily_deliveries_total`, read from the process's Prometheus endpoint.
+    fn records_per_message(metrics: &str) -> Result<f64> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(metrics)?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body)?;
+        let sum = |prefix: &str, also: &str| -> f64 {
+            body.lines()
+                .filter(|l| l.starts_with(prefix) && l.contains(also))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let records = sum("maily_log_records_total", "");
+        let delivered = sum("maily_deliveries_total", "result=\"delivered\"");
+        ensure!(delivered > 0.0, "no delivered messages counted");
+        Ok(records / delivered)
+    }
+
     /// The CPU the processes of `pids` used so far (those that went away count none).
     fn cpu_of_all(pids: &[u32]) -> Duration {
         pids.iter().filter_map(|&p| cpu_of(p).ok()).sum()
@@ -957,6 +978,7 @@ key_prefix = "{prefix}"
     ) -> Result<(Duration, Duration)> {
         let data = tempfile::tempdir_in(bench.dir.path()).context("the run's folder")?;
         let grpc = format!("127.0.0.1:{}", free_port()?);
+        let metrics = format!("127.0.0.1:{}", free_port()?);
         let broker = match profile {
             Profile::Embedded => None,
             Profile::Production => Some(Broker::start(data.path())?),
@@ -966,7 +988,7 @@ key_prefix = "{prefix}"
             profile,
             data.path(),
             &format!("127.0.0.1:{port}"),
-            &grpc,
+            (&grpc, &metrics),
             broker.as_ref(),
         )?;
         // The operator's part, before the process starts: the tenant, its verified
@@ -1115,6 +1137,10 @@ key_prefix = "{prefix}"
         }
         if !line.is_empty() {
             eprintln!("  CPU µs/msg of the services: {}", line.join(", "));
+        }
+        match records_per_message(&metrics) {
+            Ok(per) => eprintln!("  event-log records per delivered message: {per:.2}"),
+            Err(e) => eprintln!("  event-log records per message unknown: {e:#}"),
         }
         drop(served);
         drop(broker);
