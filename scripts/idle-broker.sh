@@ -25,6 +25,8 @@ serve=""
 cleanup() {
   [ -n "$serve" ] && kill "$serve" 2>/dev/null && wait "$serve" 2>/dev/null
   kill "$broker" 2>/dev/null; wait "$broker" 2>/dev/null
+  psql -q -h 127.0.0.1 -U postgres test -c "DROP SCHEMA IF EXISTS idle_$$ CASCADE" \
+    >/dev/null 2>&1 || true
   rm -rf "$run"
 }
 trap cleanup EXIT
