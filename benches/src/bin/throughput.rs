@@ -891,7 +891,7 @@ group_prefix = "{prefix}"
 fetch_wait = "{fetch_wait}"
 [store.postgres]
 url = "{postgres}"
-schema = "bench_{schema}"
+schema = "maily_tmp_{secs}_{schema}"
 [hot.redis]
 url = "{redis}"
 key_prefix = "{prefix}"
@@ -899,6 +899,12 @@ key_prefix = "{prefix}"
                     brokers = broker.addr,
                     postgres = a.postgres,
                     redis = a.redis,
+                    // A throwaway schema by the store's naming: the next store that
+                    // opens one drops those over an hour old.
+                    secs = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs(),
                     schema = uuid::Uuid::new_v4().simple(),
                     // tansu sleeps half the fetch wait before answering, even with
                     // records to send (docs/kafka.md); Kafka answers at once.
