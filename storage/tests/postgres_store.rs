@@ -5,6 +5,8 @@
 //! `postgres://postgres@127.0.0.1:5432/test`). Every test works in its own throwaway
 //! schema.
 
+mod common;
+
 use maily_engine::ports::prelude::*;
 use maily_engine::ports::{
     AggregateBatch, Fence, LedgerEntry, MessageState, StoreError, StoredOffset,
@@ -115,7 +117,7 @@ async fn reconnecting_keeps_data_and_applies_migrations_once() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(rows, shipped("postgres"));
+    assert_eq!(rows, common::shipped("postgres"));
     assert_eq!(rows[1], (2, "api_keys".to_string()));
     let product_tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()
@@ -152,7 +154,7 @@ async fn processes_starting_together_migrate_once() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(applied as usize, shipped("postgres").len());
+    assert_eq!(applied as usize, common::shipped("postgres").len());
 }
 
 #[tokio::test]
@@ -569,22 +571,4 @@ async fn an_unreachable_server_is_unavailable_without_leaking_the_password() {
         StoreError::Unavailable(msg) => assert!(!msg.contains("s3cret"), "{msg}"),
         other => panic!("expected unavailable, got {other:?}"),
     }
-}
-
-/// The migrations `dialect` ships, as the bookkeeping table lists them once applied:
-/// every file of `migrations/<dialect>/`, by number.
-fn shipped(dialect: &str) -> Vec<(i64, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
-        .join(dialect);
-    let mut out: Vec<(i64, String)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter_map(|f| {
-            let (n, name) = f.strip_suffix(".sql")?.split_once('_')?;
-            Some((n.parse().ok()?, name.to_string()))
-        })
-        .collect();
-    out.sort();
-    out
 }

@@ -1,6 +1,8 @@
 //! Behaviour of the SQLite store beyond the port contract: migrations, atomicity,
 //! concurrency, error messages and large flushes.
 
+mod common;
+
 use maily_engine::ports::prelude::*;
 use maily_engine::ports::{
     AggregateBatch, Fence, LedgerEntry, MessageState, StoreError, StoredOffset,
@@ -49,7 +51,7 @@ async fn reopening_keeps_data_and_applies_migrations_once() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(rows, shipped("sqlite"));
+    assert_eq!(rows, common::shipped("sqlite"));
     assert_eq!(rows[1], (2, "leases".to_string()));
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut conn)
@@ -425,22 +427,4 @@ async fn the_case_migration_merges_suppressions_of_one_mailbox() {
     );
     let store = open(&path).await.unwrap();
     assert!(store.is_suppressed(&t, &addr("ANN@X.TEST")).await.unwrap());
-}
-
-/// The migrations `dialect` ships, as the bookkeeping table lists them once applied:
-/// every file of `migrations/<dialect>/`, by number.
-fn shipped(dialect: &str) -> Vec<(i64, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
-        .join(dialect);
-    let mut out: Vec<(i64, String)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter_map(|f| {
-            let (n, name) = f.strip_suffix(".sql")?.split_once('_')?;
-            Some((n.parse().ok()?, name.to_string()))
-        })
-        .collect();
-    out.sort();
-    out
 }

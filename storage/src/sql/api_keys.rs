@@ -7,12 +7,12 @@
 /// reject a row's values (`row_err`).
 macro_rules! api_keys {
     ($pool:ty, $row:ty, $sql:path) => {
+        use crate::sql::rows::insert_err;
         use super::rows::{
-            RowReader, db_err, is_kind, raw_text, row_err, scopes_column, scopes_param,
+            RowReader, db_err, raw_text, row_err, scopes_column, scopes_param,
         };
         use maily_engine::ports::{ApiKeyRecord, NewApiKey, StoreError};
         use maily_engine::{TenantId, Timestamp};
-        use sqlx::error::ErrorKind;
 
         const SELECT_KEY: &str = "SELECT id, tenant, name, scopes, secret_hash, created_at, \
              last_used_at, revoked_at, issued_by FROM api_keys";
@@ -55,18 +55,15 @@ macro_rules! api_keys {
             .execute(pool)
             .await
             .map_err(|e| {
-                if is_kind(&e, ErrorKind::UniqueViolation) {
-                    StoreError::Conflict(format!("api key {} already exists", key.id))
-                } else if is_kind(&e, ErrorKind::ForeignKeyViolation) {
-                    StoreError::InvalidRow {
-                        row: row(),
-                        reason: format!("tenant {} does not exist", key.tenant),
-                    }
-                } else {
-                    // e.g. a NUL character in the name or a scope, which Postgres text cannot
-                    // hold.
-                    row_err(e, row)
-                }
+                // Else e.g. a NUL character in the name or a scope, which Postgres text
+                // cannot hold.
+                insert_err(
+                    e,
+                    row,
+                    &key.tenant,
+                    || format!("api key {} already exists", key.id),
+                    |e| row_err(e, row),
+                )
             })?;
             Ok(())
         }

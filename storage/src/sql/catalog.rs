@@ -6,11 +6,11 @@
 /// (`NOW`) and how such a column reads as milliseconds (`millis`).
 macro_rules! catalog {
     ($pool:ty, $row:ty, $sql:path) => {
-        use super::rows::{NOW, RowReader, db_err, is_kind, millis, raw_text, row_err};
+        use crate::sql::rows::insert_err;
+        use super::rows::{NOW, RowReader, db_err, millis, raw_text, row_err};
         use maily_engine::ports::{StoreError, TenantRecord};
         use maily_engine::template::Template;
         use maily_engine::{Campaign, CampaignId, CampaignState, EmailAddress, TenantId, Timestamp};
-        use sqlx::error::ErrorKind;
         use sqlx::types::Json;
         use std::sync::LazyLock;
 
@@ -65,18 +65,15 @@ macro_rules! catalog {
                 .execute(pool)
                 .await
                 .map_err(|e| {
-                    if is_kind(&e, ErrorKind::UniqueViolation) {
-                        StoreError::Conflict(format!("campaign {} already exists", c.id))
-                    } else if is_kind(&e, ErrorKind::ForeignKeyViolation) {
-                        StoreError::InvalidRow {
-                            row: row(),
-                            reason: format!("tenant {} does not exist", c.tenant),
-                        }
-                    } else {
-                        // e.g. a NUL character in a name or in the template, which
-                        // Postgres text and JSONB cannot hold.
-                        row_err(e, row)
-                    }
+                    // Else e.g. a NUL character in a name or in the template, which
+                    // Postgres text and JSONB cannot hold.
+                    insert_err(
+                        e,
+                        row,
+                        &c.tenant,
+                        || format!("campaign {} already exists", c.id),
+                        |e| row_err(e, row),
+                    )
                 })?;
             Ok(())
         }

@@ -19,15 +19,14 @@
 macro_rules! contacts {
     ($pool:ty, $conn:ty, $row:ty, $sql:path) => {
         use super::rows::{
-            ANY_OF_CHUNK, BEGIN_WRITE, RowReader, any_of, bind_all, db_err, is_kind, raw_text,
-            row_err,
+            ANY_OF_CHUNK, BEGIN_WRITE, RowReader, any_of, bind_all, db_err, raw_text, row_err,
         };
+        use crate::sql::rows::insert_err;
         use maily_engine::ports::StoreError;
         use maily_engine::{
             Contact, ContactList, EmailAddress, ListId, Segment, SegmentId, TenantId, Timestamp,
         };
         use sqlx::Row;
-        use sqlx::error::ErrorKind;
         use std::collections::{BTreeSet, HashMap, HashSet};
 
         /// Refuses the first of `contacts` whose tenant does not exist, naming that contact
@@ -209,16 +208,13 @@ macro_rules! contacts {
             .execute(pool)
             .await
             .map_err(|e| {
-                if is_kind(&e, ErrorKind::UniqueViolation) {
-                    StoreError::Conflict(format!("list {} already exists", list.id))
-                } else if is_kind(&e, ErrorKind::ForeignKeyViolation) {
-                    StoreError::InvalidRow {
-                        row: row(),
-                        reason: format!("tenant {} does not exist", list.tenant),
-                    }
-                } else {
-                    row_err(e, row)
-                }
+                insert_err(
+                    e,
+                    row,
+                    &list.tenant,
+                    || format!("list {} already exists", list.id),
+                    |e| row_err(e, row),
+                )
             })?;
             Ok(())
         }
@@ -401,16 +397,13 @@ macro_rules! contacts {
             .execute(pool)
             .await
             .map_err(|e| {
-                if is_kind(&e, ErrorKind::UniqueViolation) {
-                    StoreError::Conflict(format!("segment {} already exists", s.id))
-                } else if is_kind(&e, ErrorKind::ForeignKeyViolation) {
-                    StoreError::InvalidRow {
-                        row: row(),
-                        reason: format!("tenant {} does not exist", s.tenant),
-                    }
-                } else {
-                    row_err(e, row)
-                }
+                insert_err(
+                    e,
+                    row,
+                    &s.tenant,
+                    || format!("segment {} already exists", s.id),
+                    |e| row_err(e, row),
+                )
             })?;
             Ok(())
         }

@@ -7,10 +7,10 @@
 /// expands it provides `rows` (`RowReader`, `db_err`, `is_kind`, `raw_text`).
 macro_rules! domains {
     ($pool:ty, $row:ty, $sql:path) => {
-        use super::rows::{RowReader, db_err, is_kind, raw_text};
+        use crate::sql::rows::insert_err;
+        use super::rows::{RowReader, db_err, raw_text};
         use maily_engine::ports::{DomainKey, StoreError, TenantDomain};
         use maily_engine::{Domain, TenantId, Timestamp};
-        use sqlx::error::ErrorKind;
 
         const SELECT_DOMAIN: &str = "SELECT domain, tenant, token, created_at, verified_at, \
              dkim_selector, dkim_algorithm, dkim_key, dkim_record, return_path, tracking_host \
@@ -65,16 +65,13 @@ macro_rules! domains {
             .execute(pool)
             .await
             .map_err(|e| {
-                if is_kind(&e, ErrorKind::UniqueViolation) {
-                    StoreError::Conflict(format!("domain {} is already registered", d.domain))
-                } else if is_kind(&e, ErrorKind::ForeignKeyViolation) {
-                    StoreError::InvalidRow {
-                        row: format!("domain {}", d.domain),
-                        reason: format!("tenant {} does not exist", d.tenant),
-                    }
-                } else {
-                    db_err(e)
-                }
+                insert_err(
+                    e,
+                    || format!("domain {}", d.domain),
+                    &d.tenant,
+                    || format!("domain {} is already registered", d.domain),
+                    db_err,
+                )
             })?;
             Ok(())
         }

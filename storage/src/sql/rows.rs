@@ -117,6 +117,28 @@ pub(crate) fn reason(e: &sqlx::Error) -> String {
     }
 }
 
+/// How inserting a tenant's row fails: a duplicate key is a conflict `duplicate`
+/// describes, a tenant that does not exist makes `row` invalid, and anything else is
+/// what `other` makes of the error.
+pub(crate) fn insert_err(
+    e: sqlx::Error,
+    row: impl FnOnce() -> String,
+    tenant: &dyn Display,
+    duplicate: impl FnOnce() -> String,
+    other: impl FnOnce(sqlx::Error) -> StoreError,
+) -> StoreError {
+    if is_kind(&e, ErrorKind::UniqueViolation) {
+        StoreError::Conflict(duplicate())
+    } else if is_kind(&e, ErrorKind::ForeignKeyViolation) {
+        StoreError::InvalidRow {
+            row: row(),
+            reason: format!("tenant {tenant} does not exist"),
+        }
+    } else {
+        other(e)
+    }
+}
+
 /// Whether `e` is a database error of the given kind.
 pub(crate) fn is_kind(e: &sqlx::Error, kind: ErrorKind) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.kind() == kind)
