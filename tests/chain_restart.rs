@@ -63,6 +63,7 @@ fn killing_the_engine_between_sending_and_confirming_anchors_the_epoch_once() {
         };
         store
             .commit_aggregates(&AggregateBatch {
+                part: 0,
                 group: "analytics".into(),
                 fence: None,
                 offsets: vec![],

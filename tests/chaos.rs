@@ -14,7 +14,7 @@
 mod common;
 
 use common::chaos::{
-    Fault, Plan, Profile, Report, Stop, authed, command, receipts, run_plan, stats, upload,
+    Chaos, Fault, Plan, Profile, Report, Stop, authed, command, receipts, run_plan, stats, upload,
 };
 use common::run;
 use maily_api::grpc::proto::ScheduleCampaignRequest;
@@ -70,6 +70,91 @@ fn production_restart_of_all_a_broker_restart_and_a_frozen_process_lose_nothing(
     plan.kinds = vec![Fault::RestartAll, Fault::RestartBroker, Fault::Freeze];
     let report = run(run_plan(plan));
     check(&report, Profile::Production, 32);
+}
+
+/// The sum of a Prometheus counter's samples in process `i`'s scrape.
+async fn counter(chaos: &Chaos, i: usize, name: &str, labels: &str) -> f64 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", chaos.metrics_ports[i])).await
+    else {
+        return 0.0;
+    };
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    body.lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn two_processes_share_one_campaign_over_its_shards() {
+    run(async {
+        let mut plan = Plan::from_env(Profile::Production, 2, 20_000, 0);
+        plan.faults = 0;
+        let n = plan.recipients as u64;
+        let mut chaos = Chaos::prepare(plan).await;
+        chaos.spawn(0);
+        chaos.spawn(1);
+        chaos.ready(0).await;
+        chaos.ready(1).await;
+        // Both hold their share of the partitions before the campaign starts.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let a = counter(&chaos, 0, "maily_owned_partitions", "").await;
+            let b = counter(&chaos, 1, "maily_owned_partitions", "").await;
+            if a > 0.0 && b > 0.0 && a + b == 32.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "partitions never split: {a} and {b}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut client = chaos.client().await;
+        let key = chaos.api_key().await;
+        let id = upload(&mut client, &key, "shared", n as usize).await;
+        command(&mut client, &key, &id, "start").await;
+        let deadline = Instant::now() + Duration::from_secs(240);
+        loop {
+            if let Some((_, finished)) = stats(&mut client, &key, &id).await
+                && finished >= n
+                && receipts(&chaos.sink).len() as u64 >= n
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the campaign did not finish:\n{}",
+                chaos.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let counts = receipts(&chaos.sink);
+        assert_eq!(counts.len() as u64, n, "every recipient received");
+        assert!(counts.values().all(|c| *c == 1), "nobody received twice");
+        let (delivered, _) = stats(&mut client, &key, &id).await.unwrap();
+        assert_eq!(delivered, n, "the summed stats match the sink");
+        let label = r#"result="delivered""#;
+        let a = counter(&chaos, 0, "maily_deliveries_total", label).await;
+        let b = counter(&chaos, 1, "maily_deliveries_total", label).await;
+        println!("deliveries: m0 {a}, m1 {b}");
+        assert_eq!((a + b) as u64, n);
+        for (i, sent) in [a, b].into_iter().enumerate() {
+            assert!(
+                sent >= 0.3 * n as f64,
+                "m{i} delivered {sent} of {n}: the campaign was not spread"
+            );
+        }
+        for i in 0..2 {
+            let p = chaos.procs[i].take().expect("running");
+            assert!(p.terminate().success());
+        }
+    });
 }
 
 #[test]

@@ -6,7 +6,9 @@
 //! stored with the aggregates, so duplicate events (replays, retried produces) never
 //! skew the counts.
 
-use crate::common::{Cursor, Feed, Outbox, Ports, commit_positions, dead_letter, hot_down, hot_ok};
+use crate::common::{
+    Cursor, Feed, Outbox, Ports, commit_positions, dead_letter_item, hot_down, hot_ok,
+};
 use crate::faults::{FaultPoint, Faults};
 use crate::worker::{Step, Worker};
 use anyhow::Context as _;
@@ -26,7 +28,9 @@ const MESSAGE_CACHE_LIMIT: usize = 200_000;
 /// Tuning of the analytics actor.
 #[derive(Debug, Clone)]
 pub struct AnalyticsSettings {
-    /// Events applied before a flush is forced; also the most held in memory.
+    /// Events applied before a flush is forced; also the most held in memory (a
+    /// flush comes first when the next record would not fit, so only a single record
+    /// larger than this goes over it).
     pub flush_size: usize,
     /// Longest time applied events wait before a flush.
     pub flush_interval: Duration,
@@ -61,8 +65,10 @@ pub struct AnalyticsWorker {
     messages: HashMap<MessageId, MessageState>,
     dirty_campaigns: HashSet<CampaignId>,
     dirty_messages: HashSet<MessageId>,
-    /// Records consumed since the last flush.
+    /// Events consumed since the last flush.
     pending: usize,
+    /// Events per record lately, to size fetches to the room left in the buffer.
+    per_record: usize,
     last_flush: Instant,
     flush_failures: u32,
     fence: Option<Fence>,
@@ -91,6 +97,8 @@ impl AnalyticsWorker {
             dirty_campaigns: HashSet::new(),
             dirty_messages: HashSet::new(),
             pending: 0,
+            // Assume large records until some are seen: a first fetch never overshoots much.
+            per_record: 512,
             last_flush: Instant::now(),
             flush_failures: 0,
             fence,
@@ -121,7 +129,12 @@ impl AnalyticsWorker {
         let mut stats = HashMap::new();
         for e in events {
             if !self.stats.contains_key(&e.campaign) && !stats.contains_key(&e.campaign) {
-                let stored = self.ports.feed.outcomes.campaign_stats(e.campaign).await?;
+                let stored = self
+                    .ports
+                    .feed
+                    .outcomes
+                    .part_stats(e.campaign, self.partition)
+                    .await?;
                 stats.insert(e.campaign, stored.unwrap_or_default());
             }
         }
@@ -176,6 +189,7 @@ impl AnalyticsWorker {
             group: GROUP.to_string(),
             fence: self.fence.clone(),
             offsets: vec![cursor.offset()],
+            part: self.partition,
             stats: self
                 .dirty_campaigns
                 .iter()
@@ -228,6 +242,7 @@ impl AnalyticsWorker {
                 &StatsRecord {
                     tenant: tenant.clone(),
                     campaign: *campaign,
+                    part: self.partition,
                     stats: *stats,
                     at: now,
                 },
@@ -249,7 +264,12 @@ impl AnalyticsWorker {
 
     /// Sets one campaign's live counters; a failure marks hot state stale.
     async fn push_live(&mut self, campaign: &CampaignId, stats: &CampaignStats) {
-        match self.ports.hot.set_live_stats(campaign, stats).await {
+        match self
+            .ports
+            .hot
+            .set_live_stats(campaign, self.partition, stats)
+            .await
+        {
             Ok(()) => hot_ok(),
             Err(e) => {
                 hot_down(&e, "live counters catch up from the store later");
@@ -265,7 +285,12 @@ impl AnalyticsWorker {
         let known: Vec<(CampaignId, CampaignStats)> =
             self.stats.iter().map(|(c, (_, s))| (*c, *s)).collect();
         for (campaign, stats) in known {
-            if let Err(e) = self.ports.hot.set_live_stats(&campaign, &stats).await {
+            if let Err(e) = self
+                .ports
+                .hot
+                .set_live_stats(&campaign, self.partition, &stats)
+                .await
+            {
                 hot_down(&e, "live counters catch up from the store later");
                 return;
             }
@@ -279,9 +304,13 @@ impl AnalyticsWorker {
         );
     }
 
+    /// A flush is due when the buffer is full, when the next record (of the size
+    /// records have had lately) would not fit in it, or when the oldest buffered
+    /// event has waited `flush_interval`.
     fn flush_due(&self) -> bool {
-        self.pending >= self.settings.flush_size
-            || (self.pending > 0 && self.last_flush.elapsed() >= self.settings.flush_interval)
+        let room = self.settings.flush_size.saturating_sub(self.pending);
+        self.pending > 0
+            && (room < self.per_record || self.last_flush.elapsed() >= self.settings.flush_interval)
     }
 }
 
@@ -341,16 +370,19 @@ impl Worker for AnalyticsWorker {
         } else {
             self.settings.idle_wait
         };
-        let max = self.settings.flush_size - self.pending;
+        // A record holds a batch of events: read about what the buffer has room for.
+        let room = self.settings.flush_size.saturating_sub(self.pending).max(1);
+        let max = room.div_ceil(self.per_record.max(1)).max(1);
         let log = self.ports.feed.log.clone();
         let cursor = self.cursor.as_mut().context("analytics not loaded")?;
         let records = cursor.fetch(log.as_ref(), max, wait).await?;
-        let decoded: Vec<_> = records
+        let decoded: Vec<Vec<_>> = records
             .iter()
-            .map(|r| records::decode::<EventRecord>("event", &r.payload))
+            .map(|r| records::decode_many::<EventRecord>("event", &r.payload))
             .collect();
         let events: Vec<EventRecord> = decoded
             .iter()
+            .flatten()
             .filter_map(|d| d.as_ref().ok().cloned())
             .collect();
         let (masks, loaded) = match self.prior_state(&events).await {
@@ -364,15 +396,19 @@ impl Worker for AnalyticsWorker {
             }
             Err(e) => return Err(e).context("loading prior state"),
         };
-        for (record, d) in records.iter().zip(&decoded) {
-            if let Err(e) = d {
-                dead_letter(log.as_ref(), topics::EVENTS, record, e).await?;
+        for (record, items) in records.iter().zip(&decoded) {
+            for bad in items.iter().filter_map(|d| d.as_ref().err()) {
+                dead_letter_item(log.as_ref(), topics::EVENTS, record, bad).await?;
             }
         }
         if let Some(last) = records.last() {
             self.cursor.as_mut().context("analytics not loaded")?.next = last.offset + 1;
         }
-        self.pending += records.len();
+        let items: usize = decoded.iter().map(Vec::len).sum();
+        if !records.is_empty() {
+            self.per_record = items.div_ceil(records.len()).max(1);
+        }
+        self.pending += items;
         // A distribution, so the highest fill over time is visible, not just the last.
         metrics::histogram!("maily_analytics_buffered_events").record(self.pending as f64);
         self.apply(events, masks, loaded);

@@ -1,7 +1,7 @@
 //! The bounce actor: classifies failure replies and reports from the inbound topic,
 //! suppresses hard bounces and complaints, and emits bounce and complaint events.
 
-use crate::common::{Cursor, Feed, Outbox, Ports, decode_or_dead_letter, save_positions};
+use crate::common::{Cursor, Feed, Outbox, Ports, decode_items_or_dead_letter, save_positions};
 use crate::worker::{Step, Worker};
 use anyhow::Context as _;
 use maily_bounce::Rules;
@@ -163,84 +163,83 @@ impl Worker for BounceWorker {
         let mut outbox = Outbox::default();
         for record in &records {
             cursor.next = record.offset + 1;
-            let Some(inbound) = decode_or_dead_letter::<InboundRecord>(
+            let items = decode_items_or_dead_letter::<InboundRecord>(
                 log.as_ref(),
                 topics::INBOUND,
                 "inbound",
                 record,
             )
-            .await?
-            else {
-                continue;
-            };
-            let event = match inbound {
-                InboundRecord::SyncReply {
-                    message_id,
-                    tenant,
-                    campaign,
-                    recipient,
-                    reply,
-                } => {
-                    let kind = self
-                        .bounce(&tenant, &recipient, &reply, None, "sync")
-                        .await?;
-                    Some((message_id, tenant, campaign, recipient, kind))
-                }
-                InboundRecord::Report {
-                    message_id,
-                    tenant,
-                    campaign,
-                    recipient,
-                    report,
-                } => {
-                    metrics::counter!("maily_reports_total", "kind" => match &report.kind {
-                        ReportKind::Bounce => "bounce",
-                        ReportKind::Delay => "delay",
-                        ReportKind::Complaint { .. } => "complaint",
-                    }, "attributed_by" => report.attributed_by.clone())
-                    .increment(1);
-                    match &report.kind {
-                        ReportKind::Bounce => {
-                            let reply = report.reply.clone().unwrap_or_else(|| {
-                                SmtpReply::new(550, "5.0.0 bounce report without a status")
-                            });
-                            let kind = self
-                                .bounce(
-                                    &tenant,
-                                    &recipient,
-                                    &reply,
-                                    report.verdict.as_ref(),
-                                    "report",
-                                )
-                                .await?;
-                            Some((message_id, tenant, campaign, recipient, kind))
-                        }
-                        // A relay still trying tells nothing to act on yet.
-                        ReportKind::Delay => None,
-                        ReportKind::Complaint { feedback_type } => {
-                            let why = format!("complaint: {feedback_type}");
-                            self.suppress(&tenant, &recipient, &why).await?;
-                            Some((
-                                message_id,
-                                tenant,
-                                campaign,
-                                recipient,
-                                EventKind::Complained,
-                            ))
+            .await?;
+            for inbound in items {
+                let event = match inbound {
+                    InboundRecord::SyncReply {
+                        message_id,
+                        tenant,
+                        campaign,
+                        recipient,
+                        reply,
+                    } => {
+                        let kind = self
+                            .bounce(&tenant, &recipient, &reply, None, "sync")
+                            .await?;
+                        Some((message_id, tenant, campaign, recipient, kind))
+                    }
+                    InboundRecord::Report {
+                        message_id,
+                        tenant,
+                        campaign,
+                        recipient,
+                        report,
+                    } => {
+                        metrics::counter!("maily_reports_total", "kind" => match &report.kind {
+                            ReportKind::Bounce => "bounce",
+                            ReportKind::Delay => "delay",
+                            ReportKind::Complaint { .. } => "complaint",
+                        }, "attributed_by" => report.attributed_by.clone())
+                        .increment(1);
+                        match &report.kind {
+                            ReportKind::Bounce => {
+                                let reply = report.reply.clone().unwrap_or_else(|| {
+                                    SmtpReply::new(550, "5.0.0 bounce report without a status")
+                                });
+                                let kind = self
+                                    .bounce(
+                                        &tenant,
+                                        &recipient,
+                                        &reply,
+                                        report.verdict.as_ref(),
+                                        "report",
+                                    )
+                                    .await?;
+                                Some((message_id, tenant, campaign, recipient, kind))
+                            }
+                            // A relay still trying tells nothing to act on yet.
+                            ReportKind::Delay => None,
+                            ReportKind::Complaint { feedback_type } => {
+                                let why = format!("complaint: {feedback_type}");
+                                self.suppress(&tenant, &recipient, &why).await?;
+                                Some((
+                                    message_id,
+                                    tenant,
+                                    campaign,
+                                    recipient,
+                                    EventKind::Complained,
+                                ))
+                            }
                         }
                     }
-                }
-            };
-            if let Some((message_id, tenant, campaign, recipient, kind)) = event {
-                let event = EventRecord {
-                    message_id,
-                    tenant,
-                    campaign,
-                    recipient,
-                    at: Timestamp::now(),
-                    kind,
                 };
-                outbox.push(topics::EVENTS, &campaign, &event);
+                if let Some((message_id, tenant, campaign, recipient, kind)) = event {
+                    let event = EventRecord {
+                        message_id,
+                        tenant,
+                        campaign,
+                        recipient,
+                        at: Timestamp::now(),
+                        kind,
+                    };
+                    outbox.push_keyed(topics::EVENTS, &record.key, &event);
+                }
             }
         }
         outbox.send(log.as_ref(), &[topics::EVENTS]).await?;

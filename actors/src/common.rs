@@ -161,21 +161,33 @@ struct DeadLetter<'a> {
     payload: String,
 }
 
-/// Decodes a record, or sends it to the dead-letter topic with the reason and returns
-/// `None` so the caller moves on.
-pub async fn decode_or_dead_letter<T: DeserializeOwned>(
+/// The items of a record (one payload, or an array of them: see
+/// [`records::decode_many`]); each item that does not decode goes to the dead-letter
+/// topic with the reason, and the rest are returned.
+pub async fn decode_items_or_dead_letter<T: DeserializeOwned>(
     log: &dyn EventLog,
     topic: &str,
     what: &'static str,
     record: &Record,
-) -> anyhow::Result<Option<T>> {
-    match records::decode::<T>(what, &record.payload) {
-        Ok(v) => Ok(Some(v)),
-        Err(e) => {
-            dead_letter(log, topic, record, &e).await?;
-            Ok(None)
+) -> anyhow::Result<Vec<T>> {
+    let mut out = Vec::new();
+    for item in records::decode_many::<T>(what, &record.payload) {
+        match item {
+            Ok(v) => out.push(v),
+            Err(bad) => dead_letter_item(log, topic, record, &bad).await?,
         }
     }
+    Ok(out)
+}
+
+/// Sends one undecodable item of `record` to the dead-letter topic.
+pub async fn dead_letter_item(
+    log: &dyn EventLog,
+    topic: &str,
+    record: &Record,
+    bad: &records::ItemError,
+) -> anyhow::Result<()> {
+    dead_letter_payload(log, topic, record, &bad.error, &bad.item).await
 }
 
 /// Sends an undecodable record to the dead-letter topic.
@@ -185,6 +197,17 @@ pub async fn dead_letter(
     record: &Record,
     err: &DecodeError,
 ) -> anyhow::Result<()> {
+    dead_letter_payload(log, topic, record, err, &record.payload).await
+}
+
+/// Sends `payload`, the undecodable part of `record`, to the dead-letter topic.
+async fn dead_letter_payload(
+    log: &dyn EventLog,
+    topic: &str,
+    record: &Record,
+    err: &DecodeError,
+    payload: &[u8],
+) -> anyhow::Result<()> {
     warn!(topic, partition = record.partition, offset = record.offset, error = %err, "dead-lettering record");
     metrics::counter!("maily_dead_letters_total", "topic" => topic.to_string()).increment(1);
     let letter = DeadLetter {
@@ -192,7 +215,7 @@ pub async fn dead_letter(
         partition: record.partition,
         offset: record.offset,
         reason: err.to_string(),
-        payload: String::from_utf8_lossy(&record.payload)
+        payload: String::from_utf8_lossy(payload)
             .chars()
             .take(64 * 1024)
             .collect(),
@@ -206,24 +229,39 @@ pub async fn dead_letter(
     Ok(())
 }
 
-/// Produces records grouped by topic, each keyed by its campaign.
+/// Produces records grouped by topic and key: the payloads queued under one key of
+/// one topic go out packed into as few log records as [`records::pack`] allows, in the
+/// order they were queued.
 #[derive(Default)]
 pub struct Outbox {
-    by_topic: BTreeMap<String, Vec<KeyedPayload>>,
+    by_topic: BTreeMap<String, BTreeMap<Vec<u8>, Vec<Vec<u8>>>>,
 }
 
 impl Outbox {
-    /// Queues a record.
-    pub fn push<T: Serialize>(&mut self, topic: &str, key: &maily_engine::CampaignId, record: &T) {
+    /// Queues a payload under `key` (a campaign's partition key).
+    pub fn push<T: Serialize>(&mut self, topic: &str, key: &impl std::fmt::Display, record: &T) {
         self.by_topic
             .entry(topic.to_string())
             .or_default()
-            .push((key.to_string().into_bytes(), records::encode(record)));
+            .entry(key.to_string().into_bytes())
+            .or_default()
+            .push(records::encode(record));
+    }
+
+    /// Queues a payload under the partition key `key` as it is (the key of the
+    /// record it answers, so it lands on the same shard of its campaign).
+    pub fn push_keyed<T: Serialize>(&mut self, topic: &str, key: &[u8], record: &T) {
+        self.by_topic
+            .entry(topic.to_string())
+            .or_default()
+            .entry(key.to_vec())
+            .or_default()
+            .push(records::encode(record));
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.by_topic.values().all(Vec::is_empty)
+        self.by_topic.values().all(BTreeMap::is_empty)
     }
 
     /// Produces everything queued, topics in the order given first.
@@ -239,7 +277,16 @@ impl Outbox {
             }
         }
         for topic in topics_in_order {
-            let records = self.by_topic.remove(&topic).unwrap_or_default();
+            let keys = self.by_topic.remove(&topic).unwrap_or_default();
+            let records: Vec<KeyedPayload> = keys
+                .into_iter()
+                .flat_map(|(key, payloads)| {
+                    let items = records::items_per_record(&topic);
+                    records::pack(payloads, records::MAX_PACKED_BYTES, items)
+                        .into_iter()
+                        .map(move |p| (key.clone(), p))
+                })
+                .collect();
             if records.is_empty() {
                 continue;
             }

@@ -7,13 +7,21 @@
 //! pending recipients, then marks them launched: a leader that stops in between leaves
 //! them pending and the next one produces them again under the same message ids, which
 //! the sender delivers once (its idempotency claims and the committed message states).
+//!
+//! A campaign is spread over shards: the first time it is launched, its shard count
+//! is chosen from its size (one shard per `shard_size` recipients, at most one per
+//! partition) and recorded with it, and each recipient is launched under the key of
+//! its shard (fixed by its message id), so the campaign's sending, bounces and
+//! aggregates run on that many partitions, whichever processes own them.
 
 use crate::common::Ports;
 use crate::worker::{Step, Worker};
 use anyhow::Context as _;
-use maily_engine::ports::{CampaignStore, EventLog, Transition};
+use maily_engine::partition::{shard_keys, shard_of};
+use maily_engine::ports::{CampaignStore, DispatchStore, EventLog, Transition};
 use maily_engine::records::{self, SendRecord, topics};
-use maily_engine::{CampaignStatus, Timestamp};
+use maily_engine::{CampaignId, CampaignStatus, Timestamp};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::info;
@@ -29,6 +37,8 @@ pub struct LauncherSettings {
     /// Chunks launched per campaign per round, so one huge campaign does not hold back
     /// the others (or the schedule) for long.
     pub chunks_per_round: usize,
+    /// Recipients per shard when a campaign's shard count is chosen.
+    pub shard_size: u64,
 }
 
 impl Default for LauncherSettings {
@@ -37,6 +47,7 @@ impl Default for LauncherSettings {
             interval: Duration::from_millis(200),
             chunk: 1000,
             chunks_per_round: 10,
+            shard_size: 2_000,
         }
     }
 }
@@ -46,6 +57,7 @@ impl Default for LauncherSettings {
 #[derive(Clone)]
 pub struct LauncherPorts {
     pub campaigns: Arc<dyn CampaignStore>,
+    pub dispatch: Arc<dyn DispatchStore>,
     pub log: Arc<dyn EventLog>,
 }
 
@@ -53,6 +65,7 @@ impl From<&Ports> for LauncherPorts {
     fn from(ports: &Ports) -> Self {
         LauncherPorts {
             campaigns: ports.store.clone(),
+            dispatch: ports.store.clone(),
             log: ports.log.clone(),
         }
     }
@@ -62,11 +75,49 @@ impl From<&Ports> for LauncherPorts {
 pub struct LauncherWorker {
     ports: LauncherPorts,
     settings: LauncherSettings,
+    /// The shard keys of the campaigns being launched.
+    keys: HashMap<CampaignId, Arc<Vec<Vec<u8>>>>,
 }
 
 impl LauncherWorker {
     pub fn new(ports: LauncherPorts, settings: LauncherSettings) -> Self {
-        LauncherWorker { ports, settings }
+        LauncherWorker {
+            ports,
+            settings,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// The partition keys of campaign `id`'s shards, its shard count recorded the
+    /// first time it is asked for.
+    async fn shard_keys(&mut self, id: CampaignId) -> anyhow::Result<Arc<Vec<Vec<u8>>>> {
+        if let Some(keys) = self.keys.get(&id) {
+            return Ok(keys.clone());
+        }
+        let partitions = self
+            .ports
+            .log
+            .partitions(topics::SEND)
+            .await
+            .context("reading the send topic's partition count")?;
+        let (pending, launched) = self
+            .ports
+            .dispatch
+            .staged_counts(id)
+            .await
+            .with_context(|| format!("counting the recipients of {id}"))?;
+        let size = (pending + launched).div_ceil(self.settings.shard_size.max(1));
+        let proposed = size.clamp(1, u64::from(partitions.max(1))) as u32;
+        let shards = self
+            .ports
+            .dispatch
+            .fix_shards(id, proposed)
+            .await
+            .with_context(|| format!("recording the shard count of {id}"))?;
+        let keys = Arc::new(shard_keys(&id.to_string(), shards, partitions));
+        info!(campaign = %id, shards, partitions = keys.len(), "campaign sharded");
+        self.keys.insert(id, keys.clone());
+        Ok(keys)
     }
 
     /// Moves due scheduled campaigns to running; returns how many started here.
@@ -104,24 +155,29 @@ impl LauncherWorker {
 
     /// Launches up to a round's worth of each running campaign's pending recipients;
     /// returns how many were launched.
-    async fn launch(&self) -> anyhow::Result<usize> {
-        let store = &self.ports.campaigns;
+    async fn launch(&mut self) -> anyhow::Result<usize> {
         let mut launched = 0;
-        for id in store
+        let ids = self
+            .ports
+            .dispatch
             .launchable_campaigns()
             .await
-            .context("listing campaigns to launch")?
-        {
-            let Some(campaign) = store
+            .context("listing campaigns to launch")?;
+        self.keys.retain(|id, _| ids.contains(id));
+        for id in ids {
+            let Some(campaign) = self
+                .ports
+                .campaigns
                 .campaign(id)
                 .await
                 .with_context(|| format!("loading campaign {id}"))?
             else {
                 continue;
             };
-            let key = id.to_string().into_bytes();
+            let keys = self.shard_keys(id).await?;
+            let dispatch = &self.ports.dispatch;
             for _ in 0..self.settings.chunks_per_round.max(1) {
-                let rows = store
+                let rows = dispatch
                     .pending_recipients(id, self.settings.chunk.max(1))
                     .await
                     .with_context(|| format!("reading pending recipients of {id}"))?;
@@ -130,18 +186,30 @@ impl LauncherWorker {
                 }
                 let now = Timestamp::now();
                 let ids: Vec<_> = rows.iter().map(|r| r.message_id).collect();
-                let batch = rows
+                let mut shards: Vec<Vec<Vec<u8>>> = vec![Vec::new(); keys.len()];
+                for r in rows {
+                    let shard = shard_of(r.message_id.as_bytes(), keys.len());
+                    shards[shard].push(records::encode(&SendRecord::first(
+                        r.message_id,
+                        campaign.tenant.clone(),
+                        id,
+                        r.email,
+                        r.vars,
+                        now,
+                    )));
+                }
+                // A few records per shard, each holding hundreds of recipients.
+                let batch = shards
                     .into_iter()
-                    .map(|r| {
-                        let rec = SendRecord::first(
-                            r.message_id,
-                            campaign.tenant.clone(),
-                            id,
-                            r.email,
-                            r.vars,
-                            now,
-                        );
-                        (key.clone(), records::encode(&rec))
+                    .zip(keys.iter())
+                    .flat_map(|(payloads, key)| {
+                        records::pack(
+                            payloads,
+                            records::MAX_PACKED_BYTES,
+                            records::SEND_ITEMS_PER_RECORD,
+                        )
+                        .into_iter()
+                        .map(move |p| (key.clone(), p))
                     })
                     .collect();
                 self.ports
@@ -149,7 +217,7 @@ impl LauncherWorker {
                     .produce(topics::SEND, batch)
                     .await
                     .context("producing launched recipients")?;
-                store
+                dispatch
                     .mark_launched(id, &ids)
                     .await
                     .with_context(|| format!("marking recipients of {id} launched"))?;

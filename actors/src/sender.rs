@@ -10,7 +10,8 @@
 //! running) is waited for and taken over only once older than `in_flight_timeout`.
 
 use crate::common::{
-    Cursor, Feed, Outbox, Ports, decode_or_dead_letter, hot_down, hot_ok, save_positions,
+    Cursor, Feed, Outbox, Ports, dead_letter_item, decode_items_or_dead_letter, hot_down, hot_ok,
+    save_positions,
 };
 use crate::compose::{Composer, Own};
 use crate::faults::{FaultPoint, Faults};
@@ -19,14 +20,15 @@ use crate::worker::{Step, Worker};
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use maily_engine::ports::{
-    CampaignStore, Claim, DeliveryOutcome, Fence, HotState, OutboundMessage, SenderDomain,
-    StoreError, SuppressionStore, TenantAccess, Transport,
+    CampaignStore, Claim, DeliveryOutcome, DispatchStore, Fence, HotState, OutboundMessage,
+    SenderDomain, StoreError, SuppressionStore, TenantAccess, Transport,
 };
-use maily_engine::records::{EventRecord, InboundRecord, SendRecord, topics};
+use maily_engine::records::{self, EventRecord, InboundRecord, SendRecord, topics};
 use maily_engine::reply::SmtpReply;
 use maily_engine::template::{CompiledTemplate, RenderError, Rendered};
 use maily_engine::{
-    Campaign, CampaignId, CampaignStatus, EventKind, Recipient, StagedRecipient, Timestamp,
+    Campaign, CampaignId, CampaignStatus, EventKind, MessageId, Recipient, StagedRecipient,
+    Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -186,6 +188,8 @@ const PLAN_TTL: Duration = Duration::from_secs(5);
 pub struct SenderPorts {
     pub feed: Feed,
     pub campaigns: Arc<dyn CampaignStore>,
+    /// Where a paused campaign's messages go back to, staged.
+    pub dispatch: Arc<dyn DispatchStore>,
     pub access: Arc<dyn TenantAccess>,
     pub suppressions: Arc<dyn SuppressionStore>,
     pub hot: Arc<dyn HotState>,
@@ -197,6 +201,7 @@ impl From<&Ports> for SenderPorts {
         SenderPorts {
             feed: ports.into(),
             campaigns: ports.store.clone(),
+            dispatch: ports.store.clone(),
             access: ports.store.clone(),
             suppressions: ports.store.clone(),
             hot: ports.hot.clone(),
@@ -216,6 +221,8 @@ pub struct SenderWorker {
     plans: HashMap<CampaignId, (Instant, Option<Arc<Plan>>)>,
     fence: Option<Fence>,
     guard: Option<Arc<LeaseGuard>>,
+    /// Messages per send record lately, to size fetches to a batch.
+    per_record: usize,
 }
 
 const GROUP: &str = "sender";
@@ -253,6 +260,8 @@ impl SenderWorker {
             plans: HashMap::new(),
             fence,
             guard,
+            // Assume full records until some are seen: a first fetch never overshoots.
+            per_record: records::SEND_ITEMS_PER_RECORD,
         }
     }
 
@@ -383,20 +392,39 @@ impl Worker for SenderWorker {
             return Ok(Step::Idle(Duration::from_millis(100)));
         }
         let mut work: Vec<SendRecord> = Vec::new();
+        // What each message's record was keyed by (its campaign's shard): what the
+        // sender emits about it is keyed the same.
+        let mut keys: HashMap<MessageId, Arc<[u8]>> = HashMap::new();
 
         // Due retries first; each tier is ordered by due time, so stop at the first
-        // record that is not due yet.
+        // record that is not due yet (a record of several retries is due when its
+        // last one is: they were deferred together, within the tier's jitter).
         for cursor in &mut self.retries {
             for record in cursor.fetch(log.as_ref(), batch, Duration::ZERO).await? {
-                let decoded: Option<SendRecord> =
-                    decode_or_dead_letter(log.as_ref(), &cursor.topic, "send", &record).await?;
-                if let Some(rec) = &decoded
-                    && rec.not_before.is_some_and(|t| t > now)
+                if work.len() >= batch {
+                    break;
+                }
+                let items = records::decode_many::<SendRecord>("send", &record.payload);
+                if items
+                    .iter()
+                    .flatten()
+                    .any(|rec| rec.not_before.is_some_and(|t| t > now))
                 {
                     break;
                 }
                 cursor.next = record.offset + 1;
-                work.extend(decoded);
+                let key: Arc<[u8]> = record.key.as_slice().into();
+                for item in items {
+                    match item {
+                        Ok(rec) => {
+                            keys.insert(rec.message_id, key.clone());
+                            work.push(rec)
+                        }
+                        Err(bad) => {
+                            dead_letter_item(log.as_ref(), &cursor.topic, &record, &bad).await?
+                        }
+                    }
+                }
             }
         }
         let send = self.send.as_mut().context("sender not loaded")?;
@@ -405,13 +433,27 @@ impl Worker for SenderWorker {
         } else {
             Duration::ZERO
         };
-        for record in send.fetch(log.as_ref(), batch, wait).await? {
+        // A send record holds a chunk of recipients: read about a batch's worth.
+        let room = batch.saturating_sub(work.len());
+        let records = (room / self.per_record.max(1)).max(usize::from(room > 0));
+        let fetched = if records > 0 {
+            send.fetch(log.as_ref(), records, wait).await?
+        } else {
+            Vec::new()
+        };
+        let before = work.len();
+        for record in &fetched {
             send.next = record.offset + 1;
-            if let Some(rec) =
-                decode_or_dead_letter(log.as_ref(), topics::SEND, "send", &record).await?
-            {
+            let key: Arc<[u8]> = record.key.as_slice().into();
+            let items: Vec<SendRecord> =
+                decode_items_or_dead_letter(log.as_ref(), topics::SEND, "send", record).await?;
+            for rec in items {
+                keys.insert(rec.message_id, key.clone());
                 work.push(rec);
             }
+        }
+        if !fetched.is_empty() {
+            self.per_record = (work.len() - before).div_ceil(fetched.len()).max(1);
         }
         if work.is_empty() {
             return Ok(Step::Busy);
@@ -457,7 +499,7 @@ impl Worker for SenderWorker {
         });
         for (campaign, rows) in &held {
             self.ports
-                .campaigns
+                .dispatch
                 .stage_recipients(*campaign, rows)
                 .await
                 .with_context(|| format!("holding messages of paused campaign {campaign}"))?;
@@ -484,17 +526,24 @@ impl Worker for SenderWorker {
             .await;
 
         let mut outbox = Outbox::default();
+        let key_of = |id: &MessageId| keys.get(id).map(|k| &k[..]).unwrap_or_default();
         for output in cancelled {
             if let Output::Event(e) = output {
-                outbox.push(topics::EVENTS, &e.campaign, &e);
+                outbox.push_keyed(topics::EVENTS, key_of(&e.message_id), &e);
             }
         }
         for result in results {
             for output in result? {
                 match output {
-                    Output::Event(e) => outbox.push(topics::EVENTS, &e.campaign, &e),
-                    Output::Inbound(i) => outbox.push(topics::INBOUND, &i.campaign(), &i),
-                    Output::Retry(tier, r) => outbox.push(&topics::retry(tier), &r.campaign, &r),
+                    Output::Event(e) => {
+                        outbox.push_keyed(topics::EVENTS, key_of(&e.message_id), &e)
+                    }
+                    Output::Inbound(i) => {
+                        outbox.push_keyed(topics::INBOUND, key_of(&i.message_id()), &i)
+                    }
+                    Output::Retry(tier, r) => {
+                        outbox.push_keyed(&topics::retry(tier), key_of(&r.message_id), &r)
+                    }
                 }
             }
         }

@@ -145,10 +145,14 @@ impl EventHub {
                     let read = !fetched.is_empty();
                     for rec in fetched {
                         *offset = rec.offset + 1;
-                        match records::decode::<EventRecord>("event", &rec.payload) {
-                            // No subscriber: nothing to do, not an error.
-                            Ok(e) => drop(tx.send(Item::Event(Arc::new(e)))),
-                            Err(e) => debug!(error = %e, "event feed: undecodable record skipped"),
+                        for item in records::decode_many::<EventRecord>("event", &rec.payload) {
+                            match item {
+                                // No subscriber: nothing to do, not an error.
+                                Ok(e) => drop(tx.send(Item::Event(Arc::new(e)))),
+                                Err(bad) => {
+                                    debug!(error = %bad.error, "event feed: undecodable event skipped")
+                                }
+                            }
                         }
                     }
                     // The feed's position, for lag tools; the embedded log also keeps

@@ -11,8 +11,8 @@
 //! fixed at staging, so launching a row twice still sends it once.
 
 use maily_engine::ports::{
-    CampaignStore, EventLog, IdempotentSend, KeyedPayload, LogError, Store, StoreError,
-    TenantAccess, Transition,
+    CampaignStore, DispatchStore, EventLog, IdempotentSend, KeyedPayload, LogError, Store,
+    StoreError, TenantAccess, Transition,
 };
 use maily_engine::records::{self, SendRecord, topics};
 use maily_engine::template::{CompiledTemplate, Template, TemplateError};
@@ -155,8 +155,10 @@ pub enum SendOutcome {
 /// Creates campaigns and enqueues their recipients.
 pub struct Intake {
     log: Arc<dyn EventLog>,
-    /// Campaigns, their staged recipients and keyed sends.
+    /// Campaigns.
     campaigns: Arc<dyn CampaignStore>,
+    /// Their staged recipients and keyed sends.
+    dispatch: Arc<dyn DispatchStore>,
     /// The tenants' sending domains a From is checked against.
     access: Arc<dyn TenantAccess>,
     /// Whether a campaign's From domain must be a verified sending domain of its
@@ -178,18 +180,20 @@ impl Intake {
     /// Intake over the given log and store; campaigns send only From their tenant's
     /// verified domains.
     pub fn new(log: Arc<dyn EventLog>, store: Arc<dyn Store>) -> Self {
-        Self::on_ports(log, store.clone(), store)
+        Self::on_ports(log, store.clone(), store.clone(), store)
     }
 
-    /// Intake over the two roles of the store it uses.
+    /// Intake over the three roles of the store it uses.
     pub fn on_ports(
         log: Arc<dyn EventLog>,
         campaigns: Arc<dyn CampaignStore>,
+        dispatch: Arc<dyn DispatchStore>,
         access: Arc<dyn TenantAccess>,
     ) -> Self {
         Intake {
             log,
             campaigns,
+            dispatch,
             access,
             verified_domains_only: true,
         }
@@ -392,7 +396,7 @@ impl Intake {
         if chunk.is_empty() {
             return Ok(());
         }
-        self.campaigns.stage_recipients(campaign, chunk).await?;
+        self.dispatch.stage_recipients(campaign, chunk).await?;
         report.accepted += chunk.len() as u64;
         report
             .message_ids
@@ -462,7 +466,7 @@ impl Intake {
             ));
         }
         let wanted: Vec<IdempotentSend> = asked.iter().map(|(_, s, _)| s.clone()).collect();
-        let stored = self.campaigns.reserve_sends(&wanted).await?;
+        let stored = self.dispatch.reserve_sends(&wanted).await?;
         let key = campaign.id.to_string().into_bytes();
         let mut produce = Vec::new();
         let mut produced_keys = Vec::new();
@@ -502,8 +506,8 @@ impl Intake {
             outcomes[*i] = Some(outcome);
         }
         if !produce.is_empty() {
-            self.log.produce(topics::SEND, produce).await?;
-            self.campaigns
+            self.log.produce(topics::SEND, packed(produce)).await?;
+            self.dispatch
                 .mark_sends_enqueued(&campaign.tenant, &produced_keys)
                 .await?;
         }
@@ -608,12 +612,35 @@ impl Intake {
         }
         let n = chunk.len() as u64;
         self.log
-            .produce(topics::SEND, std::mem::take(chunk))
+            .produce(topics::SEND, packed(std::mem::take(chunk)))
             .await?;
         report.accepted += n;
         report.message_ids.append(ids);
         Ok(())
     }
+}
+
+/// Payloads of one key packed into as few records as fit (see [`records::pack`]).
+fn packed(payloads: Vec<KeyedPayload>) -> Vec<KeyedPayload> {
+    let mut by_key: Vec<(Vec<u8>, Vec<Vec<u8>>)> = Vec::new();
+    for (key, payload) in payloads {
+        match by_key.last_mut() {
+            Some((k, group)) if *k == key => group.push(payload),
+            _ => by_key.push((key, vec![payload])),
+        }
+    }
+    by_key
+        .into_iter()
+        .flat_map(|(key, group)| {
+            records::pack(
+                group,
+                records::MAX_PACKED_BYTES,
+                records::SEND_ITEMS_PER_RECORD,
+            )
+            .into_iter()
+            .map(move |p| (key.clone(), p))
+        })
+        .collect()
 }
 
 /// Why an idempotency key is refused, if it is.

@@ -1603,6 +1603,7 @@ async fn stats_over_rest_equal_what_grpc_says() {
     };
     s.store
         .commit_aggregates(&AggregateBatch {
+            part: 0,
             group: "analytics".into(),
             fence: None,
             offsets: vec![],

@@ -2,6 +2,13 @@
 //!
 //! Every record is keyed by its campaign id so one campaign's records share a partition
 //! and its state has exactly one writer.
+//!
+//! A log record carries one payload (a JSON object) or many of the same topic and key
+//! (a JSON array of them): the launcher puts a chunk of recipients in one `send`
+//! record, and each stage emits its events as one record per campaign and batch, so a
+//! broker handles a few records per thousand messages rather than several per message.
+//! [`pack`] builds the arrays, bounded in bytes; [`decode_many`] reads either form and
+//! names each item it cannot read, so one bad item never costs its neighbours.
 
 use crate::domain::{
     address::EmailAddress,
@@ -109,6 +116,14 @@ pub enum InboundRecord {
 }
 
 impl InboundRecord {
+    /// The message the record is about.
+    pub fn message_id(&self) -> MessageId {
+        match self {
+            InboundRecord::SyncReply { message_id, .. }
+            | InboundRecord::Report { message_id, .. } => *message_id,
+        }
+    }
+
     /// The campaign the record belongs to.
     pub fn campaign(&self) -> CampaignId {
         match self {
@@ -183,6 +198,10 @@ pub struct EventRecord {
 pub struct StatsRecord {
     pub tenant: TenantId,
     pub campaign: CampaignId,
+    /// The part of the campaign's figures this is (the analytics partition that
+    /// counts them); a campaign's stats are the latest record of each part, summed.
+    #[serde(default)]
+    pub part: u32,
     pub stats: CampaignStats,
     pub at: Timestamp,
 }
@@ -204,6 +223,108 @@ pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
 /// Decodes a record, naming the record type on failure.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, DecodeError> {
     serde_json::from_slice(bytes).map_err(|source| DecodeError { what, source })
+}
+
+/// The most bytes [`pack`] puts in one payload: well under the 1 MB a Kafka broker
+/// takes by default (`message.max.bytes`), whatever the compression.
+pub const MAX_PACKED_BYTES: usize = 256 * 1024;
+
+/// The most messages one `send` (or retry) record carries. A record is the unit of
+/// the sender's progress (a crash replays it whole), so this also bounds what a
+/// replay without hot state's claims can send again, with `sender.batch_size`.
+pub const SEND_ITEMS_PER_RECORD: usize = 100;
+
+/// The most payloads one record of `topic` carries: [`SEND_ITEMS_PER_RECORD`] on the
+/// send and retry topics, [`ITEMS_PER_RECORD`] elsewhere (and at most
+/// [`MAX_PACKED_BYTES`]), small enough that a consumer's buffer takes a record
+/// whole without growing much past its bound.
+pub fn items_per_record(topic: &str) -> usize {
+    if topic == topics::SEND || topic.starts_with("retry.") {
+        SEND_ITEMS_PER_RECORD
+    } else {
+        ITEMS_PER_RECORD
+    }
+}
+
+/// The most payloads a record of a topic other than `send` and retries carries.
+pub const ITEMS_PER_RECORD: usize = 512;
+
+/// Packs encoded payloads (each from [`encode`]) into as few payloads as fit in
+/// `max_bytes` and `max_items` each: a JSON array of them, or the payload itself when
+/// it is alone (or larger than `max_bytes` on its own). Order is kept.
+pub fn pack(
+    encoded: impl IntoIterator<Item = Vec<u8>>,
+    max_bytes: usize,
+    max_items: usize,
+) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut group: Vec<Vec<u8>> = Vec::new();
+    let mut size = 0;
+    let close = |group: &mut Vec<Vec<u8>>, out: &mut Vec<Vec<u8>>| match group.len() {
+        0 => {}
+        1 => out.extend(group.pop()),
+        _ => {
+            let len = group.iter().map(|g| g.len() + 1).sum::<usize>() + 1;
+            let mut array = Vec::with_capacity(len);
+            array.push(b'[');
+            for (i, item) in group.drain(..).enumerate() {
+                if i > 0 {
+                    array.push(b',');
+                }
+                array.extend_from_slice(&item);
+            }
+            array.push(b']');
+            out.push(array);
+        }
+    };
+    for item in encoded {
+        if !group.is_empty() && (size + item.len() + 1 > max_bytes || group.len() >= max_items) {
+            close(&mut group, &mut out);
+            size = 0;
+        }
+        size += item.len() + 1;
+        group.push(item);
+    }
+    close(&mut group, &mut out);
+    out
+}
+
+/// The items of a payload that holds one record or an array of them, each decoded on
+/// its own: an item that does not decode is an error in its place, with the item's
+/// text, and the others are kept. A payload that is not JSON at all is one error.
+pub fn decode_many<T: DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Vec<Result<T, ItemError>> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'[') {
+        return vec![decode(what, bytes).map_err(|error| ItemError {
+            error,
+            item: bytes.to_vec(),
+        })];
+    }
+    match serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(bytes) {
+        Ok(items) => items
+            .into_iter()
+            .map(|raw| {
+                decode(what, raw.get().as_bytes()).map_err(|error| ItemError {
+                    error,
+                    item: raw.get().as_bytes().to_vec(),
+                })
+            })
+            .collect(),
+        Err(source) => vec![Err(ItemError {
+            error: DecodeError { what, source },
+            item: bytes.to_vec(),
+        })],
+    }
+}
+
+/// An item of a payload that does not decode, with its bytes.
+#[derive(Debug)]
+pub struct ItemError {
+    pub error: DecodeError,
+    pub item: Vec<u8>,
 }
 
 #[cfg(test)]
@@ -229,6 +350,79 @@ mod tests {
         };
         let back: EventRecord = decode("event", &encode(&e)).unwrap();
         assert_eq!(back, e);
+    }
+
+    fn event(n: u64) -> EventRecord {
+        EventRecord {
+            message_id: MessageId::new(),
+            tenant: TenantId::parse("acme").unwrap(),
+            campaign: CampaignId::new(),
+            recipient: EmailAddress::parse("a@b.org").unwrap(),
+            at: Timestamp(n as i64),
+            kind: EventKind::Delivered,
+        }
+    }
+
+    #[test]
+    fn packed_payloads_keep_every_item_in_order_within_the_byte_bound() {
+        let events: Vec<EventRecord> = (0..500).map(event).collect();
+        let one = encode(&events[0]).len();
+        let packed = pack(events.iter().map(encode), 40 * one, usize::MAX);
+        assert!(packed.len() > 1 && packed.len() < 30, "{}", packed.len());
+        assert!(packed.iter().all(|p| p.len() <= 40 * one + 2));
+        let back: Vec<EventRecord> = packed
+            .iter()
+            .flat_map(|p| decode_many::<EventRecord>("event", p))
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(back, events);
+        // Alone, a payload stays the object it was, which a reader of single records
+        // takes as before.
+        let single = pack([encode(&events[0])], MAX_PACKED_BYTES, 100);
+        assert_eq!(single, vec![encode(&events[0])]);
+        let read: Vec<_> = decode_many::<EventRecord>("event", &single[0]);
+        assert_eq!(
+            read.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+            vec![events[0].clone()]
+        );
+        // Larger than the bound on its own: still sent, alone.
+        assert_eq!(
+            pack([encode(&events[0]), encode(&events[1])], 10, 100).len(),
+            2
+        );
+        // And at most `max_items` to a record.
+        let packed = pack(events.iter().map(encode), MAX_PACKED_BYTES, 100);
+        assert_eq!(packed.len(), 5);
+        assert!(
+            packed
+                .iter()
+                .all(|p| decode_many::<EventRecord>("event", p).len() == 100)
+        );
+    }
+
+    #[test]
+    fn a_bad_item_in_a_packed_payload_costs_only_itself() {
+        let (a, b) = (event(1), event(2));
+        let payload = format!(
+            "[{},{{\"message_id\":\"nope\"}},{}]",
+            String::from_utf8(encode(&a)).unwrap(),
+            String::from_utf8(encode(&b)).unwrap()
+        );
+        let read = decode_many::<EventRecord>("event", payload.as_bytes());
+        assert_eq!(read.len(), 3);
+        assert_eq!(read[0].as_ref().unwrap(), &a);
+        let bad = read[1].as_ref().unwrap_err();
+        assert!(
+            bad.error
+                .to_string()
+                .starts_with("undecodable event record")
+        );
+        assert_eq!(bad.item, br#"{"message_id":"nope"}"#);
+        assert_eq!(read[2].as_ref().unwrap(), &b);
+        // Not JSON at all: one error for the payload.
+        let read = decode_many::<EventRecord>("event", b"[\xff not json");
+        assert_eq!(read.len(), 1);
+        assert!(read[0].is_err());
     }
 
     #[test]

@@ -60,6 +60,7 @@ fn batches(
         .map(|(i, chunk)| {
             let next = first_offset + ((i + 1) * batch) as u64;
             AggregateBatch {
+                part: 0,
                 group: "analytics".into(),
                 fence: None,
                 offsets: vec![StoredOffset {

@@ -27,7 +27,7 @@ pub struct MemoryHotState {
     hasher: RandomState,
     shards: Box<[Mutex<KeyShard>]>,
     suppressed: RwLock<HashMap<TenantId, HashSet<EmailAddress>>>,
-    live: RwLock<HashMap<CampaignId, CampaignStats>>,
+    live: RwLock<HashMap<CampaignId, std::collections::BTreeMap<u32, CampaignStats>>>,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
@@ -214,12 +214,15 @@ impl HotState for MemoryHotState {
     async fn set_live_stats(
         &self,
         campaign: &CampaignId,
+        part: u32,
         stats: &CampaignStats,
     ) -> Result<(), HotError> {
         self.live
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(*campaign, *stats);
+            .entry(*campaign)
+            .or_default()
+            .insert(part, *stats);
         Ok(())
     }
 
@@ -229,7 +232,11 @@ impl HotState for MemoryHotState {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(campaign)
-            .copied())
+            .map(|parts| {
+                let mut sum = CampaignStats::default();
+                parts.values().for_each(|s| sum.add(s));
+                sum
+            }))
     }
 
     async fn take_tokens(

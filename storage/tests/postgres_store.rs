@@ -77,6 +77,7 @@ fn state(
 
 fn flush(c: &Campaign, next: u64, injected: u64, messages: Vec<MessageState>) -> AggregateBatch {
     AggregateBatch {
+        part: 0,
         group: "analytics".into(),
         fence: None,
         offsets: vec![offset(0, next)],

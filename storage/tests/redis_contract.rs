@@ -92,7 +92,7 @@ async fn processes_sharing_a_prefix_share_the_state() {
         delivered: 4,
         ..Default::default()
     };
-    b.set_live_stats(&campaign, &stats).await.unwrap();
+    b.set_live_stats(&campaign, 0, &stats).await.unwrap();
     assert_eq!(a.live_stats(&campaign).await.unwrap(), Some(stats));
 
     // One bucket, whichever process takes from it.

@@ -103,7 +103,7 @@ async fn every_call(hot: &RedisHotState, round: &str) -> Vec<(&'static str, Resu
     call!("complete", hot.complete(&key, "delivered", ttl));
     call!("suppress", hot.suppress(&tenant, &ann));
     call!("is_suppressed", hot.is_suppressed(&tenant, &ann));
-    call!("set_live_stats", hot.set_live_stats(&campaign, &stats));
+    call!("set_live_stats", hot.set_live_stats(&campaign, 0, &stats));
     call!("live_stats", hot.live_stats(&campaign));
     call!("take_tokens", hot.take_tokens(&bucket, 10.0, 5, 1));
     results

@@ -103,6 +103,7 @@ async fn a_large_flush_commits_and_reads_back() {
         .collect();
     store
         .commit_aggregates(&AggregateBatch {
+            part: 0,
             group: "analytics".into(),
             fence: None,
             offsets: vec![StoredOffset {
@@ -142,6 +143,7 @@ async fn a_rejected_flush_leaves_no_trace() {
     let c = sample_campaign("acme");
     let m = MessageId::new();
     let batch = AggregateBatch {
+        part: 0,
         group: "analytics".into(),
         fence: None,
         // Offsets are written last, so this one fails after stats and messages were

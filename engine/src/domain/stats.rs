@@ -61,6 +61,15 @@ impl CampaignStats {
     }
 
     /// The counters in their canonical order (used by leaf encoding and storage).
+    /// Adds `other`'s counters to these (a campaign's parts summed).
+    pub fn add(&mut self, other: &CampaignStats) {
+        let (mut a, b) = (self.to_array(), other.to_array());
+        for (x, y) in a.iter_mut().zip(b) {
+            *x = x.saturating_add(y);
+        }
+        *self = CampaignStats::from_array(a);
+    }
+
     pub fn to_array(&self) -> [u64; 12] {
         [
             self.injected,

@@ -61,14 +61,16 @@ pub trait HotState: Send + Sync + 'static {
         email: &EmailAddress,
     ) -> Result<bool, HotError>;
 
-    /// Replaces the live counters of a campaign.
+    /// Replaces part `part` of the live counters of a campaign (the share one
+    /// analytics partition counts).
     async fn set_live_stats(
         &self,
         campaign: &CampaignId,
+        part: u32,
         stats: &CampaignStats,
     ) -> Result<(), HotError>;
 
-    /// The live counters of a campaign, if any were set.
+    /// The live counters of a campaign, its parts summed, if any were set.
     async fn live_stats(&self, campaign: &CampaignId) -> Result<Option<CampaignStats>, HotError>;
 
     /// Takes `n` tokens from the shared bucket `bucket`, refilled at `rate` tokens a

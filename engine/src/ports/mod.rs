@@ -16,10 +16,11 @@ pub use hot::{Claim, HotError, HotState};
 pub use log::{EventLog, KeyedPayload, LogError, Record};
 pub use resolver::{ResolveError, Resolver, Route};
 pub use store::{
-    AggregateBatch, ApiKeyRecord, AudienceStore, CampaignStore, ChainSubmission, DomainKey, Fence,
-    IdempotentSend, Lease, LeaseStore, LedgerEntry, LedgerStore, MessageState, NewApiKey,
-    OutcomeStore, SenderDomain, Settlement, SettlementEntry, Store, StoreError, StoredOffset,
-    StoredProof, SuppressionStore, TenantAccess, TenantDomain, TenantRecord, Transition,
+    AggregateBatch, ApiKeyRecord, AudienceStore, CampaignStore, ChainSubmission, DispatchStore,
+    DomainKey, Fence, IdempotentSend, Lease, LeaseStore, LedgerEntry, LedgerStore, MessageState,
+    NewApiKey, OutcomeStore, SenderDomain, Settlement, SettlementEntry, Store, StoreError,
+    StoredOffset, StoredProof, SuppressionStore, TenantAccess, TenantDomain, TenantRecord,
+    Transition,
 };
 pub use transport::{DeliveryOutcome, OutboundMessage, SendGuard, Transport};
 
@@ -27,7 +28,7 @@ pub use transport::{DeliveryOutcome, OutboundMessage, SendGuard, Transport};
 /// their methods callable on an `Arc<dyn Store>`.
 pub mod prelude {
     pub use super::store::{
-        AudienceStore as _, CampaignStore as _, LeaseStore as _, LedgerStore as _,
-        OutcomeStore as _, SuppressionStore as _, TenantAccess as _,
+        AudienceStore as _, CampaignStore as _, DispatchStore as _, LeaseStore as _,
+        LedgerStore as _, OutcomeStore as _, SuppressionStore as _, TenantAccess as _,
     };
 }

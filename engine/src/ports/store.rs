@@ -106,7 +106,12 @@ pub struct AggregateBatch {
     /// Checked in the transaction; `None` writes unconditionally.
     pub fence: Option<Fence>,
     pub offsets: Vec<StoredOffset>,
+    /// The part of each campaign's figures these stats are: the analytics partition
+    /// that counted them. A campaign's stats are the sum of its parts.
+    pub part: u32,
     pub stats: Vec<(TenantId, CampaignId, CampaignStats)>,
+    /// Message states; a message's mask is merged (or-ed) with the stored one, so
+    /// parts that count different events of one message never undo each other.
     pub messages: Vec<MessageState>,
 }
 
@@ -458,7 +463,7 @@ pub trait TenantAccess: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 }
 
-/// Campaigns and their lifecycle, staged recipients, keyed sends.
+/// Campaigns and their lifecycle.
 #[async_trait]
 pub trait CampaignStore: Send + Sync + 'static {
     /// Stores a new campaign; an existing id is a conflict.
@@ -503,7 +508,12 @@ pub trait CampaignStore: Send + Sync + 'static {
 
     /// Scheduled campaigns whose time is at or before `now`, earliest first.
     async fn due_campaigns(&self, now: Timestamp) -> Result<Vec<CampaignId>, StoreError>;
+}
 
+/// What moves campaigns' recipients into the log: the staged recipients the launcher
+/// launches, how many shards each campaign is spread over, and keyed sends.
+#[async_trait]
+pub trait DispatchStore: Send + Sync + 'static {
     /// Stages recipients of a campaign as pending, in the given order after those
     /// already staged, all or none. A message id staged before is set pending again
     /// (its address and variables replaced, moved to the end), which is how paused
@@ -549,6 +559,12 @@ pub trait CampaignStore: Send + Sync + 'static {
         tenant: &TenantId,
         keys: &[String],
     ) -> Result<(), StoreError>;
+
+    /// The number of shards campaign `id` is launched over: `proposed` (at least 1)
+    /// if none was recorded yet, which is then recorded; the recorded number
+    /// otherwise, so every launch of the campaign uses the same. An unknown campaign
+    /// is an invalid row.
+    async fn fix_shards(&self, id: CampaignId, proposed: u32) -> Result<u32, StoreError>;
 }
 
 /// What happened to messages: per-message state, campaign aggregates, the consumers' offsets stored with them.
@@ -573,8 +589,15 @@ pub trait OutcomeStore: Send + Sync + 'static {
     /// Commits one analytics flush in a single transaction.
     async fn commit_aggregates(&self, batch: &AggregateBatch) -> Result<(), StoreError>;
 
-    /// A campaign's stats as last committed.
+    /// A campaign's stats as last committed: the sum of its parts.
     async fn campaign_stats(&self, id: CampaignId) -> Result<Option<CampaignStats>, StoreError>;
+
+    /// One part of a campaign's stats (see [`AggregateBatch::part`]).
+    async fn part_stats(
+        &self,
+        id: CampaignId,
+        part: u32,
+    ) -> Result<Option<CampaignStats>, StoreError>;
 
     /// Every campaign's stats, ordered by campaign id.
     async fn all_stats(&self) -> Result<Vec<(TenantId, CampaignId, CampaignStats)>, StoreError>;
@@ -833,6 +856,7 @@ pub trait AudienceStore: Send + Sync + 'static {
 pub trait Store:
     TenantAccess
     + CampaignStore
+    + DispatchStore
     + OutcomeStore
     + SuppressionStore
     + LedgerStore
@@ -844,6 +868,7 @@ pub trait Store:
 impl<T> Store for T where
     T: TenantAccess
         + CampaignStore
+        + DispatchStore
         + OutcomeStore
         + SuppressionStore
         + LedgerStore

@@ -112,7 +112,8 @@ pub async fn suppression_is_per_tenant(hot: &impl HotState) {
         .unwrap();
 }
 
-/// Live counters are replaced as a whole.
+/// Each part of a campaign's live counters is replaced as a whole, and a campaign's
+/// counters are the sum of its parts.
 pub async fn live_stats_round_trip(hot: &impl HotState) {
     let c = CampaignId::new();
     assert_eq!(hot.live_stats(&c).await.unwrap(), None);
@@ -121,14 +122,28 @@ pub async fn live_stats_round_trip(hot: &impl HotState) {
         bounced_hard: 1,
         ..Default::default()
     };
-    hot.set_live_stats(&c, &s).await.unwrap();
+    hot.set_live_stats(&c, 3, &s).await.unwrap();
     assert_eq!(hot.live_stats(&c).await.unwrap(), Some(s));
     let s2 = CampaignStats {
         delivered: 9,
         ..Default::default()
     };
-    hot.set_live_stats(&c, &s2).await.unwrap();
+    hot.set_live_stats(&c, 3, &s2).await.unwrap();
     assert_eq!(hot.live_stats(&c).await.unwrap(), Some(s2));
+    let other = CampaignStats {
+        delivered: 5,
+        opened: 2,
+        ..Default::default()
+    };
+    hot.set_live_stats(&c, 11, &other).await.unwrap();
+    let sum = CampaignStats {
+        delivered: 14,
+        opened: 2,
+        ..Default::default()
+    };
+    assert_eq!(hot.live_stats(&c).await.unwrap(), Some(sum));
+    // Another campaign's parts are its own.
+    assert_eq!(hot.live_stats(&CampaignId::new()).await.unwrap(), None);
 }
 
 /// A bucket gives out its burst, then makes callers wait, then refills.

@@ -324,6 +324,7 @@ pub async fn bounce_reasons_count_the_committed_bounces(store: &impl Store) {
     ];
     store
         .commit_aggregates(&AggregateBatch {
+            part: 0,
             group: "analytics".into(),
             fence: None,
             offsets: vec![],
@@ -380,6 +381,7 @@ pub async fn aggregates_commit_with_their_offsets(store: &impl Store) {
     };
     store
         .commit_aggregates(&AggregateBatch {
+            part: 0,
             group: "analytics".into(),
             fence: None,
             offsets: vec![off("events", 2, 40)],
@@ -437,6 +439,7 @@ pub async fn aggregates_commit_with_their_offsets(store: &impl Store) {
     };
     store
         .commit_aggregates(&AggregateBatch {
+            part: 0,
             group: "analytics".into(),
             fence: None,
             offsets: vec![off("events", 2, 41)],
@@ -449,6 +452,49 @@ pub async fn aggregates_commit_with_their_offsets(store: &impl Store) {
     assert_eq!(store.message_masks(&[m1]).await.unwrap()[&m1], 0b111);
     let all = store.all_stats().await.unwrap();
     assert_eq!(all, vec![(c.tenant.clone(), c.id, later)]);
+
+    // Another analytics partition counts its own part of the campaign: the campaign's
+    // stats are the sum, each part stays its own, and a message's mask merges with
+    // what the other part stored rather than replacing it.
+    let other_part = CampaignStats {
+        injected: 3,
+        opened: 1,
+        ..Default::default()
+    };
+    store
+        .commit_aggregates(&AggregateBatch {
+            part: 5,
+            group: "analytics".into(),
+            fence: None,
+            offsets: vec![off("events", 5, 9)],
+            stats: vec![(c.tenant.clone(), c.id, other_part)],
+            messages: vec![state(m1, 0b1000_0000, "opened", None)],
+        })
+        .await
+        .unwrap();
+    let mut sum = later;
+    sum.add(&other_part);
+    assert_eq!(store.campaign_stats(c.id).await.unwrap(), Some(sum));
+    assert_eq!(store.part_stats(c.id, 0).await.unwrap(), Some(later));
+    assert_eq!(store.part_stats(c.id, 5).await.unwrap(), Some(other_part));
+    assert_eq!(store.part_stats(c.id, 7).await.unwrap(), None);
+    assert_eq!(
+        store.message_masks(&[m1]).await.unwrap()[&m1],
+        0b1000_0111,
+        "masks of two parts merge"
+    );
+    assert_eq!(
+        store.all_stats().await.unwrap(),
+        vec![(c.tenant.clone(), c.id, sum)]
+    );
+
+    // The shard count is recorded once: the first proposal stands.
+    assert_eq!(store.fix_shards(c.id, 4).await.unwrap(), 4);
+    assert_eq!(store.fix_shards(c.id, 9).await.unwrap(), 4);
+    assert!(matches!(
+        store.fix_shards(CampaignId::new(), 2).await,
+        Err(StoreError::InvalidRow { .. })
+    ));
 }
 
 /// Suppressing twice keeps one entry.
@@ -905,6 +951,7 @@ pub async fn fenced_writes_are_refused_whole(store: &impl Store) {
         detail: None,
     };
     let batch = |fence: Option<Fence>, next, injected, messages| AggregateBatch {
+        part: 0,
         group: "analytics".into(),
         fence,
         offsets: vec![off("events", 1, next)],

@@ -23,6 +23,7 @@ mod aggregates {
     /// The stats rows of a batch, one per campaign (a later row for the same campaign
     /// wins, as if written one after the other), in campaign order.
     fn stats_rows(
+        part: u32,
         stats: &[(TenantId, CampaignId, CampaignStats)],
     ) -> Result<Vec<StatsRow<'_>>, StoreError> {
         let mut by_campaign: BTreeMap<CampaignId, StatsRow<'_>> = BTreeMap::new();
@@ -31,6 +32,7 @@ mod aggregates {
             let row = StatsRow {
                 index,
                 campaign: campaign.to_string(),
+                part: i64::from(part),
                 tenant: tenant.as_str(),
                 counters,
             };
@@ -96,7 +98,7 @@ mod aggregates {
             let row = format_args!("offset {}/{}/{}", batch.group, o.topic, o.partition);
             to_i64(o.next, row, "next")?;
         }
-        let stats = stats_rows(&batch.stats)?;
+        let stats = stats_rows(batch.part, &batch.stats)?;
         let messages = message_rows(&batch.messages);
 
         let mut tx = pool.begin_with(BEGIN_WRITE).await.map_err(db_err)?;
@@ -195,7 +197,7 @@ mod aggregates {
                 ..Default::default()
             };
             let batch = vec![(t.clone(), c, s(1)), (t, c, s(2))];
-            let rows = stats_rows(&batch).unwrap();
+            let rows = stats_rows(0, &batch).unwrap();
             assert_eq!(rows.len(), 1);
             assert_eq!((rows[0].index, rows[0].counters[0]), (0, 2));
         }

@@ -184,7 +184,7 @@ pub(super) async fn create_staging_tables(conn: &mut PgConnection) -> Result<(),
             .collect::<Vec<_>>()
             .join(", ");
         let create = format!(
-            "CREATE TEMP TABLE maily_stats_stage (campaign UUID, tenant TEXT, {counters})
+            "CREATE TEMP TABLE maily_stats_stage (campaign UUID, part BIGINT, tenant TEXT, {counters})
                  ON COMMIT DELETE ROWS"
         );
         conn.execute(create.as_str()).await.map_err(db_err)?;
@@ -228,45 +228,47 @@ async fn copy_then(
 pub(super) struct StatsRow<'a> {
     pub index: usize,
     pub campaign: String,
+    /// The analytics partition whose share of the campaign this row holds.
+    pub part: i64,
     pub tenant: &'a str,
     pub counters: [i64; 12],
 }
 
-const STATS_CONFLICT: &str = "ON CONFLICT (campaign) DO UPDATE SET tenant = EXCLUDED.tenant";
+const STATS_CONFLICT: &str = "ON CONFLICT (campaign, part) DO UPDATE SET tenant = EXCLUDED.tenant";
 
 static UNNEST_STATS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "INSERT INTO campaign_stats (campaign, tenant, {cols}, updated_at)
-         SELECT u.*, now() FROM UNNEST($1::uuid[], $2::text[], {arrays}) AS u
+        "INSERT INTO campaign_stats (campaign, part, tenant, {cols}, updated_at)
+         SELECT u.*, now() FROM UNNEST($1::uuid[], $2::int8[], $3::text[], {arrays}) AS u
          {STATS_CONFLICT}, {updates}, updated_at = EXCLUDED.updated_at",
         cols = stats_columns(),
-        arrays = placeholders(3, CampaignStats::FIELDS.len(), "::int8[]"),
+        arrays = placeholders(4, CampaignStats::FIELDS.len(), "::int8[]"),
         updates = stats_updates(),
     )
 });
 
 static ONE_STATS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "INSERT INTO campaign_stats (campaign, tenant, {cols}, updated_at)
-         VALUES ($1::uuid, $2, {values}, now())
+        "INSERT INTO campaign_stats (campaign, part, tenant, {cols}, updated_at)
+         VALUES ($1::uuid, $2, $3, {values}, now())
          {STATS_CONFLICT}, {updates}, updated_at = EXCLUDED.updated_at",
         cols = stats_columns(),
-        values = placeholders(3, CampaignStats::FIELDS.len(), ""),
+        values = placeholders(4, CampaignStats::FIELDS.len(), ""),
         updates = stats_updates(),
     )
 });
 
 static COPY_STATS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "COPY pg_temp.maily_stats_stage (campaign, tenant, {}) FROM STDIN",
+        "COPY pg_temp.maily_stats_stage (campaign, part, tenant, {}) FROM STDIN",
         stats_columns()
     )
 });
 
 static MOVE_STATS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "INSERT INTO campaign_stats (campaign, tenant, {cols}, updated_at)
-         SELECT campaign, tenant, {cols}, now() FROM pg_temp.maily_stats_stage
+        "INSERT INTO campaign_stats (campaign, part, tenant, {cols}, updated_at)
+         SELECT campaign, part, tenant, {cols}, now() FROM pg_temp.maily_stats_stage
          {STATS_CONFLICT}, {updates}, updated_at = EXCLUDED.updated_at;
          TRUNCATE pg_temp.maily_stats_stage",
         cols = stats_columns(),
@@ -285,9 +287,11 @@ impl Upsert for StatsRow<'_> {
 
     async fn unnest<'c>(conn: &'c mut PgConnection, rows: &'c [Self]) -> Result<(), sqlx::Error> {
         let campaigns: Vec<&str> = rows.iter().map(|r| r.campaign.as_str()).collect();
+        let parts: Vec<i64> = rows.iter().map(|r| r.part).collect();
         let tenants: Vec<&str> = rows.iter().map(|r| r.tenant).collect();
         let mut q = sqlx::query(UNNEST_STATS.as_str())
             .bind(campaigns)
+            .bind(parts)
             .bind(tenants);
         for i in 0..CampaignStats::FIELDS.len() {
             q = q.bind(rows.iter().map(|r| r.counters[i]).collect::<Vec<i64>>());
@@ -300,6 +304,8 @@ impl Upsert for StatsRow<'_> {
         let mut data = Vec::with_capacity(rows.len() * 128);
         for r in rows {
             copy_text(&mut data, &r.campaign);
+            data.push(b'\t');
+            data.extend_from_slice(r.part.to_string().as_bytes());
             data.push(b'\t');
             copy_text(&mut data, r.tenant);
             for c in r.counters {
@@ -314,6 +320,7 @@ impl Upsert for StatsRow<'_> {
     async fn one<'c>(conn: &'c mut PgConnection, row: &'c Self) -> Result<(), sqlx::Error> {
         let mut q = sqlx::query(ONE_STATS.as_str())
             .bind(row.campaign.as_str())
+            .bind(row.part)
             .bind(row.tenant);
         for c in row.counters {
             q = q.bind(c);
@@ -342,7 +349,7 @@ const MESSAGE_COLUMNS: &str = "message_id, tenant, campaign, recipient, mask, st
 // a later open or click event.
 const MESSAGE_CONFLICT: &str = "ON CONFLICT (message_id) DO UPDATE SET tenant = EXCLUDED.tenant,
              campaign = EXCLUDED.campaign, recipient = EXCLUDED.recipient,
-             mask = EXCLUDED.mask, status = EXCLUDED.status,
+             mask = messages.mask | EXCLUDED.mask, status = EXCLUDED.status,
              detail = COALESCE(EXCLUDED.detail, messages.detail)";
 
 static UNNEST_MESSAGES: LazyLock<String> = LazyLock::new(|| {
@@ -458,9 +465,10 @@ mod tests {
 
     #[test]
     fn generated_sql_numbers_every_column() {
-        assert!(UNNEST_STATS.contains("$14::int8[]"));
-        assert!(!UNNEST_STATS.contains("$15"));
-        assert!(ONE_STATS.contains("$14, now()"));
+        assert!(UNNEST_STATS.contains("$15::int8[]"));
+        assert!(!UNNEST_STATS.contains("$16"));
+
+        assert!(ONE_STATS.contains("$15, now()"));
         assert!(MOVE_STATS.contains("TRUNCATE pg_temp.maily_stats_stage"));
         assert!(COPY_MESSAGES.starts_with("COPY pg_temp.maily_message_stage (message_id,"));
     }

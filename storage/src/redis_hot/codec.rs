@@ -87,10 +87,41 @@ pub(super) fn ttl_millis(ttl: Duration) -> i64 {
     ttl.as_millis().clamp(1, MAX_TTL_MS) as i64
 }
 
-/// The field-value pairs of a campaign's live counters.
-pub(super) fn stats_fields(stats: &CampaignStats) -> [(&'static str, String); 12] {
+/// The hash fields of part `part` of a campaign's live counters: `<part>.<counter>`.
+pub(super) fn part_fields(part: u32, stats: &CampaignStats) -> [(String, String); 12] {
     let values = stats.to_array();
-    std::array::from_fn(|i| (CampaignStats::FIELDS[i], values[i].to_string()))
+    std::array::from_fn(|i| {
+        (
+            format!("{part}.{}", CampaignStats::FIELDS[i]),
+            values[i].to_string(),
+        )
+    })
+}
+
+/// A campaign's live counters from its whole hash: each part's twelve fields read
+/// with [`decode_stats`] and the parts summed. Fields without a part (written before
+/// parts existed) are one more part. `None` when the hash is empty.
+pub(super) fn decode_parts(
+    key: &str,
+    fields: std::collections::HashMap<String, String>,
+) -> Result<Option<CampaignStats>, HotError> {
+    let mut parts: std::collections::BTreeMap<&str, Vec<Option<String>>> = Default::default();
+    for (name, value) in &fields {
+        let (part, counter) = name.rsplit_once('.').unwrap_or(("", name.as_str()));
+        let Some(i) = CampaignStats::FIELDS.iter().position(|f| *f == counter) else {
+            return Err(corrupt(key, format!("unknown field {name:?}")));
+        };
+        parts
+            .entry(part)
+            .or_insert_with(|| vec![None; CampaignStats::FIELDS.len()])[i] = Some(value.clone());
+    }
+    let mut sum: Option<CampaignStats> = None;
+    for (_, values) in parts {
+        if let Some(s) = decode_stats(key, values)? {
+            sum.get_or_insert_with(CampaignStats::default).add(&s);
+        }
+    }
+    Ok(sum)
 }
 
 /// Reads counters back from the values of [`CampaignStats::FIELDS`], in order; `None`
@@ -180,12 +211,28 @@ mod tests {
             suppressed: 1,
             ..Default::default()
         };
-        let values = stats_fields(&stats)
+        let values = part_fields(3, &stats)
             .into_iter()
             .map(|(_, v)| Some(v))
             .collect();
         assert_eq!(decode_stats("k", values).unwrap(), Some(stats));
         assert_eq!(decode_stats("k", vec![None; 12]).unwrap(), None);
+        // Parts, and fields from before parts, are summed.
+        let mut hash: std::collections::HashMap<String, String> =
+            part_fields(3, &stats).into_iter().collect();
+        let small = CampaignStats {
+            delivered: 2,
+            ..Default::default()
+        };
+        hash.extend(part_fields(12, &small));
+        hash.extend(
+            CampaignStats::FIELDS
+                .iter()
+                .map(|f| (f.to_string(), "1".to_string())),
+        );
+        let sum = decode_parts("k", hash).unwrap().unwrap();
+        assert_eq!((sum.injected, sum.delivered, sum.opened), (u64::MAX, 10, 1));
+        assert_eq!(decode_parts("k", Default::default()).unwrap(), None);
     }
 
     #[test]

@@ -35,6 +35,7 @@ use fred::types::{Builder, Expiration, SetOptions};
 use maily_engine::ports::{Claim, HotError, HotState};
 use maily_engine::{CampaignId, CampaignStats, EmailAddress, TenantId, Timestamp};
 use scripts::Script;
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::ops::Deref;
@@ -458,14 +459,15 @@ impl HotState for RedisHotState {
     async fn set_live_stats(
         &self,
         campaign: &CampaignId,
+        part: u32,
         stats: &CampaignStats,
     ) -> Result<(), HotError> {
         let key = self.keys.live_stats(campaign);
-        // The hash only ever holds these twelve fields, so writing all of them in one
-        // command replaces it atomically.
+        // A part is twelve fields of the campaign's hash, all written in one command,
+        // so each part is replaced atomically.
         self.client()
             .await?
-            .hset::<i64, _, _>(&key, codec::stats_fields(stats))
+            .hset::<i64, _, _>(&key, codec::part_fields(part, stats))
             .await
             .map(drop)
             .map_err(|e| self.fail(&key, e))
@@ -473,13 +475,13 @@ impl HotState for RedisHotState {
 
     async fn live_stats(&self, campaign: &CampaignId) -> Result<Option<CampaignStats>, HotError> {
         let key = self.keys.live_stats(campaign);
-        let values: Vec<Option<String>> = self
+        let fields: HashMap<String, String> = self
             .client()
             .await?
-            .hmget(&key, CampaignStats::FIELDS.to_vec())
+            .hgetall(&key)
             .await
             .map_err(|e| self.fail(&key, e))?;
-        codec::decode_stats(&key, values)
+        codec::decode_parts(&key, fields)
     }
 
     async fn take_tokens(

@@ -101,8 +101,9 @@ macro_rules! analytics {
         ) -> Result<Option<CampaignStats>, StoreError> {
             static SELECT: LazyLock<String> = LazyLock::new(|| {
                 $sql(&format!(
-                    "SELECT {} FROM campaign_stats WHERE campaign = $1::uuid",
-                    stats_columns()
+                    "SELECT {} FROM campaign_stats WHERE campaign = $1::uuid
+                     GROUP BY campaign",
+                    summed_stats()
                 ))
                 .into_owned()
             });
@@ -115,14 +116,45 @@ macro_rules! analytics {
                 .transpose()
         }
 
+        pub(crate) async fn part_stats(
+            pool: &$pool,
+            id: CampaignId,
+            part: u32,
+        ) -> Result<Option<CampaignStats>, StoreError> {
+            static SELECT: LazyLock<String> = LazyLock::new(|| {
+                $sql(&format!(
+                    "SELECT {} FROM campaign_stats WHERE campaign = $1::uuid AND part = $2",
+                    stats_columns()
+                ))
+                .into_owned()
+            });
+            let row = sqlx::query(&SELECT)
+                .bind(id.to_string())
+                .bind(i64::from(part))
+                .fetch_optional(pool)
+                .await
+                .map_err(db_err)?;
+            row.map(|row| RowReader::new(&row, "campaign_stats", format_args!("{id}/{part}")).stats())
+                .transpose()
+        }
+
+        /// Each stats column summed over a campaign's parts, under its own name.
+        fn summed_stats() -> String {
+            CampaignStats::FIELDS
+                .iter()
+                .map(|f| format!("sum({f})::bigint AS {f}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+
         pub(crate) async fn all_stats(
             pool: &$pool,
         ) -> Result<Vec<(TenantId, CampaignId, CampaignStats)>, StoreError> {
             static SELECT: LazyLock<String> = LazyLock::new(|| {
                 $sql(&format!(
-                    "SELECT campaign::text AS campaign, tenant, {} FROM campaign_stats
-                     ORDER BY campaign_stats.campaign",
-                    stats_columns()
+                    "SELECT campaign::text AS campaign, min(tenant) AS tenant, {} FROM campaign_stats
+                     GROUP BY campaign ORDER BY campaign",
+                    summed_stats()
                 ))
                 .into_owned()
             });

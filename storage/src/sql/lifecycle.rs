@@ -292,6 +292,34 @@ macro_rules! lifecycle {
             Ok((r.u64("pending")?, r.u64("launched")?))
         }
 
+        pub(crate) async fn fix_shards(
+            pool: &$pool,
+            id: CampaignId,
+            proposed: u32,
+        ) -> Result<u32, StoreError> {
+            // Set once: the first caller's number stands, whoever asks later.
+            sqlx::query(&$sql(
+                "UPDATE campaigns SET shards = $2 WHERE id = $1::uuid AND shards = 0",
+            ))
+            .bind(id.to_string())
+            .bind(i64::from(proposed.clamp(1, u32::from(u16::MAX))))
+            .execute(pool)
+            .await
+            .map_err(db_err)?;
+            let row = sqlx::query(&$sql(
+                "SELECT shards::bigint AS shards FROM campaigns WHERE id = $1::uuid",
+            ))
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| StoreError::InvalidRow {
+                row: format!("campaign {id}"),
+                reason: "unknown campaign".into(),
+            })?;
+            RowReader::new(&row, "campaigns", id).u32("shards")
+        }
+
         const SELECT_SEND: &str = "SELECT tenant, idem_key, campaign::text AS campaign, \
              message_id::text AS message_id, email, fingerprint, accepted_at, enqueued \
              FROM idempotent_sends";

@@ -1,7 +1,7 @@
 //! The store's ports on a SQL backend: every method of the role traits forwards to the
 //! shared SQL of its module, so both backends answer each port the same way.
 
-/// Implements the seven role traits of the store port for `$store`, a backend store
+/// Implements the eight role traits of the store port for `$store`, a backend store
 /// with a `pool` field and two methods of its own: `batch_rows()`, how many rows one
 /// multi-row statement carries, and `flush_aggregates(batch)`, the analytics flush
 /// (Postgres has a bulk path of its own there). The backend module that expands it
@@ -13,10 +13,10 @@ macro_rules! ports {
             use super::*;
             use maily_engine::merkle::Hash32;
             use maily_engine::ports::{
-                AggregateBatch, ApiKeyRecord, AudienceStore, CampaignStore, ChainSubmission, Fence,
-                IdempotentSend, Lease, LeaseStore, LedgerEntry, LedgerStore, MessageState,
-                NewApiKey, OutcomeStore, Settlement, StoreError, StoredOffset, StoredProof,
-                SuppressionStore, TenantAccess, TenantRecord, Transition,
+                AggregateBatch, ApiKeyRecord, AudienceStore, CampaignStore, ChainSubmission,
+                DispatchStore, Fence, IdempotentSend, Lease, LeaseStore, LedgerEntry, LedgerStore,
+                MessageState, NewApiKey, OutcomeStore, Settlement, StoreError, StoredOffset,
+                StoredProof, SuppressionStore, TenantAccess, TenantRecord, Transition,
             };
             use maily_engine::{
                 Campaign, CampaignId, CampaignState, CampaignStats, CampaignStatus, Contact,
@@ -178,7 +178,10 @@ macro_rules! ports {
                 ) -> Result<Vec<CampaignId>, StoreError> {
                     lifecycle::due_campaigns(&self.pool, now).await
                 }
+            }
 
+            #[async_trait::async_trait]
+            impl DispatchStore for $store {
                 async fn stage_recipients(
                     &self,
                     campaign: CampaignId,
@@ -229,6 +232,14 @@ macro_rules! ports {
                 ) -> Result<(), StoreError> {
                     lifecycle::mark_sends_enqueued(&self.pool, tenant, keys).await
                 }
+
+                async fn fix_shards(
+                    &self,
+                    id: CampaignId,
+                    proposed: u32,
+                ) -> Result<u32, StoreError> {
+                    lifecycle::fix_shards(&self.pool, id, proposed).await
+                }
             }
 
             #[async_trait::async_trait]
@@ -262,6 +273,14 @@ macro_rules! ports {
                     id: CampaignId,
                 ) -> Result<Option<CampaignStats>, StoreError> {
                     analytics::campaign_stats(&self.pool, id).await
+                }
+
+                async fn part_stats(
+                    &self,
+                    id: CampaignId,
+                    part: u32,
+                ) -> Result<Option<CampaignStats>, StoreError> {
+                    analytics::part_stats(&self.pool, id, part).await
                 }
 
                 async fn all_stats(

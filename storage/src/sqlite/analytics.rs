@@ -33,8 +33,9 @@ mod aggregates {
             .map(|f| format!("{f} = excluded.{f}"))
             .collect();
         format!(
-            "INSERT INTO campaign_stats (campaign, tenant, {}, updated_at) VALUES (?, ?, {}, ?)
-             ON CONFLICT (campaign) DO UPDATE SET tenant = excluded.tenant, {},
+            "INSERT INTO campaign_stats (campaign, part, tenant, {}, updated_at)
+             VALUES (?, ?, ?, {}, ?)
+             ON CONFLICT (campaign, part) DO UPDATE SET tenant = excluded.tenant, {},
                  updated_at = excluded.updated_at",
             stats_columns(),
             placeholders(CampaignStats::FIELDS.len()),
@@ -49,7 +50,7 @@ mod aggregates {
              VALUES {}
              ON CONFLICT (message_id) DO UPDATE SET tenant = excluded.tenant,
                  campaign = excluded.campaign, recipient = excluded.recipient,
-                 mask = excluded.mask, status = excluded.status,
+                 mask = messages.mask | excluded.mask, status = excluded.status,
                  detail = COALESCE(excluded.detail, messages.detail)",
             vec![row; rows].join(", ")
         )
@@ -66,6 +67,7 @@ mod aggregates {
             let counters = stats_to_i64(stats, format_args!("campaign_stats {campaign}"))?;
             let mut q = sqlx::query(UPSERT_STATS.as_str())
                 .bind(campaign.to_string())
+                .bind(i64::from(batch.part))
                 .bind(tenant.as_str());
             for c in counters {
                 q = q.bind(c);
@@ -116,7 +118,7 @@ mod aggregates {
         fn generated_sql_matches_the_column_counts() {
             let sql = upsert_messages_sql(3);
             assert_eq!(sql.matches('?').count(), 3 * MESSAGE_COLUMNS);
-            assert_eq!(UPSERT_STATS.matches('?').count(), 2 + 12 + 1);
+            assert_eq!(UPSERT_STATS.matches('?').count(), 3 + 12 + 1);
         }
     }
 }
