@@ -126,6 +126,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Records produced to the event log, per topic. Divided by maily_deliveries_total{result=\"delivered\"}: the records the log carries per delivered message.",
     ),
     (
+        "maily_retention_deleted_total",
+        Kind::Counter,
+        "Rows the store deleted past their retention, by kind (keyed_sends, launched_recipients, messages).",
+    ),
+    (
         "maily_log_producer_waits_total",
         Kind::Counter,
         "Produce calls that waited because a partition was full (back-pressure).",

@@ -574,7 +574,15 @@ pub fn engine_settings(s: &Settings) -> anyhow::Result<EngineSettings> {
             max_backoff: s.anchor.max_backoff,
             payees: Arc::new(payees(s)?),
         },
-        launcher: maily_actors::launcher::LauncherSettings::default(),
+        launcher: maily_actors::launcher::LauncherSettings {
+            retention: maily_actors::launcher::Retention {
+                keyed_sends: s.retention.keyed_sends,
+                launched_recipients: s.retention.launched_recipients,
+                messages: s.retention.messages,
+                interval: s.retention.interval,
+            },
+            ..Default::default()
+        },
         restart: RestartPolicy {
             min_backoff: s.supervisor.min_backoff,
             max_backoff: s.supervisor.max_backoff,

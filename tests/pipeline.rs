@@ -220,3 +220,49 @@ fn the_pipeline_runs_on_kafka() {
         h.engine.shutdown().await;
     });
 }
+
+#[test]
+fn retention_forgets_launched_recipients_and_message_states_but_keeps_the_stats() {
+    use maily_api::intake::Command;
+    use maily_engine::Timestamp;
+    use std::time::{Duration, Instant};
+    run(async {
+        let h = Harness::start_with(HashMap::new(), |f| {
+            f.merge(("retention.launched_recipients", "1ms"))
+                .merge(("retention.messages", "1ms"))
+                .merge(("retention.interval", "100ms"))
+        })
+        .await;
+        let c = h.campaign("short-lived").await;
+        let staged = h.intake.stage_from(&c, 0, (0..40).map(row)).await.unwrap();
+        assert_eq!(staged.accepted, 40);
+        h.intake
+            .control(c.id, Command::Start, Timestamp::now())
+            .await
+            .unwrap();
+        h.wait_finished(&[(c.id, 40)]).await;
+        assert_eq!(per_recipient(&h.sink.received()).len(), 40);
+
+        // The leader deletes the launched recipients and the message states once past
+        // their retention; the campaign's figures stay.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let counts = h.ports.store.staged_counts(c.id).await.unwrap();
+            let mut left = 0;
+            for id in &staged.message_ids {
+                left += usize::from(h.ports.store.message(*id).await.unwrap().is_some());
+            }
+            if counts == (0, 0) && left == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "retention left {counts:?} staged and {left} message states"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let s = h.stats(c.id).await;
+        assert_eq!((s.injected, s.delivered), (40, 40));
+        h.engine.shutdown().await;
+    });
+}

@@ -13,17 +13,23 @@
 //! partition) and recorded with it, and each recipient is launched under the key of
 //! its shard (fixed by its message id), so the campaign's sending, bounces and
 //! aggregates run on that many partitions, whichever processes own them.
+//!
+//! As the leader it also applies the store's retention every `retention.interval`:
+//! keyed sends, launched recipients and message states past their age are deleted in
+//! bounded passes, so the store does not grow with every message ever sent.
 
 use crate::common::Ports;
 use crate::worker::{Step, Worker};
 use anyhow::Context as _;
 use maily_engine::partition::{shard_keys, shard_of};
-use maily_engine::ports::{CampaignStore, DispatchStore, EventLog, Transition};
+use maily_engine::ports::{
+    CampaignStore, Cutoffs, DispatchStore, EventLog, RetentionStore, Transition,
+};
 use maily_engine::records::{self, SendRecord, topics};
 use maily_engine::{CampaignId, CampaignStatus, Timestamp};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::info;
 
 /// How the launcher paces itself.
@@ -39,7 +45,49 @@ pub struct LauncherSettings {
     pub chunks_per_round: usize,
     /// Recipients per shard when a campaign's shard count is chosen.
     pub shard_size: u64,
+    /// How long the store keeps what it no longer needs.
+    pub retention: Retention,
 }
+
+/// How long the store keeps rows it no longer needs (`[retention]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub keyed_sends: Duration,
+    pub launched_recipients: Duration,
+    pub messages: Duration,
+    /// Time between two passes.
+    pub interval: Duration,
+}
+
+impl Retention {
+    /// The cutoffs of a pass at `now`.
+    fn cutoffs(&self, now: Timestamp) -> Cutoffs {
+        let before = |d: Duration| Timestamp(now.0.saturating_sub(d.as_millis() as i64));
+        Cutoffs {
+            keyed_sends: before(self.keyed_sends),
+            launched_recipients: before(self.launched_recipients),
+            messages: before(self.messages),
+        }
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3600;
+        Retention {
+            keyed_sends: Duration::from_secs(7 * DAY),
+            launched_recipients: Duration::from_secs(7 * DAY),
+            messages: Duration::from_secs(90 * DAY),
+            interval: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Rows of each kind one retention statement deletes at most.
+const PRUNE_BATCH: usize = 5_000;
+/// Statements of a retention pass per launcher round, so a large backlog of old rows
+/// is deleted over several rounds rather than holding up launches.
+const PRUNE_PASSES_PER_ROUND: usize = 4;
 
 impl Default for LauncherSettings {
     fn default() -> Self {
@@ -48,6 +96,7 @@ impl Default for LauncherSettings {
             chunk: 1000,
             chunks_per_round: 10,
             shard_size: 2_000,
+            retention: Retention::default(),
         }
     }
 }
@@ -58,6 +107,7 @@ impl Default for LauncherSettings {
 pub struct LauncherPorts {
     pub campaigns: Arc<dyn CampaignStore>,
     pub dispatch: Arc<dyn DispatchStore>,
+    pub retention: Arc<dyn RetentionStore>,
     pub log: Arc<dyn EventLog>,
 }
 
@@ -66,6 +116,7 @@ impl From<&Ports> for LauncherPorts {
         LauncherPorts {
             campaigns: ports.store.clone(),
             dispatch: ports.store.clone(),
+            retention: ports.store.clone(),
             log: ports.log.clone(),
         }
     }
@@ -77,6 +128,8 @@ pub struct LauncherWorker {
     settings: LauncherSettings,
     /// The shard keys of the campaigns being launched.
     keys: HashMap<CampaignId, Arc<Vec<Vec<u8>>>>,
+    /// When the next retention pass is due; `None` while one is under way.
+    next_prune: Option<Instant>,
 }
 
 impl LauncherWorker {
@@ -85,7 +138,47 @@ impl LauncherWorker {
             ports,
             settings,
             keys: HashMap::new(),
+            next_prune: None,
         }
+    }
+
+    /// Runs part of a retention pass when one is due; returns the rows deleted.
+    async fn prune(&mut self) -> anyhow::Result<u64> {
+        if self.next_prune.is_some_and(|at| Instant::now() < at) {
+            return Ok(0);
+        }
+        let retention = self.settings.retention;
+        let cutoffs = retention.cutoffs(Timestamp::now());
+        let mut deleted = 0;
+        for _ in 0..PRUNE_PASSES_PER_ROUND {
+            let pass = self
+                .ports
+                .retention
+                .prune(&cutoffs, PRUNE_BATCH)
+                .await
+                .context("deleting rows past their retention")?;
+            deleted += pass.total();
+            for (kind, n) in [
+                ("keyed_sends", pass.keyed_sends),
+                ("launched_recipients", pass.launched_recipients),
+                ("messages", pass.messages),
+            ] {
+                metrics::counter!("maily_retention_deleted_total", "kind" => kind).increment(n);
+            }
+            let batch = PRUNE_BATCH as u64;
+            if pass.keyed_sends < batch && pass.launched_recipients < batch && pass.messages < batch
+            {
+                // Done until the next interval.
+                if deleted > 0 {
+                    info!(deleted, "retention pass done");
+                }
+                self.next_prune = Some(Instant::now() + retention.interval);
+                return Ok(deleted);
+            }
+        }
+        // More to delete: go on next round.
+        self.next_prune = None;
+        Ok(deleted)
     }
 
     /// The partition keys of campaign `id`'s shards, its shard count recorded the
@@ -244,7 +337,8 @@ impl Worker for LauncherWorker {
     async fn step(&mut self) -> anyhow::Result<Step> {
         let started = self.start_due(Timestamp::now()).await?;
         let launched = self.launch().await?;
-        if started + launched > 0 {
+        let pruned = self.prune().await?;
+        if started + launched + pruned as usize > 0 {
             Ok(Step::Busy)
         } else {
             Ok(Step::Idle(self.settings.interval))

@@ -50,6 +50,40 @@ pub struct Settings {
     pub reward: RewardSection,
     pub anchor: AnchorSection,
     pub supervisor: SupervisorSection,
+    #[serde(default)]
+    pub retention: RetentionSection,
+}
+
+/// `[retention]`: how long the store keeps what it no longer needs to work, so it does
+/// not grow without bound. The leader deletes older rows every `interval`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// Keyed sends (idempotency keys of `SendMessages`), from when they were accepted:
+    /// a repeat of a key after this is a new send.
+    #[serde(with = "humantime_serde")]
+    pub keyed_sends: Duration,
+    /// Recipients staged for a campaign, from when they were launched into the log.
+    #[serde(with = "humantime_serde")]
+    pub launched_recipients: Duration,
+    /// Per-message states (status, events seen, last detail), from their last change.
+    /// Campaign stats are kept whatever this is.
+    #[serde(with = "humantime_serde")]
+    pub messages: Duration,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3600;
+        RetentionSection {
+            keyed_sends: Duration::from_secs(7 * DAY),
+            launched_recipients: Duration::from_secs(7 * DAY),
+            messages: Duration::from_secs(90 * DAY),
+            interval: Duration::from_secs(600),
+        }
+    }
 }
 
 /// `[engine]`

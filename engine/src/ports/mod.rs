@@ -16,11 +16,11 @@ pub use hot::{Claim, HotError, HotState};
 pub use log::{EventLog, KeyedPayload, LogError, Record};
 pub use resolver::{ResolveError, Resolver, Route};
 pub use store::{
-    AggregateBatch, ApiKeyRecord, AudienceStore, CampaignStore, ChainSubmission, DispatchStore,
-    DomainKey, Fence, IdempotentSend, Lease, LeaseStore, LedgerEntry, LedgerStore, MessageState,
-    NewApiKey, OutcomeStore, SenderDomain, Settlement, SettlementEntry, Store, StoreError,
-    StoredOffset, StoredProof, SuppressionStore, TenantAccess, TenantDomain, TenantRecord,
-    Transition,
+    AggregateBatch, ApiKeyRecord, AudienceStore, CampaignStore, ChainSubmission, Cutoffs,
+    DispatchStore, DomainKey, Fence, IdempotentSend, Lease, LeaseStore, LedgerEntry, LedgerStore,
+    MessageState, NewApiKey, OutcomeStore, Pruned, RetentionStore, SenderDomain, Settlement,
+    SettlementEntry, Store, StoreError, StoredOffset, StoredProof, SuppressionStore, TenantAccess,
+    TenantDomain, TenantRecord, Transition,
 };
 pub use transport::{DeliveryOutcome, OutboundMessage, SendGuard, Transport};
 
@@ -29,6 +29,7 @@ pub use transport::{DeliveryOutcome, OutboundMessage, SendGuard, Transport};
 pub mod prelude {
     pub use super::store::{
         AudienceStore as _, CampaignStore as _, DispatchStore as _, LeaseStore as _,
-        LedgerStore as _, OutcomeStore as _, SuppressionStore as _, TenantAccess as _,
+        LedgerStore as _, OutcomeStore as _, RetentionStore as _, SuppressionStore as _,
+        TenantAccess as _,
     };
 }

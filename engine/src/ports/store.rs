@@ -850,6 +850,40 @@ pub trait AudienceStore: Send + Sync + 'static {
     async fn delete_segment(&self, tenant: &TenantId, id: SegmentId) -> Result<bool, StoreError>;
 }
 
+/// What retention deletes: rows older than these times (milliseconds since the
+/// epoch, as [`Timestamp`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cutoffs {
+    /// Keyed sends accepted before this.
+    pub keyed_sends: Timestamp,
+    /// Staged recipients launched before this (pending ones are never deleted).
+    pub launched_recipients: Timestamp,
+    /// Message states last changed before this.
+    pub messages: Timestamp,
+}
+
+/// How many rows one pass of retention deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub keyed_sends: u64,
+    pub launched_recipients: u64,
+    pub messages: u64,
+}
+
+impl Pruned {
+    pub fn total(&self) -> u64 {
+        self.keyed_sends + self.launched_recipients + self.messages
+    }
+}
+
+/// What the store forgets: rows it no longer needs to work, past their retention.
+#[async_trait]
+pub trait RetentionStore: Send + Sync + 'static {
+    /// Deletes up to `limit` rows of each kind older than `cutoffs`; returns how many
+    /// went. Called again until it deletes fewer than `limit` of each.
+    async fn prune(&self, cutoffs: &Cutoffs, limit: usize) -> Result<Pruned, StoreError>;
+}
+
 /// The durable record of the engine: every role above, as one adapter implements
 /// them. Code that needs one role takes that port (`Arc<dyn CampaignStore>`, ...);
 /// an `Arc<dyn Store>` converts to any of them.
@@ -862,6 +896,7 @@ pub trait Store:
     + LedgerStore
     + LeaseStore
     + AudienceStore
+    + RetentionStore
 {
 }
 
@@ -874,5 +909,6 @@ impl<T> Store for T where
         + LedgerStore
         + LeaseStore
         + AudienceStore
+        + RetentionStore
 {
 }

@@ -93,6 +93,13 @@ macro_rules! store_contract {
                 async fn idempotent_sends_keep_the_first() {
                     suite::idempotent_sends_keep_the_first(&super::super::$make().await).await
                 }
+                #[tokio::test]
+                async fn retention_deletes_only_what_is_past_its_cutoff() {
+                    suite::retention_deletes_only_what_is_past_its_cutoff(
+                        &super::super::$make().await,
+                    )
+                    .await
+                }
             }
             /// `OutcomeStore`.
             mod outcomes {

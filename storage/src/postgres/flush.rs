@@ -346,11 +346,13 @@ pub(super) struct MessageRow<'a> {
 const MESSAGE_COLUMNS: &str = "message_id, tenant, campaign, recipient, mask, status, detail";
 
 // A state without detail keeps the one stored: the reply text of a bounce must survive
-// a later open or click event.
+// a later open or click event. `updated_at` (for retention) takes its column default,
+// the time of the write.
 const MESSAGE_CONFLICT: &str = "ON CONFLICT (message_id) DO UPDATE SET tenant = EXCLUDED.tenant,
              campaign = EXCLUDED.campaign, recipient = EXCLUDED.recipient,
              mask = messages.mask | EXCLUDED.mask, status = EXCLUDED.status,
-             detail = COALESCE(EXCLUDED.detail, messages.detail)";
+             detail = COALESCE(EXCLUDED.detail, messages.detail),
+             updated_at = EXCLUDED.updated_at";
 
 static UNNEST_MESSAGES: LazyLock<String> = LazyLock::new(|| {
     format!(

@@ -28,8 +28,8 @@ macro_rules! lifecycle {
     ($pool:ty, $conn:ty, $row:ty, $sql:path) => {
         use super::catalog::{CAMPAIGN_COLUMNS, campaign_row};
         use super::rows::{
-            ANY_OF_CHUNK, BEGIN_WRITE, RowReader, any_of, bind_all, db_err, is_kind, raw_text,
-            row_err, tiebreak,
+            ANY_OF_CHUNK, BEGIN_WRITE, NOW, RowReader, any_of, bind_all, db_err, is_kind, millis,
+            raw_text, row_err, tiebreak,
         };
         use maily_engine::ports::{IdempotentSend, StoreError, Transition};
         use maily_engine::{
@@ -242,8 +242,9 @@ macro_rules! lifecycle {
             for chunk in ids.chunks(ANY_OF_CHUNK) {
                 let keys: Vec<String> = chunk.iter().map(MessageId::to_string).collect();
                 let sql = $sql(&format!(
-                    "UPDATE staged_recipients SET state = 'launched'
+                    "UPDATE staged_recipients SET state = 'launched', launched_at = {}
                      WHERE campaign = $1::uuid AND {}",
+                    millis(NOW),
                     any_of("message_id", 2, keys.len(), "uuid")
                 ))
                 .into_owned();
@@ -290,6 +291,48 @@ macro_rules! lifecycle {
                 format_args!("of campaign {campaign}"),
             );
             Ok((r.u64("pending")?, r.u64("launched")?))
+        }
+
+        /// Deletes up to `limit` rows of each kind past its cutoff (see
+        /// `RetentionStore::prune`), each kind in its own statement: a row is needed
+        /// by nothing once past its cutoff, so no transaction spans them.
+        pub(crate) async fn prune(
+            pool: &$pool,
+            cutoffs: &maily_engine::ports::Cutoffs,
+            limit: usize,
+        ) -> Result<maily_engine::ports::Pruned, StoreError> {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let run = |sql: &'static str, cutoff: i64| async move {
+                sqlx::query(&$sql(sql))
+                    .bind(cutoff)
+                    .bind(limit)
+                    .execute(pool)
+                    .await
+                    .map(|r| r.rows_affected())
+                    .map_err(db_err)
+            };
+            Ok(maily_engine::ports::Pruned {
+                keyed_sends: run(
+                    "DELETE FROM idempotent_sends WHERE (tenant, idem_key) IN
+                     (SELECT tenant, idem_key FROM idempotent_sends
+                      WHERE accepted_at < $1 LIMIT $2)",
+                    cutoffs.keyed_sends.0,
+                )
+                .await?,
+                launched_recipients: run(
+                    "DELETE FROM staged_recipients WHERE message_id IN
+                     (SELECT message_id FROM staged_recipients
+                      WHERE state = 'launched' AND launched_at < $1 LIMIT $2)",
+                    cutoffs.launched_recipients.0,
+                )
+                .await?,
+                messages: run(
+                    "DELETE FROM messages WHERE message_id IN
+                     (SELECT message_id FROM messages WHERE updated_at < $1 LIMIT $2)",
+                    cutoffs.messages.0,
+                )
+                .await?,
+            })
         }
 
         pub(crate) async fn fix_shards(

@@ -1,7 +1,7 @@
 //! The store's ports on a SQL backend: every method of the role traits forwards to the
 //! shared SQL of its module, so both backends answer each port the same way.
 
-/// Implements the eight role traits of the store port for `$store`, a backend store
+/// Implements the nine role traits of the store port for `$store`, a backend store
 /// with a `pool` field and two methods of its own: `batch_rows()`, how many rows one
 /// multi-row statement carries, and `flush_aggregates(batch)`, the analytics flush
 /// (Postgres has a bulk path of its own there). The backend module that expands it
@@ -14,9 +14,10 @@ macro_rules! ports {
             use maily_engine::merkle::Hash32;
             use maily_engine::ports::{
                 AggregateBatch, ApiKeyRecord, AudienceStore, CampaignStore, ChainSubmission,
-                DispatchStore, Fence, IdempotentSend, Lease, LeaseStore, LedgerEntry, LedgerStore,
-                MessageState, NewApiKey, OutcomeStore, Settlement, StoreError, StoredOffset,
-                StoredProof, SuppressionStore, TenantAccess, TenantRecord, Transition,
+                Cutoffs, DispatchStore, Fence, IdempotentSend, Lease, LeaseStore, LedgerEntry,
+                LedgerStore, MessageState, NewApiKey, OutcomeStore, Pruned, RetentionStore,
+                Settlement, StoreError, StoredOffset, StoredProof, SuppressionStore, TenantAccess,
+                TenantRecord, Transition,
             };
             use maily_engine::{
                 Campaign, CampaignId, CampaignState, CampaignStats, CampaignStatus, Contact,
@@ -239,6 +240,17 @@ macro_rules! ports {
                     proposed: u32,
                 ) -> Result<u32, StoreError> {
                     lifecycle::fix_shards(&self.pool, id, proposed).await
+                }
+            }
+
+            #[async_trait::async_trait]
+            impl RetentionStore for $store {
+                async fn prune(
+                    &self,
+                    cutoffs: &Cutoffs,
+                    limit: usize,
+                ) -> Result<Pruned, StoreError> {
+                    lifecycle::prune(&self.pool, cutoffs, limit).await
                 }
             }
 

@@ -10,7 +10,9 @@ pub(crate) use aggregates::commit_aggregates;
 mod aggregates {
     use super::write_offsets;
     use crate::sqlite::leases::check_fence;
-    use crate::sqlite::rows::{BEGIN_WRITE, db_err, placeholders, stats_columns, stats_to_i64};
+    use crate::sqlite::rows::{
+        BEGIN_WRITE, NOW, db_err, placeholders, stats_columns, stats_to_i64,
+    };
     use maily_engine::ports::{AggregateBatch, StoreError};
     use maily_engine::{CampaignStats, Timestamp};
     use sqlx::SqlitePool;
@@ -44,14 +46,17 @@ mod aggregates {
     });
 
     fn upsert_messages_sql(rows: usize) -> String {
-        let row = format!("({})", placeholders(MESSAGE_COLUMNS));
+        // `updated_at` (for retention) is the time of the write.
+        let row = format!("({}, {NOW})", placeholders(MESSAGE_COLUMNS));
         format!(
-            "INSERT INTO messages (message_id, tenant, campaign, recipient, mask, status, detail)
+            "INSERT INTO messages (message_id, tenant, campaign, recipient, mask, status, detail,
+                 updated_at)
              VALUES {}
              ON CONFLICT (message_id) DO UPDATE SET tenant = excluded.tenant,
                  campaign = excluded.campaign, recipient = excluded.recipient,
                  mask = messages.mask | excluded.mask, status = excluded.status,
-                 detail = COALESCE(excluded.detail, messages.detail)",
+                 detail = COALESCE(excluded.detail, messages.detail),
+                 updated_at = excluded.updated_at",
             vec![row; rows].join(", ")
         )
     }

@@ -460,6 +460,110 @@ pub async fn idempotent_sends_keep_the_first(store: &impl Store) {
     );
 }
 
+/// Retention deletes keyed sends, launched recipients and message states past their
+/// cutoffs, in passes of at most `limit` rows of each kind, and nothing younger;
+/// pending recipients and campaign stats stay whatever their age.
+pub async fn retention_deletes_only_what_is_past_its_cutoff(store: &impl Store) {
+    use crate::ports::{AggregateBatch, Cutoffs, MessageState, Pruned};
+    let c = created(store, "acme", state(Running, None, 1)).await;
+    // Keyed sends accepted at 1,001..1,005 (their fingerprints).
+    let sends: Vec<IdempotentSend> = (1..=5)
+        .map(|i| send(&c, &format!("k{i}"), "a@example.com", i))
+        .collect();
+    store.reserve_sends(&sends).await.unwrap();
+    let rows: Vec<StagedRecipient> = (0..5)
+        .map(|i| staged(&format!("r{i}@example.com"), "x"))
+        .collect();
+    store.stage_recipients(c.id, &rows).await.unwrap();
+    store.mark_launched(c.id, &ids(&rows[..3])).await.unwrap();
+    let messages: Vec<MessageState> = rows
+        .iter()
+        .map(|r| MessageState {
+            message_id: r.message_id,
+            tenant: c.tenant.clone(),
+            campaign: c.id,
+            recipient: r.email.clone(),
+            mask: 1,
+            status: "injected".into(),
+            detail: None,
+        })
+        .collect();
+    let stats = crate::CampaignStats {
+        injected: 5,
+        ..Default::default()
+    };
+    store
+        .commit_aggregates(&AggregateBatch {
+            group: "analytics".into(),
+            fence: None,
+            offsets: vec![],
+            part: 0,
+            stats: vec![(c.tenant.clone(), c.id, stats)],
+            messages: messages.clone(),
+        })
+        .await
+        .unwrap();
+    let now = Timestamp::now();
+
+    // Cutoffs before everything: nothing goes.
+    let before = Cutoffs {
+        keyed_sends: Timestamp(1_000),
+        launched_recipients: Timestamp(now.0 - 3_600_000),
+        messages: Timestamp(now.0 - 3_600_000),
+    };
+    assert_eq!(store.prune(&before, 100).await.unwrap(), Pruned::default());
+
+    // Keyed sends accepted before 1,003 go (two); recipients launched and messages
+    // written before an hour from now go, two at a time.
+    let after = Cutoffs {
+        keyed_sends: Timestamp(1_003),
+        launched_recipients: Timestamp(now.0 + 3_600_000),
+        messages: Timestamp(now.0 + 3_600_000),
+    };
+    let first = store.prune(&after, 2).await.unwrap();
+    assert_eq!(
+        first,
+        Pruned {
+            keyed_sends: 2,
+            launched_recipients: 2,
+            messages: 2
+        }
+    );
+    let mut total = first;
+    loop {
+        let pass = store.prune(&after, 2).await.unwrap();
+        if pass.total() == 0 {
+            break;
+        }
+        total.keyed_sends += pass.keyed_sends;
+        total.launched_recipients += pass.launched_recipients;
+        total.messages += pass.messages;
+    }
+    assert_eq!(
+        total,
+        Pruned {
+            keyed_sends: 2,
+            launched_recipients: 3,
+            messages: 5
+        }
+    );
+    // What is left: the younger keyed sends (a repeat of k1 is new again), the two
+    // pending recipients, the campaign's stats.
+    let again = send(&c, "k1", "b@example.com", 9);
+    let got = store
+        .reserve_sends(&[again.clone(), sends[3].clone()])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![again, sends[3].clone()]);
+    assert_eq!(store.staged_counts(c.id).await.unwrap(), (2, 0));
+    assert_eq!(
+        ids(&store.pending_recipients(c.id, 10).await.unwrap()),
+        ids(&rows[3..])
+    );
+    assert_eq!(store.message(rows[0].message_id).await.unwrap(), None);
+    assert_eq!(store.campaign_stats(c.id).await.unwrap(), Some(stats));
+}
+
 /// Unsuppressing takes an address off one tenant's list only.
 pub async fn unsuppress_removes_one_address(store: &impl Store) {
     let acme = TenantId::parse("acme").unwrap();
