@@ -575,6 +575,8 @@ pub fn engine_settings(s: &Settings) -> anyhow::Result<EngineSettings> {
             payees: Arc::new(payees(s)?),
         },
         launcher: maily_actors::launcher::LauncherSettings {
+            chunk: s.launcher.chunk.max(1),
+            shard_size: s.launcher.shard_size.max(1),
             retention: maily_actors::launcher::Retention {
                 keyed_sends: s.retention.keyed_sends,
                 launched_recipients: s.retention.launched_recipients,

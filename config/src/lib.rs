@@ -52,6 +52,28 @@ pub struct Settings {
     pub supervisor: SupervisorSection,
     #[serde(default)]
     pub retention: RetentionSection,
+    #[serde(default)]
+    pub launcher: LauncherSection,
+}
+
+/// `[launcher]`: how the leader moves staged recipients into the send topic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LauncherSection {
+    /// Recipients read from the store and produced per write to the log.
+    pub chunk: usize,
+    /// Recipients per shard when a campaign's shard count is chosen (at its first
+    /// launch; at most one shard per partition).
+    pub shard_size: u64,
+}
+
+impl Default for LauncherSection {
+    fn default() -> Self {
+        LauncherSection {
+            chunk: 1000,
+            shard_size: 2000,
+        }
+    }
 }
 
 /// `[retention]`: how long the store keeps what it no longer needs to work, so it does
