@@ -89,6 +89,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "In-flight claims of a process that lost the partition, taken over at once by its new owner.",
     ),
     (
+        "maily_sender_renders_inline_total",
+        Kind::Counter,
+        "Templates rendered in place rather than on the render pool, because every render of their campaign so far was quick.",
+    ),
+    (
         "maily_sender_render_timeouts_total",
         Kind::Counter,
         "Template renders given up after the render timeout; their messages are rejected.",

@@ -68,6 +68,11 @@ pub struct SenderSettings {
 /// Renders templates on the blocking pool, at most `threads` at once, so a costly
 /// template (within its fuel) never occupies a worker of the async runtime that other
 /// partitions, tenants and the APIs run on.
+///
+/// A campaign whose renders have all been quick (its first [`Budget::PROBE`] on the
+/// pool, none over [`Budget::QUICK`]) renders in place instead: handing a render of a
+/// few microseconds to another thread and back costs more than the render. Its first
+/// render over that time sends the campaign's renders back to the pool for good.
 #[derive(Debug)]
 pub struct RenderPool {
     permits: Arc<tokio::sync::Semaphore>,
@@ -97,13 +102,29 @@ impl RenderPool {
             metrics::counter!("maily_sender_render_skipped_total").increment(1);
             return Err(reason);
         }
+        if plan.budget.quick() {
+            let started = Instant::now();
+            let result = plan.template.render(&recipient);
+            plan.budget.timed(started.elapsed());
+            let over = matches!(
+                result,
+                Err(RenderError::OutOfFuel { .. } | RenderError::TooLong { .. })
+            );
+            plan.budget.record(over);
+            metrics::counter!("maily_sender_renders_inline_total").increment(1);
+            return result.map_err(|e| e.to_string());
+        }
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return Err("the render pool is closed".into());
         };
         let budget = plan.budget.clone();
+        let timing = plan.budget.clone();
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            plan.template.render(&recipient)
+            let started = Instant::now();
+            let rendered = plan.template.render(&recipient);
+            timing.timed(started.elapsed());
+            rendered
         });
         let (result, over) = match tokio::time::timeout(self.timeout, task).await {
             Ok(Ok(Ok(rendered))) => (Ok(rendered), false),
@@ -138,10 +159,31 @@ impl RenderPool {
 struct Budget {
     renders: std::sync::atomic::AtomicU32,
     over: std::sync::atomic::AtomicU32,
+    /// Renders timed, and whether any took longer than [`Budget::QUICK`].
+    timed: std::sync::atomic::AtomicU32,
+    slow: std::sync::atomic::AtomicBool,
 }
 
 impl Budget {
     const TRIP_AFTER: u32 = 10;
+    /// Renders measured on the pool before a campaign may render in place.
+    const PROBE: u32 = 32;
+    /// The longest render that still counts as quick.
+    const QUICK: Duration = Duration::from_micros(200);
+
+    fn timed(&self, took: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if took > Self::QUICK {
+            self.slow.store(true, Relaxed);
+        }
+        self.timed.fetch_add(1, Relaxed);
+    }
+
+    /// Whether the campaign's renders have all been quick, over enough of them.
+    fn quick(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        !self.slow.load(Relaxed) && self.timed.load(Relaxed) >= Self::PROBE
+    }
 
     fn record(&self, over: bool) {
         use std::sync::atomic::Ordering::Relaxed;
@@ -863,6 +905,23 @@ fn defer(
 mod tests {
     use super::*;
     use maily_engine::{EmailAddress, MessageId, TenantId};
+
+    #[test]
+    fn a_campaign_renders_in_place_only_while_every_render_was_quick() {
+        let b = Budget::default();
+        for _ in 0..Budget::PROBE - 1 {
+            b.timed(Duration::from_micros(5));
+        }
+        assert!(!b.quick(), "not enough renders measured");
+        b.timed(Duration::from_micros(5));
+        assert!(b.quick());
+        b.timed(Budget::QUICK * 2);
+        assert!(!b.quick(), "one slow render sends it back to the pool");
+        for _ in 0..100 {
+            b.timed(Duration::from_micros(1));
+        }
+        assert!(!b.quick(), "for good");
+    }
 
     #[test]
     fn a_budget_trips_only_when_most_renders_run_over() {
