@@ -744,6 +744,17 @@ mod served {
     }
 
     /// User plus system CPU time of process `pid` so far.
+    /// The most resident memory process `pid` has had, in KiB (`VmHWM`).
+    fn peak_rss(pid: u32) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_context(|| format!("reading /proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmHWM in /proc status")
+    }
+
     fn cpu_of(pid: u32) -> Result<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .with_context(|| format!("reading /proc/{pid}/stat"))?;
@@ -1147,6 +1158,10 @@ key_prefix = "{prefix}"
         match records_per_message(&metrics) {
             Ok(per) => eprintln!("  event-log records per delivered message: {per:.2}"),
             Err(e) => eprintln!("  event-log records per message unknown: {e:#}"),
+        }
+        match peak_rss(pid) {
+            Ok(kb) => eprintln!("  peak RSS of maily serve: {:.1} MB", kb as f64 / 1024.0),
+            Err(e) => eprintln!("  peak RSS unknown: {e:#}"),
         }
         drop(served);
         drop(broker);
