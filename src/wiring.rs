@@ -558,6 +558,9 @@ pub fn engine_settings(s: &Settings) -> anyhow::Result<EngineSettings> {
         suppression: Arc::new(suppression(s)?),
         analytics: AnalyticsSettings {
             flush_size: s.analytics.flush_size,
+            message_cache: (maily_actors::analytics::MESSAGE_CACHE_TOTAL
+                / s.engine.partitions.max(1) as usize)
+                .max(1_000),
             flush_interval: s.analytics.flush_interval,
             idle_wait: s.sender.idle_wait,
         },

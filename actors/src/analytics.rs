@@ -22,8 +22,10 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 const GROUP: &str = "analytics";
-/// Known message states kept between flushes before the cache is dropped.
-const MESSAGE_CACHE_LIMIT: usize = 200_000;
+/// Known message states kept between flushes by all of a process's analytics actors
+/// together; each of `partitions` actors keeps its share before dropping its cache, so
+/// a campaign spread over every partition costs no more memory than one on one.
+pub const MESSAGE_CACHE_TOTAL: usize = 200_000;
 
 /// Tuning of the analytics actor.
 #[derive(Debug, Clone)]
@@ -32,6 +34,9 @@ pub struct AnalyticsSettings {
     /// flush comes first when the next record would not fit, so only a single record
     /// larger than this goes over it).
     pub flush_size: usize,
+    /// Message states one actor keeps between flushes before dropping them (its
+    /// share of [`MESSAGE_CACHE_TOTAL`]).
+    pub message_cache: usize,
     /// Longest time applied events wait before a flush.
     pub flush_interval: Duration,
     pub idle_wait: Duration,
@@ -254,7 +259,7 @@ impl AnalyticsWorker {
         commit_positions(self.ports.feed.log.as_ref(), GROUP, &[&cursor]).await?;
         self.dirty_campaigns.clear();
         self.dirty_messages.clear();
-        if self.messages.len() > MESSAGE_CACHE_LIMIT {
+        if self.messages.len() > self.settings.message_cache {
             self.messages.clear();
         }
         self.pending = 0;
