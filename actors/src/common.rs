@@ -240,12 +240,7 @@ pub struct Outbox {
 impl Outbox {
     /// Queues a payload under `key` (a campaign's partition key).
     pub fn push<T: Serialize>(&mut self, topic: &str, key: &impl std::fmt::Display, record: &T) {
-        self.by_topic
-            .entry(topic.to_string())
-            .or_default()
-            .entry(key.to_string().into_bytes())
-            .or_default()
-            .push(records::encode(record));
+        self.push_keyed(topic, key.to_string().as_bytes(), record);
     }
 
     /// Queues a payload under the partition key `key` as it is (the key of the
@@ -281,10 +276,7 @@ impl Outbox {
             let records: Vec<KeyedPayload> = keys
                 .into_iter()
                 .flat_map(|(key, payloads)| {
-                    let items = records::items_per_record(&topic);
-                    records::pack(payloads, records::MAX_PACKED_BYTES, items)
-                        .into_iter()
-                        .map(move |p| (key.clone(), p))
+                    records::pack_keyed(&key, payloads, records::items_per_record(&topic))
                 })
                 .collect();
             if records.is_empty() {

@@ -296,13 +296,7 @@ impl LauncherWorker {
                     .into_iter()
                     .zip(keys.iter())
                     .flat_map(|(payloads, key)| {
-                        records::pack(
-                            payloads,
-                            records::MAX_PACKED_BYTES,
-                            records::SEND_ITEMS_PER_RECORD,
-                        )
-                        .into_iter()
-                        .map(move |p| (key.clone(), p))
+                        records::pack_keyed(key, payloads, records::SEND_ITEMS_PER_RECORD)
                     })
                     .collect();
                 self.ports

@@ -631,15 +631,7 @@ fn packed(payloads: Vec<KeyedPayload>) -> Vec<KeyedPayload> {
     }
     by_key
         .into_iter()
-        .flat_map(|(key, group)| {
-            records::pack(
-                group,
-                records::MAX_PACKED_BYTES,
-                records::SEND_ITEMS_PER_RECORD,
-            )
-            .into_iter()
-            .map(move |p| (key.clone(), p))
-        })
+        .flat_map(|(key, group)| records::pack_keyed(&key, group, records::SEND_ITEMS_PER_RECORD))
         .collect()
 }
 

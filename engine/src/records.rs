@@ -289,6 +289,15 @@ pub fn pack(
     out
 }
 
+/// `payloads` packed as [`pack`] does, each record keyed by `key`: what a producer
+/// hands the log for one topic and key.
+pub fn pack_keyed(key: &[u8], payloads: Vec<Vec<u8>>, max_items: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pack(payloads, MAX_PACKED_BYTES, max_items)
+        .into_iter()
+        .map(|p| (key.to_vec(), p))
+        .collect()
+}
+
 /// The items of a payload that holds one record or an array of them, each decoded on
 /// its own: an item that does not decode is an error in its place, with the item's
 /// text, and the others are kept. A payload that is not JSON at all is one error.
