@@ -56,7 +56,22 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "maily_sender_batch_size",
         Kind::Histogram,
-        "Messages per sender batch.",
+        "Messages finished per sender flush (events, retries and position written).",
+    ),
+    (
+        "maily_sender_in_flight",
+        Kind::Gauge,
+        "Deliveries running in a partition's sender window.",
+    ),
+    (
+        "maily_sender_deferred",
+        Kind::Gauge,
+        "Messages of a partition in the deferred queue, waiting for their destination.",
+    ),
+    (
+        "maily_sender_deferred_total",
+        Kind::Counter,
+        "Messages moved out of the sender window to the deferred queue because their destination's rate limit would have held them back.",
     ),
     (
         "maily_sender_held_total",
@@ -66,7 +81,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "maily_sender_lease_waits_total",
         Kind::Counter,
-        "Batches a sender skipped because its partition lease was about to expire.",
+        "Steps in which a sender started nothing because its partition lease was about to expire.",
     ),
     (
         "maily_sender_replayed_total",

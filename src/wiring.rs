@@ -542,6 +542,8 @@ pub fn engine_settings(s: &Settings) -> anyhow::Result<EngineSettings> {
         sender: SenderSettings {
             batch_size: s.sender.batch_size,
             concurrency: s.sender.concurrency,
+            flush_interval: s.sender.flush_interval,
+            pacer: Arc::default(),
             idle_wait: s.sender.idle_wait,
             retry_tiers: s.sender.retry_tiers.iter().map(|d| d.0).collect(),
             retry_jitter: s.sender.retry_jitter,

@@ -7,14 +7,16 @@
 //! Duplicates are bounded, not zero: with Redis claims, only messages whose SMTP
 //! transaction was accepted but whose outcome was not yet recorded when the process
 //! died (at most `sender.concurrency` per partition the process owned); with the
-//! in-memory hot state of the embedded profile the claims die with the process, so the
-//! unrecorded part of each partition's last batch is sent again (at most
-//! `sender.batch_size` per partition). ARCHITECTURE.md states the same.
+//! in-memory hot state of the embedded profile the claims die with the process, so what
+//! was delivered past each partition's stored position is sent again (the window reads
+//! at most `2 × sender.batch_size + sender.concurrency` past it). ARCHITECTURE.md
+//! states the same.
 
 mod common;
 
 use common::chaos::{
     Chaos, Fault, Plan, Profile, Report, Stop, authed, command, receipts, run_plan, stats, upload,
+    upload_to,
 };
 use common::run;
 use maily_api::grpc::proto::ScheduleCampaignRequest;
@@ -25,8 +27,8 @@ fn bound(profile: Profile, partitions: u64) -> u64 {
     match profile {
         // sender.concurrency (64) transactions in flight per partition.
         Profile::Production => 64 * partitions,
-        // sender.batch_size (512) per partition.
-        Profile::Embedded => 512 * partitions,
+        // 2 × sender.batch_size (512) + sender.concurrency (64) per partition.
+        Profile::Embedded => (2 * 512 + 64) * partitions,
     }
 }
 
@@ -154,6 +156,96 @@ fn two_processes_share_one_campaign_over_its_shards() {
             let p = chaos.procs[i].take().expect("running");
             assert!(p.terminate().success());
         }
+    });
+}
+
+/// One campaign over ten domains, one of them limited to 10 messages a second: its
+/// messages leave the sender's window for the deferred queue, so the other nine go
+/// out at full speed meanwhile, and the slow domain's arrive no faster than its limit.
+#[test]
+fn a_throttled_domain_holds_back_no_other() {
+    run(async {
+        let mut plan = Plan::from_env(Profile::Embedded, 1, 2_000, 0);
+        plan.faults = 0;
+        let n = plan.recipients;
+        let extra = r#"
+[smtp.limits.domains."slow.test"]
+rate = "10/s"
+"#;
+        let mut chaos = Chaos::prepare_with(plan, extra).await;
+        chaos.spawn(0);
+        chaos.ready(0).await;
+        let mut client = chaos.client().await;
+        let key = chaos.api_key().await;
+        let domain = |i: usize| {
+            if i.is_multiple_of(10) {
+                "slow.test".to_string()
+            } else {
+                format!("d{}.test", i % 10)
+            }
+        };
+        let id = upload_to(&mut client, &key, "ten domains", n, |i| {
+            format!("r{i}@{}", domain(i))
+        })
+        .await;
+        command(&mut client, &key, &id, "start").await;
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if let Some((_, finished)) = stats(&mut client, &key, &id).await
+                && finished >= n as u64
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the campaign did not finish:\n{}",
+                chaos.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let counts = receipts(&chaos.sink);
+        assert_eq!(counts.len(), n, "every recipient received");
+        assert!(counts.values().all(|c| *c == 1), "nobody received twice");
+
+        let mut slow = Vec::new();
+        let mut fast = Vec::new();
+        for m in chaos.sink.received() {
+            let to = &m.rcpt_to[0];
+            if to.ends_with("@slow.test") {
+                slow.push(m.at);
+            } else {
+                fast.push(m.at);
+            }
+        }
+        slow.sort();
+        let last_fast = fast.iter().max().copied().expect("fast mail");
+        let slow_before = slow.iter().filter(|t| **t <= last_fast).count();
+        println!(
+            "slow.test: {} messages over {:?}; the other {} done after {} of them",
+            slow.len(),
+            slow[slow.len() - 1] - slow[0],
+            fast.len(),
+            slow_before
+        );
+        // Behind a window barrier the others would wait for nearly every slow message.
+        assert!(
+            slow_before < slow.len() / 2,
+            "the other domains waited for slow.test: {slow_before} of its {} messages came first",
+            slow.len()
+        );
+        // The limit held: 10/s with a burst of one, so k messages span (k-1)/10 s,
+        // less a little of the sink's own timing.
+        let span = slow[slow.len() - 1] - slow[0];
+        let floor = Duration::from_millis(100 * (slow.len() as u64 - 1));
+        assert!(
+            span + Duration::from_millis(250) >= floor,
+            "slow.test got {} messages in {span:?}, faster than 10/s",
+            slow.len()
+        );
+        let deferred = counter(&chaos, 0, "maily_sender_deferred_total", "").await;
+        assert!(deferred > 0.0, "nothing went through the deferred queue");
+        let p = chaos.procs[0].take().expect("running");
+        assert!(p.terminate().success());
     });
 }
 

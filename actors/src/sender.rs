@@ -1,6 +1,10 @@
 //! The sender: consumes a partition of the send topic and its retry tiers, renders,
 //! suppresses and delivers each message, and emits what happened.
 //!
+//! Deliveries run in a rolling window (see [`SenderWorker`]): positions only pass a
+//! record once each of its messages is delivered, bounced, deferred to a retry tier,
+//! rejected or moved to the deferred queue, and those outcomes are written first.
+//!
 //! Idempotency: each message's key is claimed in hot state before delivery and marked
 //! with the outcome after, so a replay after a crash re-emits the recorded outcome
 //! instead of sending again. The window left is between the server's 250 and the mark
@@ -10,8 +14,7 @@
 //! running) is waited for and taken over only once older than `in_flight_timeout`.
 
 use crate::common::{
-    Cursor, Feed, Outbox, Ports, dead_letter_item, decode_items_or_dead_letter, hot_down, hot_ok,
-    save_positions,
+    Cursor, Feed, Outbox, Ports, dead_letter_item, hot_down, hot_ok, save_positions,
 };
 use crate::compose::{Composer, Own};
 use crate::faults::{FaultPoint, Faults};
@@ -20,19 +23,19 @@ use crate::worker::{Step, Worker};
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use maily_engine::ports::{
-    CampaignStore, Claim, DeliveryOutcome, DispatchStore, Fence, HotState, OutboundMessage,
-    SenderDomain, StoreError, SuppressionStore, TenantAccess, Transport,
+    CampaignStore, Claim, DeferredSend, DeferredStore, DeliveryOutcome, DispatchStore, Fence,
+    HotState, OutboundMessage, Record, SenderDomain, StoreError, SuppressionStore, TenantAccess,
+    Transport,
 };
 use maily_engine::records::{self, EventRecord, InboundRecord, SendRecord, topics};
 use maily_engine::reply::SmtpReply;
 use maily_engine::template::{CompiledTemplate, RenderError, Rendered};
 use maily_engine::{
     Campaign, CampaignId, CampaignStatus, EventKind, MessageId, Recipient, StagedRecipient,
-    Timestamp,
+    TenantId, Timestamp,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::debug;
@@ -40,9 +43,15 @@ use tracing::debug;
 /// Tuning of the sender.
 #[derive(Debug, Clone)]
 pub struct SenderSettings {
+    /// Finished messages per flush of events and positions.
     pub batch_size: usize,
     /// Deliveries in flight per partition.
     pub concurrency: usize,
+    /// The longest finished messages wait for their flush.
+    pub flush_interval: Duration,
+    /// Spreads deferred messages over the times their destinations can take them,
+    /// one for the process.
+    pub pacer: Arc<Pacer>,
     /// How long a fetch waits for new records when idle.
     pub idle_wait: Duration,
     /// Delay of each retry tier; attempt n waits in tier min(n-1, last). The tiers
@@ -149,6 +158,48 @@ impl RenderPool {
     }
 }
 
+/// Spreads the messages deferred for one destination over the times its limits let
+/// them start, for every sender of the process: the first goes when the destination
+/// could take it, each further one a destination's spacing later, so they come back
+/// one by one as it takes them instead of all at once.
+///
+/// Keyed by destination only: where a tenant's or pool's limit is the one holding a
+/// message back, a later check re-defers whatever comes due too early.
+#[derive(Debug, Default)]
+pub struct Pacer {
+    /// Per destination, the first start time after those handed out.
+    next: std::sync::Mutex<HashMap<String, Instant>>,
+}
+
+impl Pacer {
+    /// When a message from `tenant` to `domain` is due if its destination's limits
+    /// would keep it waiting longer than [`PARK_AFTER`]; `None` to send it now.
+    fn defer(
+        &self,
+        transport: &dyn Transport,
+        tenant: &TenantId,
+        domain: &str,
+    ) -> Option<Timestamp> {
+        let pace = transport.pace(tenant, domain)?;
+        if pace.wait <= PARK_AFTER {
+            return None;
+        }
+        let now = Instant::now();
+        let earliest = now + pace.wait;
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        if next.len() > 10_000 {
+            next.retain(|_, t| *t > now);
+        }
+        let domain = domain.to_ascii_lowercase();
+        let at = next
+            .get(&domain)
+            .copied()
+            .map_or(earliest, |t| t.max(earliest));
+        next.insert(domain, at + pace.spacing.max(Duration::from_millis(1)));
+        Some(Timestamp::now().plus(at - now))
+    }
+}
+
 /// Renders of one campaign that ran over their fuel, output cap or time: once at
 /// least [`Budget::TRIP_AFTER`] did, and they are at least half of its renders, the
 /// campaign's other messages are rejected without rendering, so a template that is
@@ -223,15 +274,17 @@ struct Plan {
 const PLAN_TTL: Duration = Duration::from_secs(5);
 
 /// The ports a sender uses: its feed (the send and retry topics, the events it
-/// emits, its positions), the campaigns it sends, the tenants' sending domains, the
-/// suppression list, hot state (idempotency claims, cached suppressions, rate
-/// buckets) and the transport.
+/// emits, its positions), the campaigns it sends, its deferred queue, the tenants'
+/// sending domains, the suppression list, hot state (idempotency claims, cached
+/// suppressions, rate buckets) and the transport.
 #[derive(Clone)]
 pub struct SenderPorts {
     pub feed: Feed,
     pub campaigns: Arc<dyn CampaignStore>,
     /// Where a paused campaign's messages go back to, staged.
     pub dispatch: Arc<dyn DispatchStore>,
+    /// Messages waiting for their destination, out of the window.
+    pub deferred: Arc<dyn DeferredStore>,
     pub access: Arc<dyn TenantAccess>,
     pub suppressions: Arc<dyn SuppressionStore>,
     pub hot: Arc<dyn HotState>,
@@ -244,6 +297,7 @@ impl From<&Ports> for SenderPorts {
             feed: ports.into(),
             campaigns: ports.store.clone(),
             dispatch: ports.store.clone(),
+            deferred: ports.store.clone(),
             access: ports.store.clone(),
             suppressions: ports.store.clone(),
             hot: ports.hot.clone(),
@@ -253,18 +307,151 @@ impl From<&Ports> for SenderPorts {
 }
 
 /// The sender of one partition.
+///
+/// It keeps a rolling window of deliveries: up to `concurrency` run at once, and a
+/// new one starts as soon as one ends, whatever the others are doing. What finished
+/// is flushed every `batch_size` messages or `flush_interval`: events (packed per
+/// shard), retries, then the stored positions, which only pass a record once every
+/// message of it finished. A message whose destination's limits would keep it waiting
+/// longer than [`PARK_AFTER`] leaves the window for the deferred queue in the store,
+/// due when its destination can take it, so a throttled domain holds back no other.
 pub struct SenderWorker {
     ports: SenderPorts,
     settings: Arc<SenderSettings>,
     faults: Arc<Faults>,
     partition: u32,
-    send: Option<Cursor>,
-    retries: Vec<Cursor>,
+    /// The send topic's cursor, then each retry tier's: where the next fetch reads.
+    cursors: Vec<Cursor>,
+    /// When each retry tier is read next: a tier waits at its first record not due.
+    tier_due: Vec<Instant>,
     plans: HashMap<CampaignId, (Instant, Option<Arc<Plan>>)>,
+    statuses: HashMap<CampaignId, (Instant, Option<CampaignStatus>)>,
     fence: Option<Fence>,
     guard: Option<Arc<LeaseGuard>>,
-    /// Messages per send record lately, to size fetches to a batch.
+    /// Messages per send record lately, to size fetches.
     per_record: usize,
+    window: Window,
+}
+
+/// The longest a message may wait in the window for its destination's limits; one
+/// that would wait longer is deferred instead.
+const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// While the window has room and deliveries run, how long to wait for one of them to
+/// end before looking for new records again.
+const POLL: Duration = Duration::from_millis(10);
+
+/// How often an empty retry tier, or one whose head is not due, is looked at.
+const TIER_POLL: Duration = Duration::from_millis(250);
+
+/// How long a stopping sender goes on with what it fetched; a record with a message
+/// still unfinished after this is read again by the next owner (claims stop second
+/// sends where hot state is shared).
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
+
+/// A delivery waiting in the window or running.
+struct Job {
+    rec: SendRecord,
+    /// The key of the record it came in (its campaign's shard).
+    key: Arc<[u8]>,
+    from: Source,
+}
+
+/// Where a message in the window came from, so its end moves the right position.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// A record of `cursors[cursor]` at `offset`.
+    Log { cursor: usize, offset: u64 },
+    /// The deferred queue.
+    Deferred,
+}
+
+/// What a delivery task hands back.
+struct Finished {
+    source: Source,
+    key: Arc<[u8]>,
+    message_id: MessageId,
+    outputs: anyhow::Result<Vec<Output>>,
+}
+
+/// The sender's rolling window.
+#[derive(Default)]
+struct Window {
+    /// Fetched messages not started yet, in order.
+    queued: std::collections::VecDeque<Job>,
+    running: futures::stream::FuturesUnordered<tokio::task::JoinHandle<Finished>>,
+    /// Per cursor, the records from its stored position on: offset -> (messages,
+    /// messages not finished). The position passes a record once it and every
+    /// record before it are finished.
+    open: Vec<BTreeMap<u64, (usize, usize)>>,
+    /// Messages in those records: what a crash could make the next owner read again.
+    span: usize,
+    /// What finished and is not flushed yet.
+    outbox: Outbox,
+    /// Messages to move to the deferred queue at the next flush.
+    deferring: Vec<DeferredSend>,
+    /// Deferred messages that finished: their rows go at the next flush.
+    done_deferred: Vec<MessageId>,
+    /// Messages finished since the last flush.
+    unflushed: usize,
+    last_flush: Option<Instant>,
+    /// When the deferred queue's next send is due (None: nothing there).
+    deferred_due: Option<Timestamp>,
+    /// Rows in the deferred queue, for the gauge.
+    deferred: u64,
+}
+
+impl Window {
+    fn is_idle(&self) -> bool {
+        self.queued.is_empty() && self.running.is_empty()
+    }
+
+    /// Records that a message of `source` finished (or left the window).
+    fn close(&mut self, source: Source) {
+        self.unflushed += 1;
+        if let Source::Log { cursor, offset } = source
+            && let Some((_, left)) = self.open.get_mut(cursor).and_then(|o| o.get_mut(&offset))
+        {
+            *left = left.saturating_sub(1);
+        }
+    }
+
+    /// Takes out of the queue the messages of records none of whose messages has
+    /// started, and deferred sends (their rows stay, for the next owner to release).
+    fn drop_untouched(&mut self) {
+        let mut queued: HashMap<(usize, u64), usize> = HashMap::new();
+        for job in &self.queued {
+            if let Source::Log { cursor, offset } = job.from {
+                *queued.entry((cursor, offset)).or_default() += 1;
+            }
+        }
+        let open = &self.open;
+        self.queued.retain(|job| match job.from {
+            Source::Log { cursor, offset } => open[cursor]
+                .get(&offset)
+                .is_some_and(|(total, _)| queued.get(&(cursor, offset)) != Some(total)),
+            Source::Deferred => false,
+        });
+    }
+
+    /// Drops the finished records at the front of each cursor's list, and returns
+    /// each cursor's position: its first record with messages not finished.
+    fn positions(&mut self, cursors: &[Cursor]) -> Vec<Cursor> {
+        let mut out = Vec::with_capacity(cursors.len());
+        for (cursor, open) in cursors.iter().zip(&mut self.open) {
+            while let Some(entry) = open.first_entry() {
+                if entry.get().1 > 0 {
+                    break;
+                }
+                self.span -= entry.remove().0;
+            }
+            out.push(Cursor {
+                next: open.keys().next().copied().unwrap_or(cursor.next),
+                ..cursor.clone()
+            });
+        }
+        out
+    }
 }
 
 const GROUP: &str = "sender";
@@ -297,13 +484,15 @@ impl SenderWorker {
             settings,
             faults,
             partition,
-            send: None,
-            retries: Vec::new(),
+            cursors: Vec::new(),
+            tier_due: Vec::new(),
             plans: HashMap::new(),
+            statuses: HashMap::new(),
             fence,
             guard,
             // Assume full records until some are seen: a first fetch never overshoots.
             per_record: records::SEND_ITEMS_PER_RECORD,
+            window: Window::default(),
         }
     }
 
@@ -397,148 +586,216 @@ impl SenderWorker {
         self.plans.insert(id, (Instant::now(), plan.clone()));
         Ok(plan)
     }
-}
 
-impl Worker for SenderWorker {
-    type Command = ();
-    type Reply = ();
-
-    fn name(&self) -> String {
-        format!("sender/{}", self.partition)
-    }
-
-    async fn load(&mut self) -> anyhow::Result<()> {
-        let p = [self.partition];
-        self.send = Cursor::load(&self.ports.feed, GROUP, topics::SEND, p)
-            .await?
-            .pop();
-        self.retries.clear();
-        for tier in 0..self.settings.retry_tiers.len() {
-            let topic = topics::retry(tier);
-            self.retries
-                .extend(Cursor::load(&self.ports.feed, GROUP, &topic, p).await?);
-        }
-        Ok(())
-    }
-
-    async fn step(&mut self) -> anyhow::Result<Step> {
-        let log = self.ports.feed.log.clone();
-        let batch = self.settings.batch_size;
-        let now = Timestamp::now();
-        if let Some(guard) = &self.guard
-            && !guard.valid_at(now)
+    /// The status of campaign `id`, read again after [`STATUS_TTL`].
+    async fn status(&mut self, id: CampaignId) -> anyhow::Result<Option<CampaignStatus>> {
+        if let Some((read, status)) = self.statuses.get(&id)
+            && read.elapsed() < STATUS_TTL
         {
-            // Our lease may have passed to another process: deliver nothing until
-            // the ownership round renews it or stops us.
-            metrics::counter!("maily_sender_lease_waits_total").increment(1);
-            return Ok(Step::Idle(Duration::from_millis(100)));
+            return Ok(*status);
         }
-        let mut work: Vec<SendRecord> = Vec::new();
-        // What each message's record was keyed by (its campaign's shard): what the
-        // sender emits about it is keyed the same.
-        let mut keys: HashMap<MessageId, Arc<[u8]>> = HashMap::new();
+        let status = self
+            .ports
+            .campaigns
+            .campaign_state(id)
+            .await
+            .with_context(|| format!("loading the status of campaign {id}"))?
+            .map(|s| s.status);
+        self.statuses.insert(id, (Instant::now(), status));
+        Ok(status)
+    }
 
+    /// Reads due retries, due deferred sends and new sends into the window's queue,
+    /// up to about `room` messages; waits up to `wait` for new sends if none is there.
+    async fn fetch(&mut self, room: usize, wait: Duration) -> anyhow::Result<usize> {
+        let log = self.ports.feed.log.clone();
+        let now = Timestamp::now();
+        let mut taken = 0;
         // Due retries first; each tier is ordered by due time, so stop at the first
         // record that is not due yet (a record of several retries is due when its
         // last one is: they were deferred together, within the tier's jitter).
-        for cursor in &mut self.retries {
-            for record in cursor.fetch(log.as_ref(), batch, Duration::ZERO).await? {
-                if work.len() >= batch {
-                    break;
-                }
+        for tier in 1..self.cursors.len() {
+            if taken >= room || self.tier_due[tier - 1] > Instant::now() {
+                continue;
+            }
+            let cursor = &self.cursors[tier];
+            let fetched = cursor
+                .fetch(log.as_ref(), room - taken, Duration::ZERO)
+                .await?;
+            let mut next_look = Instant::now() + TIER_POLL;
+            for record in fetched {
                 let items = records::decode_many::<SendRecord>("send", &record.payload);
-                if items
+                let due = items
                     .iter()
                     .flatten()
-                    .any(|rec| rec.not_before.is_some_and(|t| t > now))
-                {
+                    .filter_map(|rec| rec.not_before)
+                    .max()
+                    .filter(|t| *t > now);
+                if let Some(due) = due {
+                    next_look = next_look.min(Instant::now() + due.since(now));
                     break;
                 }
-                cursor.next = record.offset + 1;
-                let key: Arc<[u8]> = record.key.as_slice().into();
-                for item in items {
-                    match item {
-                        Ok(rec) => {
-                            keys.insert(rec.message_id, key.clone());
-                            work.push(rec)
-                        }
-                        Err(bad) => {
-                            dead_letter_item(log.as_ref(), &cursor.topic, &record, &bad).await?
-                        }
+                self.cursors[tier].next = record.offset + 1;
+                taken += self.enqueue(tier, &record, items).await?;
+                if taken >= room {
+                    next_look = Instant::now();
+                    break;
+                }
+            }
+            self.tier_due[tier - 1] = next_look;
+        }
+        // Deferred sends whose time has come.
+        if taken < room && self.window.deferred_due.is_some_and(|due| due <= now) {
+            let due = self
+                .ports
+                .deferred
+                .take_due_sends(self.partition, now, room - taken)
+                .await
+                .context("taking due deferred sends")?;
+            for row in due {
+                match records::decode::<SendRecord>("send", &row.payload) {
+                    Ok(rec) => {
+                        self.window.queued.push_back(Job {
+                            rec,
+                            key: row.key.as_slice().into(),
+                            from: Source::Deferred,
+                        });
+                        taken += 1;
+                    }
+                    Err(e) => {
+                        // Stored by this engine, so not expected; dropped with a trace.
+                        tracing::error!(message = %row.message_id, error = %e, "deferred send unreadable, dropped");
+                        self.window.done_deferred.push(row.message_id);
                     }
                 }
             }
+            self.window.deferred_due = self
+                .ports
+                .deferred
+                .next_deferred_due(self.partition)
+                .await
+                .context("reading the next deferred send's due time")?;
         }
-        let send = self.send.as_mut().context("sender not loaded")?;
-        let wait = if work.is_empty() {
-            self.settings.idle_wait
-        } else {
-            Duration::ZERO
-        };
-        // A send record holds a chunk of recipients: read about a batch's worth.
-        let room = batch.saturating_sub(work.len());
-        let records = (room / self.per_record.max(1)).max(usize::from(room > 0));
-        let fetched = if records > 0 {
-            send.fetch(log.as_ref(), records, wait).await?
-        } else {
-            Vec::new()
-        };
-        let before = work.len();
-        for record in &fetched {
-            send.next = record.offset + 1;
-            let key: Arc<[u8]> = record.key.as_slice().into();
-            let items: Vec<SendRecord> =
-                decode_items_or_dead_letter(log.as_ref(), topics::SEND, "send", record).await?;
-            for rec in items {
-                keys.insert(rec.message_id, key.clone());
-                work.push(rec);
+        // New sends; a send record holds a chunk of recipients.
+        if taken < room {
+            let wait = if taken == 0 { wait } else { Duration::ZERO };
+            let wait = match self.window.deferred_due {
+                Some(due) => wait.min(due.since(Timestamp::now())),
+                None => wait,
+            };
+            let records = (room - taken).div_ceil(self.per_record.max(1));
+            let fetched = self.cursors[0].fetch(log.as_ref(), records, wait).await?;
+            let mut messages = 0;
+            for record in &fetched {
+                self.cursors[0].next = record.offset + 1;
+                let items = records::decode_many::<SendRecord>("send", &record.payload);
+                messages += self.enqueue(0, record, items).await?;
             }
+            if !fetched.is_empty() {
+                self.per_record = messages.div_ceil(fetched.len()).max(1);
+            }
+            taken += messages;
         }
-        if !fetched.is_empty() {
-            self.per_record = (work.len() - before).div_ceil(fetched.len()).max(1);
-        }
-        if work.is_empty() {
-            return Ok(Step::Busy);
-        }
+        Ok(taken)
+    }
 
-        let mut plans = HashMap::new();
-        let mut statuses = HashMap::new();
-        for rec in &work {
-            if let Entry::Vacant(slot) = plans.entry(rec.campaign) {
-                slot.insert(self.plan(rec.campaign).await?);
-                let state = self
-                    .ports
-                    .campaigns
-                    .campaign_state(rec.campaign)
-                    .await
-                    .with_context(|| format!("loading the status of campaign {}", rec.campaign))?;
-                statuses.insert(rec.campaign, state.map(|s| s.status));
+    /// Queues a fetched record's messages; a bad item goes to the dead-letter topic.
+    async fn enqueue(
+        &mut self,
+        cursor: usize,
+        record: &Record,
+        items: Vec<Result<SendRecord, records::ItemError>>,
+    ) -> anyhow::Result<usize> {
+        let log = self.ports.feed.log.clone();
+        let key: Arc<[u8]> = record.key.as_slice().into();
+        let mut n = 0;
+        for item in items {
+            match item {
+                Ok(rec) => {
+                    self.window.queued.push_back(Job {
+                        rec,
+                        key: key.clone(),
+                        from: Source::Log {
+                            cursor,
+                            offset: record.offset,
+                        },
+                    });
+                    n += 1;
+                }
+                Err(bad) => {
+                    dead_letter_item(log.as_ref(), &self.cursors[cursor].topic, record, &bad)
+                        .await?
+                }
             }
         }
-        // A paused campaign's messages go back to the store, staged, until it resumes;
-        // a cancelled campaign's are not sent.
+        if n > 0 {
+            self.window.open[cursor].insert(record.offset, (n, n));
+            self.window.span += n;
+        }
+        Ok(n)
+    }
+
+    /// Starts queued messages while the window has room: a paused campaign's go back
+    /// to the store, a cancelled one's are rejected, one whose destination would keep
+    /// it waiting is deferred, and the rest are delivered.
+    async fn start(&mut self) -> anyhow::Result<()> {
+        let limit = self.settings.concurrency.max(1);
         let mut held: HashMap<CampaignId, Vec<StagedRecipient>> = HashMap::new();
-        let mut cancelled = Vec::new();
-        work.retain(|rec| match statuses.get(&rec.campaign).copied().flatten() {
-            Some(CampaignStatus::Paused) => {
-                held.entry(rec.campaign).or_default().push(StagedRecipient {
-                    message_id: rec.message_id,
-                    email: rec.recipient.clone(),
-                    vars: rec.vars.clone(),
-                });
-                false
+        while self.window.running.len() < limit
+            && let Some(job) = self.window.queued.pop_front()
+        {
+            let campaign = job.rec.campaign;
+            match self.status(campaign).await? {
+                Some(CampaignStatus::Paused) => {
+                    // Staged below, before anything is flushed.
+                    held.entry(campaign).or_default().push(StagedRecipient {
+                        message_id: job.rec.message_id,
+                        email: job.rec.recipient.clone(),
+                        vars: job.rec.vars.clone(),
+                    });
+                    self.finish_without_outputs(&job);
+                    continue;
+                }
+                Some(CampaignStatus::Cancelled) => {
+                    let output = event(
+                        &job.rec,
+                        EventKind::Rejected {
+                            reason: "campaign cancelled".into(),
+                        },
+                    );
+                    self.finish(Finished {
+                        source: job.from,
+                        key: job.key,
+                        message_id: job.rec.message_id,
+                        outputs: Ok(vec![output]),
+                    })?;
+                    continue;
+                }
+                _ => {}
             }
-            Some(CampaignStatus::Cancelled) => {
-                cancelled.push(event(
-                    rec,
-                    EventKind::Rejected {
-                        reason: "campaign cancelled".into(),
-                    },
-                ));
-                false
+            if let Some(due) = self.settings.pacer.defer(
+                self.ports.transport.as_ref(),
+                &job.rec.tenant,
+                job.rec.recipient.domain(),
+            ) {
+                self.defer(job, due);
+                continue;
             }
-            _ => true,
-        });
+            let plan = self.plan(campaign).await?;
+            let ports = self.ports.clone();
+            let settings = self.settings.clone();
+            let lease = self.guard.clone().zip(self.fence.clone());
+            let Job { rec, key, from } = job;
+            self.window.running.push(tokio::spawn(async move {
+                let message_id = rec.message_id;
+                Finished {
+                    source: from,
+                    key,
+                    message_id,
+                    outputs: process(ports, settings, plan, rec, lease).await,
+                }
+            }));
+        }
         for (campaign, rows) in &held {
             self.ports
                 .dispatch
@@ -547,48 +804,79 @@ impl Worker for SenderWorker {
                 .with_context(|| format!("holding messages of paused campaign {campaign}"))?;
             metrics::counter!("maily_sender_held_total").increment(rows.len() as u64);
         }
-        let started = Instant::now();
-        let n = work.len();
-        let settings = self.settings.clone();
-        let ports = self.ports.clone();
-        let results: Vec<anyhow::Result<Vec<Output>>> = futures::stream::iter(work)
-            .map(|rec| {
-                let plan = plans.get(&rec.campaign).cloned().flatten();
-                let ports = ports.clone();
-                let settings = settings.clone();
-                let lease = self.guard.clone().zip(self.fence.clone());
-                async move {
-                    tokio::spawn(process(ports, settings, plan, rec, lease))
-                        .await
-                        .context("delivery task panicked")?
-                }
-            })
-            .buffer_unordered(self.settings.concurrency.max(1))
-            .collect()
-            .await;
+        Ok(())
+    }
 
-        let mut outbox = Outbox::default();
-        let key_of = |id: &MessageId| keys.get(id).map(|k| &k[..]).unwrap_or_default();
-        for output in cancelled {
-            if let Output::Event(e) = output {
-                outbox.push_keyed(topics::EVENTS, key_of(&e.message_id), &e);
-            }
+    /// Moves a message out of the window to the deferred queue, due at `due`.
+    fn defer(&mut self, job: Job, due: Timestamp) {
+        metrics::counter!("maily_sender_deferred_total").increment(1);
+        self.window.deferring.push(DeferredSend {
+            message_id: job.rec.message_id,
+            partition: self.partition,
+            destination: job.rec.recipient.domain().to_ascii_lowercase(),
+            due,
+            key: job.key.to_vec(),
+            payload: records::encode(&job.rec),
+        });
+        if matches!(job.from, Source::Log { .. }) {
+            self.window.deferred += 1;
         }
-        for result in results {
-            for output in result? {
-                match output {
-                    Output::Event(e) => {
-                        outbox.push_keyed(topics::EVENTS, key_of(&e.message_id), &e)
-                    }
-                    Output::Inbound(i) => {
-                        outbox.push_keyed(topics::INBOUND, key_of(&i.message_id()), &i)
-                    }
-                    Output::Retry(tier, r) => {
-                        outbox.push_keyed(&topics::retry(tier), key_of(&r.message_id), &r)
-                    }
+        self.window.close(job.from);
+    }
+
+    /// A message that leaves the window with nothing to emit (held back to staging).
+    fn finish_without_outputs(&mut self, job: &Job) {
+        if let Source::Deferred = job.from {
+            self.window.done_deferred.push(job.rec.message_id);
+        }
+        self.window.close(job.from);
+    }
+
+    /// Takes in what a delivery produced.
+    fn finish(&mut self, done: Finished) -> anyhow::Result<()> {
+        let outputs = done.outputs?;
+        let key = &done.key[..];
+        for output in outputs {
+            match output {
+                Output::Event(e) => self.window.outbox.push_keyed(topics::EVENTS, key, &e),
+                Output::Inbound(i) => self.window.outbox.push_keyed(topics::INBOUND, key, &i),
+                Output::Retry(tier, r) => {
+                    self.window.outbox.push_keyed(&topics::retry(tier), key, &r)
                 }
             }
         }
+        if let Source::Deferred = done.source {
+            self.window.done_deferred.push(done.message_id);
+        }
+        self.window.close(done.source);
+        Ok(())
+    }
+
+    /// Waits for a running delivery to end, up to `until`, then takes every one that
+    /// has ended.
+    async fn collect(&mut self, until: tokio::time::Instant) -> anyhow::Result<()> {
+        use futures::FutureExt as _;
+        if self.window.running.is_empty() {
+            return Ok(());
+        }
+        let first = tokio::select! {
+            done = self.window.running.next() => done,
+            () = tokio::time::sleep_until(until) => None,
+        };
+        let mut ended = Vec::from_iter(first);
+        while let Some(Some(done)) = self.window.running.next().now_or_never() {
+            ended.push(done);
+        }
+        for done in ended {
+            self.finish(done.context("delivery task panicked")?)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what finished: deferred messages to the store, then events and retries
+    /// to the log, then the positions, which pass a record only once every message
+    /// of it is in one of those.
+    async fn flush(&mut self) -> anyhow::Result<()> {
         self.faults.check(FaultPoint::SenderBeforeCommit);
         // Deliveries already under way when the process froze may have completed;
         // their events would only duplicate what the new owner emits.
@@ -600,23 +888,158 @@ impl Worker for SenderWorker {
                 owner: fence.owner.clone(),
                 epoch: fence.epoch,
             })
-            .context("lease expired during the batch");
+            .context("lease expired before the flush");
         }
-        let retry_topics: Vec<String> =
-            (0..settings.retry_tiers.len()).map(topics::retry).collect();
-        let mut order = vec![topics::EVENTS, topics::INBOUND];
-        order.extend(retry_topics.iter().map(String::as_str));
-        outbox.send(log.as_ref(), &order).await?;
-        let mut cursors: Vec<&Cursor> = self.retries.iter().collect();
-        cursors.extend(self.send.as_ref());
-        save_positions(&self.ports.feed, GROUP, &cursors, self.fence.as_ref()).await?;
-        metrics::histogram!("maily_sender_batch_size").record(n as f64);
+        let log = self.ports.feed.log.clone();
+        if !self.window.deferring.is_empty() {
+            let deferring = std::mem::take(&mut self.window.deferring);
+            self.ports
+                .deferred
+                .defer_sends(&deferring, self.fence.as_ref())
+                .await
+                .context("storing deferred sends")?;
+            let first = deferring.iter().map(|d| d.due).min();
+            self.window.deferred_due = match (self.window.deferred_due, first) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let mut order = vec![topics::EVENTS.to_string(), topics::INBOUND.to_string()];
+        order.extend((0..self.settings.retry_tiers.len()).map(topics::retry));
+        let order: Vec<&str> = order.iter().map(String::as_str).collect();
+        self.window.outbox.send(log.as_ref(), &order).await?;
+        if !self.window.done_deferred.is_empty() {
+            let done = std::mem::take(&mut self.window.done_deferred);
+            self.ports
+                .deferred
+                .forget_deferred(&done)
+                .await
+                .context("removing finished deferred sends")?;
+            self.window.deferred = self.window.deferred.saturating_sub(done.len() as u64);
+        }
+        let positions = self.window.positions(&self.cursors);
+        let positions: Vec<&Cursor> = positions.iter().collect();
+        save_positions(&self.ports.feed, GROUP, &positions, self.fence.as_ref()).await?;
+        metrics::histogram!("maily_sender_batch_size").record(self.window.unflushed as f64);
+        let partition = self.partition.to_string();
+        metrics::gauge!("maily_sender_in_flight", "partition" => partition.clone())
+            .set(self.window.running.len() as f64);
+        metrics::gauge!("maily_sender_deferred", "partition" => partition)
+            .set(self.window.deferred as f64);
         debug!(
             partition = self.partition,
-            messages = n,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "batch sent"
+            messages = self.window.unflushed,
+            "flushed"
         );
+        self.window.unflushed = 0;
+        self.window.last_flush = Some(Instant::now());
+        Ok(())
+    }
+
+    /// The most messages of fetched records past the stored positions.
+    fn max_span(&self) -> usize {
+        2 * self.settings.batch_size.max(1) + self.settings.concurrency.max(1)
+    }
+
+    fn flush_due(&self) -> bool {
+        let w = &self.window;
+        let since = w.last_flush.map_or(Duration::MAX, |t| t.elapsed());
+        w.unflushed > 0
+            && (w.unflushed >= self.settings.batch_size.max(1)
+                || since >= self.settings.flush_interval
+                || w.running.is_empty())
+    }
+}
+
+/// How long a campaign's status is used before it is read again: a pause reaches the
+/// messages started after it within this.
+const STATUS_TTL: Duration = Duration::from_millis(500);
+
+impl Worker for SenderWorker {
+    type Command = ();
+    type Reply = ();
+
+    fn name(&self) -> String {
+        format!("sender/{}", self.partition)
+    }
+
+    async fn load(&mut self) -> anyhow::Result<()> {
+        let p = [self.partition];
+        self.cursors = Cursor::load(&self.ports.feed, GROUP, topics::SEND, p).await?;
+        anyhow::ensure!(self.cursors.len() == 1, "sender not loaded");
+        for tier in 0..self.settings.retry_tiers.len() {
+            let topic = topics::retry(tier);
+            self.cursors
+                .extend(Cursor::load(&self.ports.feed, GROUP, &topic, p).await?);
+        }
+        self.tier_due = vec![Instant::now(); self.cursors.len() - 1];
+        self.window = Window {
+            open: vec![BTreeMap::new(); self.cursors.len()],
+            ..Window::default()
+        };
+        // A window that died with an earlier owner held some deferred sends: they
+        // are due again.
+        self.window.deferred = self
+            .ports
+            .deferred
+            .release_deferred(self.partition)
+            .await
+            .context("releasing deferred sends")?;
+        if self.window.deferred > 0 {
+            self.window.deferred_due = self
+                .ports
+                .deferred
+                .next_deferred_due(self.partition)
+                .await
+                .context("reading the next deferred send's due time")?;
+        }
+        Ok(())
+    }
+
+    async fn step(&mut self) -> anyhow::Result<Step> {
+        let now = Timestamp::now();
+        if let Some(guard) = &self.guard
+            && !guard.valid_at(now)
+        {
+            // Our lease may have passed to another process: start nothing until the
+            // ownership round renews it or stops us; what runs ends on its own.
+            metrics::counter!("maily_sender_lease_waits_total").increment(1);
+            let until = tokio::time::Instant::now() + Duration::from_millis(100);
+            self.collect(until).await?;
+            return Ok(Step::Idle(if self.window.running.is_empty() {
+                Duration::from_millis(100)
+            } else {
+                Duration::ZERO
+            }));
+        }
+        let limit = self.settings.concurrency.max(1);
+        // Keep about a batch queued behind the running deliveries, and no more than
+        // `max_span` messages past the stored positions (a delivery that takes long
+        // holds them there), which bounds what a crash makes the next owner re-read.
+        let want = self.settings.batch_size.max(limit);
+        if self.window.queued.len() < limit && self.window.span < self.max_span() {
+            let wait = if self.window.is_idle() && self.window.unflushed == 0 {
+                self.settings.idle_wait
+            } else {
+                Duration::ZERO
+            };
+            self.fetch(want - self.window.queued.len(), wait).await?;
+        }
+        self.start().await?;
+        let poll = if self.window.running.len() < limit {
+            POLL
+        } else {
+            self.settings.flush_interval
+        };
+        let flush_at = self
+            .window
+            .last_flush
+            .map_or_else(Instant::now, |t| t + self.settings.flush_interval);
+        let until = tokio::time::Instant::from_std(flush_at.min(Instant::now() + poll));
+        self.collect(until).await?;
+        if self.flush_due() {
+            self.flush().await?;
+        }
         Ok(Step::Busy)
     }
 
@@ -625,7 +1048,20 @@ impl Worker for SenderWorker {
     }
 
     async fn shutdown(&mut self) -> anyhow::Result<()> {
-        // Every step stores its offsets before it ends; nothing is pending here.
+        // A record is read again by the next owner unless all of its messages
+        // finished: drop the queued records none of whose messages started, and
+        // deliver the rest of those that did (at most one record per topic), so none
+        // is left half-done; within the transport's timeouts and `SHUTDOWN_WAIT`.
+        self.window.drop_untouched();
+        let give_up = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+        while !self.window.is_idle() && tokio::time::Instant::now() < give_up {
+            self.start().await?;
+            self.collect(give_up.min(tokio::time::Instant::now() + POLL))
+                .await?;
+        }
+        if self.window.unflushed > 0 {
+            self.flush().await?;
+        }
         Ok(())
     }
 }
@@ -945,6 +1381,8 @@ mod tests {
         SenderSettings {
             batch_size: 1,
             concurrency: 1,
+            flush_interval: Duration::from_millis(100),
+            pacer: Arc::default(),
             idle_wait: Duration::ZERO,
             retry_tiers: vec![
                 Duration::from_secs(60),

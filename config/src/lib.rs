@@ -502,6 +502,8 @@ pub struct SenderSection {
     pub batch_size: usize,
     pub concurrency: usize,
     #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    #[serde(with = "humantime_serde")]
     pub idle_wait: Duration,
     pub retry_tiers: Vec<HumanDuration>,
     pub retry_jitter: f64,
@@ -870,6 +872,12 @@ impl Settings {
         )?;
         positive("sender.batch_size", self.sender.batch_size)?;
         positive("sender.concurrency", self.sender.concurrency)?;
+        if self.sender.flush_interval.is_zero() {
+            return Err(ConfigError::BadValue {
+                key: "sender.flush_interval",
+                reason: "must be longer than zero".into(),
+            });
+        }
         positive("sender.max_attempts", self.sender.max_attempts as usize)?;
         positive("bounce.batch_size", self.bounce.batch_size)?;
         positive("analytics.flush_size", self.analytics.flush_size)?;

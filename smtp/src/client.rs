@@ -4,8 +4,9 @@ use crate::connection::{ConnectOptions, Connection, SessionError, Step, TxResult
 use crate::limits::{Scope, Throttles};
 use crate::tls::{CertificateCheck, TlsMode, client_config};
 use async_trait::async_trait;
+use maily_engine::TenantId;
 use maily_engine::ports::{
-    DeliveryOutcome, OutboundMessage, ResolveError, Resolver, Route, Transport,
+    DeliveryOutcome, OutboundMessage, Pace, ResolveError, Resolver, Route, Transport,
 };
 use maily_engine::reply::SmtpReply;
 use std::collections::{BTreeMap, HashMap};
@@ -158,6 +159,17 @@ impl SmtpTransport {
             .filter(|name| self.sources.contains_key(*name))
     }
 
+    /// The limit scopes a message of `tenant` to `domain` belongs to, in the order
+    /// they are taken: domain, tenant, then its source pool if it has one.
+    fn scopes(&self, tenant: &str, domain: &str) -> Vec<Scope> {
+        let mut scopes = vec![Scope::domain(domain), Scope::Tenant(tenant.to_string())];
+        scopes.extend(
+            self.source_pool(tenant)
+                .map(|name| Scope::Pool(name.to_string())),
+        );
+        scopes
+    }
+
     /// The parameters in effect.
     pub fn params(&self) -> &SmtpClientParams {
         &self.params
@@ -250,11 +262,7 @@ impl SmtpTransport {
             }
         };
         let source = self.source_pool(message.tenant.as_str());
-        let mut scopes = vec![
-            Scope::domain(domain),
-            Scope::Tenant(message.tenant.as_str().to_string()),
-        ];
-        scopes.extend(source.map(|name| Scope::Pool(name.to_string())));
+        let scopes = self.scopes(message.tenant.as_str(), domain);
         let admission = self.throttles.admit(&scopes).await;
         let per_connection = admission
             .max_messages_per_connection
@@ -440,6 +448,10 @@ impl Transport for SmtpTransport {
         };
         metrics::counter!("maily_smtp_transactions_total", "result" => result).increment(1);
         outcome
+    }
+
+    fn pace(&self, tenant: &TenantId, domain: &str) -> Option<Pace> {
+        self.throttles.pace(&self.scopes(tenant.as_str(), domain))
     }
 }
 

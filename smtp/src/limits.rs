@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+pub use maily_engine::ports::Pace;
 pub use maily_engine::rate::{Rate, RateParseError};
 
 /// What a limit applies to.
@@ -294,6 +295,37 @@ impl Throttles {
         }
     }
 
+    /// How the rates of `scopes` would hold a transaction back if it started now,
+    /// without reserving anything: the longest wait, with the spacing of the limit
+    /// that sets it; `None` when no scope has a rate.
+    pub fn pace(&self, scopes: &[Scope]) -> Option<Pace> {
+        let now = Instant::now();
+        let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
+        let mut pace: Option<Pace> = None;
+        for scope in scopes {
+            let limit = table.limit_for(scope);
+            let Some(rate) = limit.rate else {
+                continue;
+            };
+            let interval = rate.interval();
+            let tolerance = interval * limit.burst.unwrap_or(1).max(1).saturating_sub(1);
+            let state = lock(&self.states).get(scope).cloned();
+            let wait = state
+                .and_then(|state| lock(&state.rate).tat)
+                .and_then(|tat| tat.checked_sub(tolerance))
+                .map_or(std::time::Duration::ZERO, |start| {
+                    start.saturating_duration_since(now)
+                });
+            if pace.is_none_or(|p| wait >= p.wait) {
+                pace = Some(Pace {
+                    wait,
+                    spacing: interval,
+                });
+            }
+        }
+        pace
+    }
+
     /// Transactions open right now in `scope`.
     pub fn open(&self, scope: &Scope) -> usize {
         lock(&self.states)
@@ -388,6 +420,49 @@ mod tests {
             starts.push(t0.elapsed().as_millis());
         }
         assert_eq!(starts, [0, 0, 0, 100, 200, 300]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pace_tells_the_wait_without_taking_a_place() {
+        let throttles = Throttles::new(ThrottleTable::default());
+        let scopes = [Scope::domain("a.org"), Scope::Tenant("t".into())];
+        assert_eq!(throttles.pace(&scopes), None, "no rate, no pace");
+        throttles.set(
+            Scope::domain("a.org"),
+            Limit {
+                rate: Some("10/s".parse().unwrap()),
+                burst: Some(2),
+                ..Limit::default()
+            },
+        );
+        let pace = |wait_ms| {
+            Some(Pace {
+                wait: Duration::from_millis(wait_ms),
+                spacing: Duration::from_millis(100),
+            })
+        };
+        assert_eq!(throttles.pace(&scopes), pace(0));
+        // Asking reserves nothing: the burst is still there.
+        assert_eq!(throttles.pace(&scopes), pace(0));
+        throttles.admit(&scopes).await;
+        assert_eq!(throttles.pace(&scopes), pace(0), "one of the burst left");
+        throttles.admit(&scopes).await;
+        assert_eq!(throttles.pace(&scopes), pace(100));
+        throttles.admit(&scopes).await;
+        assert_eq!(throttles.pace(&scopes), pace(100));
+        // A slower tenant rate binds instead.
+        throttles.set(
+            Scope::Tenant("t".into()),
+            Limit {
+                rate: Some("1/s".parse().unwrap()),
+                ..Limit::default()
+            },
+        );
+        throttles.admit(&scopes).await;
+        throttles.admit(&scopes).await;
+        let p = throttles.pace(&scopes).unwrap();
+        assert_eq!(p.spacing, Duration::from_secs(1));
+        assert!(p.wait > Duration::from_millis(900), "{p:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -482,20 +482,29 @@ pub fn authed<T>(message: T, key: &str) -> Request<T> {
     request
 }
 
-fn recipient(i: usize) -> Recipient {
-    Recipient {
-        email: format!("r{i}@example.com"),
-        variables: BTreeMap::from([("first_name".to_string(), format!("Name{i}"))]),
-    }
-}
-
-/// Creates a campaign of `n` recipients over gRPC and uploads them; returns its id.
+/// Creates a campaign of `n` recipients (`r{i}@example.com`) over gRPC and uploads
+/// them; returns its id.
 pub async fn upload(
     client: &mut CampaignServiceClient<Channel>,
     key: &str,
     name: &str,
     n: usize,
 ) -> String {
+    upload_to(client, key, name, n, |i| format!("r{i}@example.com")).await
+}
+
+/// Like [`upload`], recipient `i` at `email(i)`.
+pub async fn upload_to(
+    client: &mut CampaignServiceClient<Channel>,
+    key: &str,
+    name: &str,
+    n: usize,
+    email: impl Fn(usize) -> String,
+) -> String {
+    let recipient = |i: usize| Recipient {
+        email: email(i),
+        variables: BTreeMap::from([("first_name".to_string(), format!("Name{i}"))]),
+    };
     let created = client
         .create_campaign(authed(
             CreateCampaignRequest {

@@ -17,19 +17,19 @@ pub use log::{EventLog, KeyedPayload, LogError, Record};
 pub use resolver::{ResolveError, Resolver, Route};
 pub use store::{
     AggregateBatch, ApiKeyRecord, AudienceStore, CampaignStore, ChainSubmission, Cutoffs,
-    DispatchStore, DomainKey, Fence, IdempotentSend, Lease, LeaseStore, LedgerEntry, LedgerStore,
-    MessageState, NewApiKey, OutcomeStore, Pruned, RetentionStore, SenderDomain, Settlement,
-    SettlementEntry, Store, StoreError, StoredOffset, StoredProof, SuppressionStore, TenantAccess,
-    TenantDomain, TenantRecord, Transition,
+    DeferredSend, DeferredStore, DispatchStore, DomainKey, Fence, IdempotentSend, Lease,
+    LeaseStore, LedgerEntry, LedgerStore, MessageState, NewApiKey, OutcomeStore, Pruned,
+    RetentionStore, SenderDomain, Settlement, SettlementEntry, Store, StoreError, StoredOffset,
+    StoredProof, SuppressionStore, TenantAccess, TenantDomain, TenantRecord, Transition,
 };
-pub use transport::{DeliveryOutcome, OutboundMessage, SendGuard, Transport};
+pub use transport::{DeliveryOutcome, OutboundMessage, Pace, SendGuard, Transport};
 
 /// The store's role traits, unnamed: `use maily_engine::ports::prelude::*;` makes
 /// their methods callable on an `Arc<dyn Store>`.
 pub mod prelude {
     pub use super::store::{
-        AudienceStore as _, CampaignStore as _, DispatchStore as _, LeaseStore as _,
-        LedgerStore as _, OutcomeStore as _, RetentionStore as _, SuppressionStore as _,
-        TenantAccess as _,
+        AudienceStore as _, CampaignStore as _, DeferredStore as _, DispatchStore as _,
+        LeaseStore as _, LedgerStore as _, OutcomeStore as _, RetentionStore as _,
+        SuppressionStore as _, TenantAccess as _,
     };
 }

@@ -884,6 +884,55 @@ pub trait RetentionStore: Send + Sync + 'static {
     async fn prune(&self, cutoffs: &Cutoffs, limit: usize) -> Result<Pruned, StoreError>;
 }
 
+/// A send held back from its sender's window until it is due, because its
+/// destination's limits would have kept it waiting there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeferredSend {
+    pub message_id: MessageId,
+    /// The send topic's partition whose sender owns it.
+    pub partition: u32,
+    /// The recipient's domain (lower case).
+    pub destination: String,
+    /// When it may be tried.
+    pub due: Timestamp,
+    /// The key of the log record it came in (its campaign's shard).
+    pub key: Vec<u8>,
+    /// The send record, encoded.
+    pub payload: Vec<u8>,
+}
+
+/// The deferred queue: per partition, sends waiting for their destination, each due
+/// at its own time. Only the sender owning a partition reads or writes its rows.
+#[async_trait]
+pub trait DeferredStore: Send + Sync + 'static {
+    /// Stores sends (replacing one with the same message id, which is then no longer
+    /// taken) in one transaction, refused with `Fenced` unless `fence` still holds.
+    async fn defer_sends(
+        &self,
+        sends: &[DeferredSend],
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError>;
+
+    /// Up to `limit` sends of `partition` due at or before `now` and not taken,
+    /// earliest first, marked taken so the next call skips them.
+    async fn take_due_sends(
+        &self,
+        partition: u32,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<DeferredSend>, StoreError>;
+
+    /// When the earliest send of `partition` not taken is due.
+    async fn next_deferred_due(&self, partition: u32) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Makes every taken send of `partition` takeable again (a new owner starting:
+    /// the window that took them is gone); returns how many sends the partition has.
+    async fn release_deferred(&self, partition: u32) -> Result<u64, StoreError>;
+
+    /// Deletes these sends (their messages finished); unknown ids are skipped.
+    async fn forget_deferred(&self, ids: &[MessageId]) -> Result<(), StoreError>;
+}
+
 /// The durable record of the engine: every role above, as one adapter implements
 /// them. Code that needs one role takes that port (`Arc<dyn CampaignStore>`, ...);
 /// an `Arc<dyn Store>` converts to any of them.
@@ -897,6 +946,7 @@ pub trait Store:
     + LeaseStore
     + AudienceStore
     + RetentionStore
+    + DeferredStore
 {
 }
 
@@ -910,5 +960,6 @@ impl<T> Store for T where
         + LeaseStore
         + AudienceStore
         + RetentionStore
+        + DeferredStore
 {
 }

@@ -7,6 +7,7 @@ use crate::domain::{
 use crate::reply::SmtpReply;
 use async_trait::async_trait;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A built message with its envelope.
 #[derive(Debug, Clone)]
@@ -46,9 +47,26 @@ pub enum DeliveryOutcome {
     Permanent { reply: SmtpReply },
 }
 
+/// How the limits on a destination would hold a message back if it started now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// How long it would wait before it may start.
+    pub wait: Duration,
+    /// The spacing the binding limit keeps between messages.
+    pub spacing: Duration,
+}
+
 /// Delivers messages; implementations pool connections and enforce limits.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
     /// Attempts delivery of one message.
     async fn deliver(&self, message: &OutboundMessage) -> DeliveryOutcome;
+
+    /// How the rate limits on mail from `tenant` to `domain` would hold a message
+    /// back if it started now, without reserving anything; `None` when no rate limit
+    /// applies. A sender defers a message that would wait long rather than hold a
+    /// place in its window.
+    fn pace(&self, _tenant: &TenantId, _domain: &str) -> Option<Pace> {
+        None
+    }
 }

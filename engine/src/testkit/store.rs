@@ -94,6 +94,10 @@ macro_rules! store_contract {
                     suite::idempotent_sends_keep_the_first(&super::super::$make().await).await
                 }
                 #[tokio::test]
+                async fn deferred_sends_come_due_once_in_order() {
+                    suite::deferred_sends_come_due_once_in_order(&super::super::$make().await).await
+                }
+                #[tokio::test]
                 async fn retention_deletes_only_what_is_past_its_cutoff() {
                     suite::retention_deletes_only_what_is_past_its_cutoff(
                         &super::super::$make().await,

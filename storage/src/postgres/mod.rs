@@ -17,6 +17,7 @@ mod analytics;
 mod api_keys;
 mod catalog;
 mod contacts;
+mod deferred;
 mod domains;
 mod flush;
 mod leases;

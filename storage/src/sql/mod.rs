@@ -13,6 +13,7 @@ pub(crate) mod analytics;
 pub(crate) mod api_keys;
 pub(crate) mod catalog;
 pub(crate) mod contacts;
+pub(crate) mod deferred;
 pub(crate) mod domains;
 pub(crate) mod leases;
 pub(crate) mod ledger;

@@ -1,12 +1,13 @@
 //! The store's ports on a SQL backend: every method of the role traits forwards to the
 //! shared SQL of its module, so both backends answer each port the same way.
 
-/// Implements the nine role traits of the store port for `$store`, a backend store
+/// Implements the ten role traits of the store port for `$store`, a backend store
 /// with a `pool` field and two methods of its own: `batch_rows()`, how many rows one
 /// multi-row statement carries, and `flush_aggregates(batch)`, the analytics flush
 /// (Postgres has a bulk path of its own there). The backend module that expands it
 /// holds the modules the methods forward to (`catalog`, `api_keys`, `domains`,
-/// `lifecycle`, `analytics`, `messages`, `settlement`, `ledger`, `leases`, `contacts`).
+/// `lifecycle`, `analytics`, `messages`, `settlement`, `ledger`, `leases`, `contacts`,
+/// `deferred`).
 macro_rules! ports {
     ($store:ident) => {
         mod ports {
@@ -14,10 +15,10 @@ macro_rules! ports {
             use maily_engine::merkle::Hash32;
             use maily_engine::ports::{
                 AggregateBatch, ApiKeyRecord, AudienceStore, CampaignStore, ChainSubmission,
-                Cutoffs, DispatchStore, Fence, IdempotentSend, Lease, LeaseStore, LedgerEntry,
-                LedgerStore, MessageState, NewApiKey, OutcomeStore, Pruned, RetentionStore,
-                Settlement, StoreError, StoredOffset, StoredProof, SuppressionStore, TenantAccess,
-                TenantRecord, Transition,
+                Cutoffs, DeferredSend, DeferredStore, DispatchStore, Fence, IdempotentSend, Lease,
+                LeaseStore, LedgerEntry, LedgerStore, MessageState, NewApiKey, OutcomeStore,
+                Pruned, RetentionStore, Settlement, StoreError, StoredOffset, StoredProof,
+                SuppressionStore, TenantAccess, TenantRecord, Transition,
             };
             use maily_engine::{
                 Campaign, CampaignId, CampaignState, CampaignStats, CampaignStatus, Contact,
@@ -240,6 +241,41 @@ macro_rules! ports {
                     proposed: u32,
                 ) -> Result<u32, StoreError> {
                     lifecycle::fix_shards(&self.pool, id, proposed).await
+                }
+            }
+
+            #[async_trait::async_trait]
+            impl DeferredStore for $store {
+                async fn defer_sends(
+                    &self,
+                    sends: &[DeferredSend],
+                    fence: Option<&Fence>,
+                ) -> Result<(), StoreError> {
+                    deferred::defer_sends(&self.pool, sends, fence).await
+                }
+
+                async fn take_due_sends(
+                    &self,
+                    partition: u32,
+                    now: Timestamp,
+                    limit: usize,
+                ) -> Result<Vec<DeferredSend>, StoreError> {
+                    deferred::take_due_sends(&self.pool, partition, now, limit).await
+                }
+
+                async fn next_deferred_due(
+                    &self,
+                    partition: u32,
+                ) -> Result<Option<Timestamp>, StoreError> {
+                    deferred::next_deferred_due(&self.pool, partition).await
+                }
+
+                async fn release_deferred(&self, partition: u32) -> Result<u64, StoreError> {
+                    deferred::release_deferred(&self.pool, partition).await
+                }
+
+                async fn forget_deferred(&self, ids: &[MessageId]) -> Result<(), StoreError> {
+                    deferred::forget_deferred(&self.pool, ids).await
                 }
             }
 

@@ -13,6 +13,7 @@ mod analytics;
 mod api_keys;
 mod catalog;
 mod contacts;
+mod deferred;
 mod domains;
 mod leases;
 mod ledger;

@@ -588,3 +588,91 @@ pub async fn unsuppress_removes_one_address(store: &impl Store) {
         "suppressed again with the new reason"
     );
 }
+
+/// The deferred queue: sends come back once due, earliest first, each taken once
+/// until its partition's new owner releases them; one deferred again is takeable at
+/// its new time; forgotten ones are gone; partitions are apart; and a write under a
+/// fence its owner lost is refused whole.
+pub async fn deferred_sends_come_due_once_in_order(store: &impl Store) {
+    use crate::ports::DeferredSend;
+    let send = |partition: u32, due: i64, n: u8| DeferredSend {
+        message_id: MessageId::new(),
+        partition,
+        destination: "slow.example".into(),
+        due: Timestamp(due),
+        key: vec![b'k', n],
+        payload: vec![n; 3],
+    };
+    let (a, b, c) = (send(0, 3_000, 1), send(0, 1_000, 2), send(0, 2_000, 3));
+    let other = send(1, 500, 4);
+    assert_eq!(store.next_deferred_due(0).await.unwrap(), None);
+    store
+        .defer_sends(&[a.clone(), b.clone(), c.clone(), other.clone()], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.next_deferred_due(0).await.unwrap(),
+        Some(Timestamp(1_000))
+    );
+    let take = |at: i64, limit: usize| store.take_due_sends(0, Timestamp(at), limit);
+    assert_eq!(take(999, 10).await.unwrap(), vec![]);
+    assert_eq!(take(2_500, 1).await.unwrap(), vec![b.clone()]);
+    assert_eq!(take(2_500, 10).await.unwrap(), vec![c.clone()]);
+    // Taken ones wait for their window: skipped by takes and by the next due time.
+    assert_eq!(take(2_500, 10).await.unwrap(), vec![]);
+    assert_eq!(
+        store.next_deferred_due(0).await.unwrap(),
+        Some(Timestamp(3_000))
+    );
+
+    // Deferred again (still held back): takeable once its new time comes.
+    let later = DeferredSend {
+        due: Timestamp(4_000),
+        ..c.clone()
+    };
+    store
+        .defer_sends(std::slice::from_ref(&later), None)
+        .await
+        .unwrap();
+    assert_eq!(take(3_500, 10).await.unwrap(), vec![a.clone()]);
+    store
+        .forget_deferred(&[b.message_id, MessageId::new()])
+        .await
+        .unwrap();
+    // A new owner releases what the old window held: `a` (taken) and `later`.
+    assert_eq!(store.release_deferred(0).await.unwrap(), 2);
+    assert_eq!(
+        take(5_000, 10).await.unwrap(),
+        vec![a.clone(), later.clone()]
+    );
+    assert_eq!(
+        store.take_due_sends(1, Timestamp(5_000), 10).await.unwrap(),
+        vec![other.clone()]
+    );
+    store
+        .forget_deferred(&[a.message_id, later.message_id, other.message_id])
+        .await
+        .unwrap();
+    assert_eq!(store.release_deferred(0).await.unwrap(), 0);
+    assert_eq!(store.release_deferred(1).await.unwrap(), 0);
+
+    // Only the partition's owner writes: a lost lease's fence is refused.
+    let ttl = std::time::Duration::from_secs(10);
+    let t0 = Timestamp(1_000);
+    let old = store
+        .acquire_lease("partition/3", "engine-a", t0, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .acquire_lease("partition/3", "engine-b", t0.plus(ttl), ttl)
+        .await
+        .unwrap()
+        .expect("expired lease taken over");
+    let stale = send(3, 1_000, 5);
+    assert!(matches!(
+        store.defer_sends(&[stale], Some(&old.fence())).await,
+        Err(crate::ports::StoreError::Fenced { .. })
+    ));
+    assert_eq!(store.next_deferred_due(3).await.unwrap(), None);
+}
