@@ -178,6 +178,7 @@ async fn open_log(settings: &Settings) -> anyhow::Result<Arc<dyn EventLog>> {
                     },
                     segment_bytes: f.segment_bytes,
                     cache_records: f.cache_records_per_partition,
+                    cache_bytes: f.cache_bytes_per_partition,
                     retain_bytes_uncommitted: f.retain_bytes_uncommitted,
                 })
                 .await

@@ -380,11 +380,29 @@ impl Worker for AnalyticsWorker {
         let max = room.div_ceil(self.per_record.max(1)).max(1);
         let log = self.ports.feed.log.clone();
         let cursor = self.cursor.as_mut().context("analytics not loaded")?;
-        let records = cursor.fetch(log.as_ref(), max, wait).await?;
-        let decoded: Vec<Vec<_>> = records
+        let mut records = cursor.fetch(log.as_ref(), max, wait).await?;
+        let mut decoded: Vec<Vec<_>> = records
             .iter()
             .map(|r| records::decode_many::<EventRecord>("event", &r.payload))
             .collect();
+        // Records differ in size: take those that fit the buffer (an empty buffer
+        // takes one whatever its size), and read the rest again after the flush.
+        let mut fits = 0;
+        let mut taken = 0;
+        for items in &decoded {
+            if (fits > 0 || self.pending > 0) && taken + items.len() > room {
+                break;
+            }
+            taken += items.len();
+            fits += 1;
+        }
+        if fits == 0 && !decoded.is_empty() {
+            // The next record does not fit: flush first.
+            self.per_record = decoded[0].len().max(1);
+            return Ok(Step::Busy);
+        }
+        records.truncate(fits);
+        decoded.truncate(fits);
         let events: Vec<EventRecord> = decoded
             .iter()
             .flatten()

@@ -339,7 +339,7 @@ const PARK_AFTER: Duration = Duration::from_millis(250);
 
 /// While the window has room and deliveries run, how long to wait for one of them to
 /// end before looking for new records again.
-const POLL: Duration = Duration::from_millis(10);
+const POLL: Duration = Duration::from_millis(20);
 
 /// How often an empty retry tier, or one whose head is not due, is looked at.
 const TIER_POLL: Duration = Duration::from_millis(250);
@@ -375,7 +375,6 @@ struct Finished {
 }
 
 /// The sender's rolling window.
-#[derive(Default)]
 struct Window {
     /// Fetched messages not started yet, in order.
     queued: std::collections::VecDeque<Job>,
@@ -399,6 +398,30 @@ struct Window {
     deferred_due: Option<Timestamp>,
     /// Rows in the deferred queue, for the gauge.
     deferred: u64,
+    /// When the log is read next.
+    next_fetch: Instant,
+    /// Per cursor, the position last stored (None: not yet this incarnation).
+    saved: Vec<Option<u64>>,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            queued: Default::default(),
+            running: Default::default(),
+            open: Vec::new(),
+            span: 0,
+            outbox: Outbox::default(),
+            deferring: Vec::new(),
+            done_deferred: Vec::new(),
+            unflushed: 0,
+            last_flush: None,
+            deferred_due: None,
+            deferred: 0,
+            next_fetch: Instant::now(),
+            saved: Vec::new(),
+        }
+    }
 }
 
 impl Window {
@@ -863,8 +886,16 @@ impl SenderWorker {
             done = self.window.running.next() => done,
             () = tokio::time::sleep_until(until) => None,
         };
+        // No more than a flush's worth: a flush writes at most about `batch_size`.
         let mut ended = Vec::from_iter(first);
-        while let Some(Some(done)) = self.window.running.next().now_or_never() {
+        let room = self
+            .settings
+            .batch_size
+            .max(1)
+            .saturating_sub(self.window.unflushed);
+        while ended.len() < room
+            && let Some(Some(done)) = self.window.running.next().now_or_never()
+        {
             ended.push(done);
         }
         for done in ended {
@@ -917,9 +948,19 @@ impl SenderWorker {
                 .context("removing finished deferred sends")?;
             self.window.deferred = self.window.deferred.saturating_sub(done.len() as u64);
         }
+        // Only positions that moved are written: most flushes move the send topic's
+        // alone.
         let positions = self.window.positions(&self.cursors);
-        let positions: Vec<&Cursor> = positions.iter().collect();
-        save_positions(&self.ports.feed, GROUP, &positions, self.fence.as_ref()).await?;
+        let moved: Vec<&Cursor> = positions
+            .iter()
+            .zip(&self.window.saved)
+            .filter(|(c, saved)| Some(c.next) != **saved)
+            .map(|(c, _)| c)
+            .collect();
+        if !moved.is_empty() {
+            save_positions(&self.ports.feed, GROUP, &moved, self.fence.as_ref()).await?;
+        }
+        self.window.saved = positions.iter().map(|c| Some(c.next)).collect();
         metrics::histogram!("maily_sender_batch_size").record(self.window.unflushed as f64);
         let partition = self.partition.to_string();
         metrics::gauge!("maily_sender_in_flight", "partition" => partition.clone())
@@ -934,6 +975,12 @@ impl SenderWorker {
         self.window.unflushed = 0;
         self.window.last_flush = Some(Instant::now());
         Ok(())
+    }
+
+    /// Whether the queue is low and the window may read further.
+    fn wants_records(&self) -> bool {
+        self.window.queued.len() < self.settings.concurrency.max(1)
+            && self.window.span < self.max_span()
     }
 
     /// The most messages of fetched records past the stored positions.
@@ -975,6 +1022,7 @@ impl Worker for SenderWorker {
         self.tier_due = vec![Instant::now(); self.cursors.len() - 1];
         self.window = Window {
             open: vec![BTreeMap::new(); self.cursors.len()],
+            saved: vec![None; self.cursors.len()],
             ..Window::default()
         };
         // A window that died with an earlier owner held some deferred sends: they
@@ -1017,26 +1065,51 @@ impl Worker for SenderWorker {
         // `max_span` messages past the stored positions (a delivery that takes long
         // holds them there), which bounds what a crash makes the next owner re-read.
         let want = self.settings.batch_size.max(limit);
-        if self.window.queued.len() < limit && self.window.span < self.max_span() {
-            let wait = if self.window.is_idle() && self.window.unflushed == 0 {
+        let idle = self.window.is_idle();
+        if self.wants_records() && (idle || Instant::now() >= self.window.next_fetch) {
+            // With nothing to do, wait for records (a flush first, if one is owed).
+            let wait = if idle && self.window.unflushed == 0 {
                 self.settings.idle_wait
             } else {
                 Duration::ZERO
             };
-            self.fetch(want - self.window.queued.len(), wait).await?;
+            let got = self.fetch(want - self.window.queued.len(), wait).await?;
+            // An empty read is not repeated at once while deliveries run.
+            self.window.next_fetch = if got > 0 {
+                Instant::now()
+            } else {
+                Instant::now() + POLL
+            };
         }
-        self.start().await?;
-        let poll = if self.window.running.len() < limit {
-            POLL
-        } else {
-            self.settings.flush_interval
-        };
-        let flush_at = self
-            .window
-            .last_flush
-            .map_or_else(Instant::now, |t| t + self.settings.flush_interval);
-        let until = tokio::time::Instant::from_std(flush_at.min(Instant::now() + poll));
-        self.collect(until).await?;
+        // Deliver until a flush is due or the queue wants records: one step covers
+        // many deliveries, so the actor's mailbox is visited about once a batch.
+        loop {
+            self.start().await?;
+            if self.window.running.is_empty() {
+                break;
+            }
+            // Wait for a delivery to end, or for the next flush while something is
+            // unflushed, or for the next read while the queue is low.
+            let mut until = tokio::time::Instant::now() + self.settings.flush_interval;
+            if self.window.unflushed > 0
+                && let Some(last) = self.window.last_flush
+            {
+                until = until.min((last + self.settings.flush_interval).into());
+            }
+            let refill = self.wants_records();
+            if refill {
+                until = until.min(self.window.next_fetch.into());
+            }
+            self.collect(until).await?;
+            let lease_ok = self
+                .guard
+                .as_ref()
+                .is_none_or(|g| g.valid_at(Timestamp::now()));
+            if self.flush_due() || !lease_ok || (refill && Instant::now() >= self.window.next_fetch)
+            {
+                break;
+            }
+        }
         if self.flush_due() {
             self.flush().await?;
         }

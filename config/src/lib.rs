@@ -161,6 +161,7 @@ pub struct FileLogSection {
     pub fsync_interval: Duration,
     pub segment_bytes: u64,
     pub cache_records_per_partition: usize,
+    pub cache_bytes_per_partition: u64,
     pub retain_bytes_uncommitted: u64,
 }
 

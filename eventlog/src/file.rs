@@ -29,7 +29,8 @@
 //!   record, with a warning naming the file and how many bytes went. Commits are
 //!   advisory (consumers resume from offsets stored with their aggregates), so they
 //!   are written but synced only before retention deletes what they release.
-//! - **Memory.** Per partition, the newest `cache_records` records and a sparse index
+//! - **Memory.** Per partition, the newest `cache_records` records (within
+//!   `cache_bytes`) and a sparse index
 //!   (one entry per 64 KiB of segment); older records are read from the files on a
 //!   blocking thread, as is every write, sync and deletion.
 
@@ -73,8 +74,11 @@ pub struct FileParams {
     /// A segment is rolled once the next record would take it past this size.
     pub segment_bytes: u64,
     /// Newest records kept in memory per partition, to answer consumers near the end
-    /// without reading the files.
+    /// without reading the files: at most this many...
     pub cache_records: usize,
+    /// ...and at most this many bytes of them (one record at least), since a record
+    /// may carry hundreds of messages.
+    pub cache_bytes: u64,
     /// What a partition no group has committed on keeps (at least, in whole segments).
     pub retain_bytes_uncommitted: u64,
 }

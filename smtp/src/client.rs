@@ -451,6 +451,9 @@ impl Transport for SmtpTransport {
     }
 
     fn pace(&self, tenant: &TenantId, domain: &str) -> Option<Pace> {
+        if !self.throttles.any_rate() {
+            return None;
+        }
         self.throttles.pace(&self.scopes(tenant.as_str(), domain))
     }
 }

@@ -89,6 +89,14 @@ pub struct ThrottleTable {
 }
 
 impl ThrottleTable {
+    /// Whether any limit sets a rate.
+    fn has_rates(&self) -> bool {
+        self.defaults
+            .values()
+            .chain(self.scopes.values())
+            .any(|l| l.rate.is_some())
+    }
+
     /// The limit in force for `scope`.
     pub fn limit_for(&self, scope: &Scope) -> Limit {
         self.scopes
@@ -188,12 +196,16 @@ impl fmt::Debug for Admission {
 pub struct Throttles {
     table: RwLock<ThrottleTable>,
     states: Mutex<HashMap<Scope, Arc<ScopeState>>>,
+    /// Whether any limit of the table sets a rate (else [`Throttles::pace`] is `None`
+    /// without a look at the table).
+    rates: std::sync::atomic::AtomicBool,
 }
 
 impl Throttles {
     /// Throttles enforcing `table`.
     pub fn new(table: ThrottleTable) -> Self {
         Throttles {
+            rates: std::sync::atomic::AtomicBool::new(table.has_rates()),
             table: RwLock::new(table),
             states: Mutex::new(HashMap::new()),
         }
@@ -239,6 +251,7 @@ impl Throttles {
             change(&mut table);
             table.clone()
         };
+        self.rates.store(table.has_rates(), Ordering::Release);
         // Push the new concurrency limits into live state and wake every waiter to
         // re-check; a raised limit admits them at once.
         for (scope, state) in lock(&self.states).iter() {
@@ -295,10 +308,18 @@ impl Throttles {
         }
     }
 
+    /// Whether any limit in force sets a rate.
+    pub fn any_rate(&self) -> bool {
+        self.rates.load(Ordering::Acquire)
+    }
+
     /// How the rates of `scopes` would hold a transaction back if it started now,
     /// without reserving anything: the longest wait, with the spacing of the limit
     /// that sets it; `None` when no scope has a rate.
     pub fn pace(&self, scopes: &[Scope]) -> Option<Pace> {
+        if !self.any_rate() {
+            return None;
+        }
         let now = Instant::now();
         let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
         let mut pace: Option<Pace> = None;

@@ -88,7 +88,26 @@ struct View {
     end: u64,
     segments: BTreeMap<u64, Segment>,
     cache: VecDeque<Record>,
+    /// Bytes the cached records hold (payloads and keys).
+    cached_bytes: u64,
     commits: BTreeMap<String, u64>,
+}
+
+/// What a cached record costs in memory, roughly.
+fn cost(r: &Record) -> u64 {
+    (r.payload.len() + r.key.len() + std::mem::size_of::<Record>()) as u64
+}
+
+impl View {
+    /// Drops the oldest cached records beyond the cache's bounds.
+    fn trim_cache(&mut self, records: usize, bytes: u64) {
+        while self.cache.len() > records || (self.cached_bytes > bytes && self.cache.len() > 1) {
+            match self.cache.pop_front() {
+                Some(r) => self.cached_bytes -= cost(&r),
+                None => break,
+            }
+        }
+    }
 }
 
 struct Segment {
@@ -203,11 +222,16 @@ impl Partition {
                 dir_changed: false,
                 broken: None,
             }),
-            view: Mutex::new(View {
-                end: recovered.end,
-                segments,
-                cache: recovered.tail,
-                commits,
+            view: Mutex::new({
+                let mut view = View {
+                    end: recovered.end,
+                    segments,
+                    cached_bytes: recovered.tail.iter().map(cost).sum(),
+                    cache: recovered.tail,
+                    commits,
+                };
+                view.trim_cache(params.cache_records, params.cache_bytes);
+                view
             }),
             commits: Mutex::new(Commits {
                 file: OpenOptions::new()
@@ -336,9 +360,9 @@ impl Partition {
             }
         }
         v.end = w.next;
+        v.cached_bytes += fresh.iter().map(cost).sum::<u64>();
         v.cache.extend(fresh);
-        let excess = v.cache.len().saturating_sub(params.cache_records);
-        v.cache.drain(..excess);
+        v.trim_cache(params.cache_records, params.cache_bytes);
         self.gauge(&v);
         Ok((first, w.written, !created.is_empty()))
     }
@@ -531,7 +555,9 @@ impl Partition {
             }
             let start = v.start();
             while v.cache.front().is_some_and(|r| r.offset < start) {
-                v.cache.pop_front();
+                if let Some(r) = v.cache.pop_front() {
+                    v.cached_bytes -= cost(&r);
+                }
             }
             self.gauge(&v);
         }
@@ -691,4 +717,49 @@ fn load_commits(topic: &str, id: u32, dir: &Path) -> io::Result<(BTreeMap<String
         file.sync_all()?;
     }
     Ok((commits, scanned.pos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(offset: u64, size: usize) -> Record {
+        Record {
+            partition: 0,
+            offset,
+            key: Vec::new(),
+            payload: vec![0; size],
+            timestamp: maily_engine::Timestamp(0),
+        }
+    }
+
+    #[test]
+    fn the_cache_keeps_the_newest_records_within_both_bounds() {
+        let mut v = View {
+            end: 10,
+            segments: BTreeMap::new(),
+            cache: VecDeque::new(),
+            cached_bytes: 0,
+            commits: BTreeMap::new(),
+        };
+        let add = |v: &mut View, r: Record| {
+            v.cached_bytes += cost(&r);
+            v.cache.push_back(r);
+        };
+        for i in 0..10 {
+            add(&mut v, record(i, 1000));
+        }
+        v.trim_cache(8, u64::MAX);
+        assert_eq!(v.cache.front().map(|r| r.offset), Some(2));
+        let one = cost(&record(0, 1000));
+        v.trim_cache(8, 3 * one);
+        assert_eq!(v.cache.len(), 3);
+        assert_eq!(v.cache.front().map(|r| r.offset), Some(7));
+        assert_eq!(v.cached_bytes, 3 * one);
+        // One record bigger than the whole budget stays: the newest is always kept.
+        add(&mut v, record(10, 100_000));
+        v.trim_cache(8, 3 * one);
+        assert_eq!(v.cache.len(), 1);
+        assert_eq!(v.cached_bytes, cost(&record(10, 100_000)));
+    }
 }

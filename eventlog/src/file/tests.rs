@@ -9,6 +9,7 @@ fn params(dir: &Path) -> FileParams {
         fsync: Fsync::Always,
         segment_bytes: 1 << 20,
         cache_records: 1000,
+        cache_bytes: 1 << 30,
         retain_bytes_uncommitted: 1 << 20,
     }
 }
@@ -326,6 +327,18 @@ async fn records_older_than_the_cache_are_read_from_disk() {
         cache_records: 5,
         ..params(dir.path())
     };
+    records_behind_the_cache_read_right(p).await;
+    // The same with the cache bounded by bytes (three 2 KiB records) instead.
+    let dir = tempfile::tempdir().unwrap();
+    let p = FileParams {
+        segment_bytes: 300 << 10,
+        cache_bytes: 3 * 2100,
+        ..params(dir.path())
+    };
+    records_behind_the_cache_read_right(p).await;
+}
+
+async fn records_behind_the_cache_read_right(p: FileParams) {
     let log = FileLog::open(p.clone()).await.unwrap();
     log.ensure_topic("t", 1).await.unwrap();
     for chunk in 0..5 {
@@ -333,7 +346,7 @@ async fn records_older_than_the_cache_are_read_from_disk() {
             .await
             .unwrap();
     }
-    assert!(segments(dir.path(), "t").len() > 2);
+    assert!(segments(&p.dir, "t").len() > 2);
     let check = |got: Vec<Record>, from: usize, n: usize| {
         assert_eq!(payload_numbers(&got), (from..from + n).collect::<Vec<_>>());
         assert!(got.iter().all(|r| r.payload.len() == 2000 && r.key == b"k"));
