@@ -68,9 +68,12 @@ macro_rules! uuid_id {
         pub struct $name(Uuid);
 
         impl $name {
-            /// A fresh random id.
+            /// A fresh id: a UUIDv7, its creation time in milliseconds then 74
+            /// random bits. Ids made one after another sort together, so the store's
+            /// indexes on them grow at one end and stay in cache, not scattered over
+            /// the whole index (a million-recipient campaign's rows in SQLite).
             pub fn new() -> Self {
-                $name(Uuid::new_v4())
+                $name(Uuid::now_v7())
             }
 
             /// Parses the hyphenated UUID form.
