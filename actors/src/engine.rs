@@ -312,9 +312,18 @@ impl Inner {
             let set = owned.partitions.remove(&p).expect("held");
             let keep = desired.contains(&p) && set.alive();
             let renewed = if keep {
-                store
+                match store
                     .acquire_lease(&partition_resource(p), &o.member, now, o.lease_ttl)
-                    .await?
+                    .await
+                {
+                    Ok(renewed) => renewed,
+                    Err(e) => {
+                        // Still ours to stop or renew next round: a set dropped here
+                        // would leave its actors running beside the next round's.
+                        owned.partitions.insert(p, set);
+                        return Err(e).with_context(|| format!("renewing partition {p}"));
+                    }
+                }
             } else {
                 None
             };
@@ -361,9 +370,17 @@ impl Inner {
 
         if let Some(leader) = owned.leader.take() {
             let renewed = if lead && leader.alive() {
-                store
+                match store
                     .acquire_lease(LEADER, &o.member, now, o.lease_ttl)
-                    .await?
+                    .await
+                {
+                    Ok(renewed) => renewed,
+                    Err(e) => {
+                        // Kept, as above: never a second launcher beside this one.
+                        owned.leader = Some(leader);
+                        return Err(e).context("renewing the leader lease");
+                    }
+                }
             } else {
                 None
             };
