@@ -92,6 +92,27 @@ async fn counter(chaos: &Chaos, i: usize, name: &str, labels: &str) -> f64 {
         .sum()
 }
 
+/// Waits until GetCampaignStats shows `n` messages finished and the sink has `n`
+/// recipients, failing with the processes' logs after `limit`.
+async fn finished(chaos: &Chaos, key: &str, id: &str, n: u64, limit: Duration) {
+    let mut client = chaos.client().await;
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some((_, finished)) = stats(&mut client, key, id).await
+            && finished >= n
+            && receipts(&chaos.sink).len() as u64 >= n
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the campaign did not finish:\n{}",
+            chaos.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[test]
 fn two_processes_share_one_campaign_over_its_shards() {
     run(async {
@@ -121,21 +142,7 @@ fn two_processes_share_one_campaign_over_its_shards() {
         let key = chaos.api_key().await;
         let id = upload(&mut client, &key, "shared", n as usize).await;
         command(&mut client, &key, &id, "start").await;
-        let deadline = Instant::now() + Duration::from_secs(240);
-        loop {
-            if let Some((_, finished)) = stats(&mut client, &key, &id).await
-                && finished >= n
-                && receipts(&chaos.sink).len() as u64 >= n
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the campaign did not finish:\n{}",
-                chaos.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        finished(&chaos, &key, &id, n, Duration::from_secs(240)).await;
         let counts = receipts(&chaos.sink);
         assert_eq!(counts.len() as u64, n, "every recipient received");
         assert!(counts.values().all(|c| *c == 1), "nobody received twice");
@@ -189,20 +196,7 @@ rate = "10/s"
         })
         .await;
         command(&mut client, &key, &id, "start").await;
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            if let Some((_, finished)) = stats(&mut client, &key, &id).await
-                && finished >= n as u64
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the campaign did not finish:\n{}",
-                chaos.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        finished(&chaos, &key, &id, n as u64, Duration::from_secs(180)).await;
         let counts = receipts(&chaos.sink);
         assert_eq!(counts.len(), n, "every recipient received");
         assert!(counts.values().all(|c| *c == 1), "nobody received twice");

@@ -692,12 +692,7 @@ impl SenderWorker {
                     }
                 }
             }
-            self.window.deferred_due = self
-                .ports
-                .deferred
-                .next_deferred_due(self.partition)
-                .await
-                .context("reading the next deferred send's due time")?;
+            self.refresh_deferred_due().await?;
         }
         // New sends; a send record holds a chunk of recipients.
         if taken < room {
@@ -720,6 +715,17 @@ impl SenderWorker {
             taken += messages;
         }
         Ok(taken)
+    }
+
+    /// Reads when the partition's next deferred send (not taken) is due.
+    async fn refresh_deferred_due(&mut self) -> anyhow::Result<()> {
+        self.window.deferred_due = self
+            .ports
+            .deferred
+            .next_deferred_due(self.partition)
+            .await
+            .context("reading the next deferred send's due time")?;
+        Ok(())
     }
 
     /// Queues a fetched record's messages; a bad item goes to the dead-letter topic.
@@ -1034,12 +1040,7 @@ impl Worker for SenderWorker {
             .await
             .context("releasing deferred sends")?;
         if self.window.deferred > 0 {
-            self.window.deferred_due = self
-                .ports
-                .deferred
-                .next_deferred_due(self.partition)
-                .await
-                .context("reading the next deferred send's due time")?;
+            self.refresh_deferred_due().await?;
         }
         Ok(())
     }
